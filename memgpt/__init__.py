@@ -1,0 +1,10 @@
+"""memgpt: Hugging Face causal LMs with a fixed-size memory for documents of any length."""
+
+from .config import MemGPTConfig
+from .hub import load_tokenizer
+from .kv import KVMemory
+from .model import MemGPT, MemGPTOutput
+from .slots import SlotMemory
+from .state import MemoryState
+
+__all__ = ["MemGPT", "MemGPTConfig", "MemGPTOutput", "MemoryState", "SlotMemory", "KVMemory", "load_tokenizer"]

@@ -1,0 +1,93 @@
+"""MemGPTConfig: everything that defines a MemGPT besides its weights."""
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+MEMORY_KINDS = ("slots", "kv")
+CONFIG_NAME = "config.json"
+
+
+def default_backbone() -> dict[str, Any]:
+    """A small Llama-style backbone sized for the shipped 4096-token tokenizer."""
+    return {
+        "model_type": "llama",
+        "vocab_size": 4096,
+        "hidden_size": 256,
+        "intermediate_size": 688,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "pad_token_id": 1,
+    }
+
+
+@dataclass(frozen=True)
+class MemGPTConfig:
+    """A backbone (hub id, local path or an HF config dict) plus the memory that reads and writes it.
+
+    slots: `num_slots` learned vectors per document, read and written beside every chunk.
+    kv: at most `kv_budget` key/value entries per layer (None = keep everything, exact);
+        `kv_sinks` first entries and `kv_recent` last entries are always kept, the rest by attention received.
+    """
+
+    backbone: str | dict[str, Any] = field(default_factory=default_backbone)
+    memory: str = "slots"
+    chunk_size: int = 128
+    num_slots: int = 16
+    bptt_depth: int = 4
+    kv_budget: int | None = 512
+    kv_sinks: int = 4
+    kv_recent: int = 128
+    kv_positions: str = "auto"  # "absolute" | "rolling" | "auto" (absolute for RoPE backbones)
+    tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
+
+    def __post_init__(self) -> None:
+        if self.memory not in MEMORY_KINDS:
+            raise ValueError(f"memory must be one of {MEMORY_KINDS}, got {self.memory!r}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.num_slots < 1:
+            raise ValueError(f"num_slots must be >= 1, got {self.num_slots}")
+        if self.bptt_depth < 1:
+            raise ValueError(f"bptt_depth must be >= 1, got {self.bptt_depth}")
+        if self.kv_positions not in ("auto", "absolute", "rolling"):
+            raise ValueError(f"kv_positions must be auto, absolute or rolling, got {self.kv_positions!r}")
+        if self.kv_budget is not None and self.kv_budget < self.kv_sinks + self.kv_recent:
+            raise ValueError(
+                f"kv_budget ({self.kv_budget}) must hold kv_sinks + kv_recent ({self.kv_sinks + self.kv_recent})"
+            )
+
+    @property
+    def memory_size(self) -> int | None:
+        """Slots per document, or kv entries per layer (None: unbounded)."""
+        return self.num_slots if self.memory == "slots" else self.kv_budget
+
+    def replace(self, **changes: Any) -> "MemGPTConfig":
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown MemGPTConfig option(s): {sorted(unknown)}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": "memgpt", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MemGPTConfig":
+        data = {k: v for k, v in data.items() if k != "model_type"}
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown MemGPTConfig field(s) {sorted(unknown)}")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "MemGPTConfig":
+        return cls.from_dict(json.loads(Path(directory, CONFIG_NAME).read_text()))

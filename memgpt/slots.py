@@ -1,0 +1,64 @@
+"""Slot memory: n learned vectors per document, read before each chunk and rewritten after it (RMT/ARMT)."""
+
+import math
+
+import torch
+from torch import nn
+
+from .memory import BackboneInputs, positions_from_mask
+
+
+class SlotMemory(nn.Module):
+    """Chunk layout: [read slots (n) | chunk tokens (T) | write slots (n)].
+
+    g (read): the chunk's tokens attend to the read slots, which hold M_{t-1}.
+    f (update): the backbone's outputs at the write slots, projected and gated with M_{t-1}, are M_t.
+    """
+
+    kind = "slots"
+    needs_attentions = False
+
+    def __init__(self, num_slots: int, hidden_size: int, init_std: float = 0.02):
+        super().__init__()
+        self.num_slots = num_slots
+        self.initial = nn.Parameter(torch.randn(num_slots, hidden_size) * init_std)  # M_0
+        self.read_embed = nn.Parameter(torch.zeros(num_slots, hidden_size))
+        self.write_embed = nn.Parameter(torch.randn(num_slots, hidden_size) * init_std)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.gate = nn.Linear(2 * hidden_size, hidden_size)
+        # backbone outputs are layer-normed (unit scale); keep M_t at the embedding scale it starts at
+        nn.init.normal_(self.proj.weight, std=init_std / math.sqrt(hidden_size))
+        nn.init.zeros_(self.proj.bias)
+        nn.init.normal_(self.gate.weight, std=init_std)
+        nn.init.zeros_(self.gate.bias)
+
+    def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        memory = self.initial.to(device, dtype).unsqueeze(0).expand(batch_size, -1, -1)  # (B, n, D)
+        return {"memory": memory, "n_read": torch.zeros(batch_size, dtype=torch.long, device=device)}
+
+    def read_inputs(
+        self, state: dict[str, torch.Tensor], embeds: torch.Tensor, mask: torch.Tensor, write: bool
+    ) -> BackboneInputs:
+        memory = state["memory"].to(embeds.dtype)  # (B, n, D)
+        B, n = memory.shape[:2]
+        parts = [memory + self.read_embed.to(embeds.dtype), embeds]
+        ones = mask.new_ones(B, n)
+        masks = [ones, mask]
+        if write:  # write slots sit after the padding, so right-padded rows stay exact
+            parts.append(memory + self.write_embed.to(embeds.dtype))
+            masks.append(ones)
+        full_mask = torch.cat(masks, dim=1)
+        return BackboneInputs(
+            inputs_embeds=torch.cat(parts, dim=1),
+            attention_mask=full_mask,
+            position_ids=positions_from_mask(full_mask),
+            cache=None,
+            text=slice(n, n + embeds.shape[1]),
+        )
+
+    def update(self, state, inputs, hidden, mask, attentions) -> dict[str, torch.Tensor]:
+        prev = state["memory"]  # (B, n, D)
+        candidate = self.proj(hidden[:, -self.num_slots :].to(self.proj.weight.dtype))  # (B, n, D)
+        gate = torch.sigmoid(self.gate(torch.cat([candidate, prev.to(candidate.dtype)], dim=-1)))
+        memory = gate * candidate + (1 - gate) * prev.to(candidate.dtype)
+        return {"memory": memory, "n_read": state["n_read"] + mask.sum(-1)}

@@ -1,0 +1,120 @@
+"""MemoryState: the fixed-size memory of a batch of documents, saved and loaded with safetensors."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+@dataclass
+class MemoryState:
+    """Tensors whose first batch dimension is the document (kv tensors carry the layer first).
+
+    slots: memory (B, n, D), n_read (B,)
+    kv:    keys/values (L, B, H, S, Dh), mask (B, S), scores (L, B, S), n_read (B,)
+    `signature` names the model the state belongs to; loading it into another model fails clearly.
+    """
+
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    signature: dict[str, Any]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tensors["n_read"].shape[0])
+
+    @property
+    def n_read(self) -> torch.Tensor:
+        """Tokens read so far per document, (B,)."""
+        return self.tensors["n_read"]
+
+    def size(self) -> int:
+        """Number of memory entries held per document (slots, or kv entries per layer)."""
+        t = self.tensors
+        return int(t["memory"].shape[1]) if self.kind == "slots" else int(t["keys"].shape[3])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def _batch_dim(self, name: str) -> int:
+        return 1 if name in ("keys", "values", "scores") else 0
+
+    def select(self, index: torch.Tensor | list[int]) -> "MemoryState":
+        """The states of the documents at `index`, in that order."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.n_read.device)
+        return self._map(lambda name, t: t.index_select(self._batch_dim(name), index))
+
+    def scatter(self, index: torch.Tensor | list[int], other: "MemoryState") -> "MemoryState":
+        """A copy of self where the documents at `index` take their state from `other` (batch len(index))."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.n_read.device)
+        a, b = _pad_kv(self, other) if self.kind == "kv" else (self, other)
+        return a._map(lambda name, t: t.index_copy(a._batch_dim(name), index, b.tensors[name].to(t.dtype)))
+
+    @staticmethod
+    def cat(states: list["MemoryState"]) -> "MemoryState":
+        """Concatenate states of several batches into one batch."""
+        first = states[0]
+        if first.kind == "kv":
+            width = max(s.size() for s in states)
+            states = [_pad_kv_to(s, width) for s in states]
+        tensors = {
+            name: torch.cat([s.tensors[name] for s in states], dim=first._batch_dim(name))
+            for name in first.tensors
+        }
+        return MemoryState(first.kind, tensors, first.signature)
+
+    def detach(self) -> "MemoryState":
+        return self._map(lambda _, t: t.detach())
+
+    def to(self, device: torch.device | str) -> "MemoryState":
+        return self._map(lambda _, t: t.to(device))
+
+    def _map(self, fn) -> "MemoryState":
+        return MemoryState(self.kind, {k: fn(k, v) for k, v in self.tensors.items()}, self.signature)
+
+    def save(self, path: str | Path) -> None:
+        meta = {"kind": self.kind, "signature": json.dumps(self.signature, sort_keys=True)}
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "MemoryState":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"memory state file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise ValueError(f"{path} is not a valid safetensors memory state: {e}") from e
+        if "kind" not in meta or "signature" not in meta or "n_read" not in tensors:
+            raise ValueError(f"{path} is a safetensors file but not a MemGPT memory state (no kind/signature)")
+        return cls(meta["kind"], tensors, json.loads(meta["signature"]))
+
+
+def _pad_kv_to(state: MemoryState, width: int) -> MemoryState:
+    """Pad a kv state with masked-out entries up to `width` entries per layer."""
+    extra = width - state.size()
+    if extra <= 0:
+        return state
+    t = state.tensors
+    pad = {
+        "keys": (0, 0, 0, extra),
+        "values": (0, 0, 0, extra),
+        "mask": (0, extra),
+        "scores": (0, extra),
+    }
+    return MemoryState(
+        state.kind,
+        {k: torch.nn.functional.pad(v, pad[k]) if k in pad else v for k, v in t.items()},
+        state.signature,
+    )
+
+
+def _pad_kv(a: MemoryState, b: MemoryState) -> tuple[MemoryState, MemoryState]:
+    width = max(a.size(), b.size())
+    return _pad_kv_to(a, width), _pad_kv_to(b, width)
