@@ -7,4 +7,12 @@ from .model import MemGPT, MemGPTOutput
 from .slots import SlotMemory
 from .state import MemoryState
 
-__all__ = ["MemGPT", "MemGPTConfig", "MemGPTOutput", "MemoryState", "SlotMemory", "KVMemory", "load_tokenizer"]
+__all__ = [
+    "MemGPT",
+    "MemGPTConfig",
+    "MemGPTOutput",
+    "MemoryState",
+    "SlotMemory",
+    "KVMemory",
+    "load_tokenizer",
+]

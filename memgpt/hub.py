@@ -25,7 +25,9 @@ def resolve(name_or_path: str | Path, trust_remote_code: bool = False) -> Path:
         return path
     name = str(name_or_path)
     if path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(f"model path {name!r} is not a directory (expected a MemGPT or HF model folder)")
+        raise FileNotFoundError(
+            f"model path {name!r} is not a directory (expected a MemGPT or HF model folder)"
+        )
     from huggingface_hub import snapshot_download
 
     patterns = HUB_PATTERNS + (["*.py"] if trust_remote_code else [])
@@ -50,7 +52,9 @@ def backbone_from_config(config: dict[str, Any]) -> PreTrainedModel:
     return AutoModelForCausalLM.from_config(hf_config)
 
 
-def load_backbone(path: Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> PreTrainedModel:
+def load_backbone(
+    path: Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None
+) -> PreTrainedModel:
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype

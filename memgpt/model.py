@@ -64,7 +64,9 @@ class MemGPT(nn.Module):
     # ---- construction, saving, loading -------------------------------------------------------------------
 
     @classmethod
-    def from_backbone(cls, backbone: PreTrainedModel, memory: str = "kv", tokenizer=None, **options) -> "MemGPT":
+    def from_backbone(
+        cls, backbone: PreTrainedModel, memory: str = "kv", tokenizer=None, **options
+    ) -> "MemGPT":
         """Wrap an already loaded HF causal LM; the backbone is referenced by its name_or_path."""
         name = getattr(backbone.config, "name_or_path", "") or None
         config = MemGPTConfig(backbone=name or backbone.config.to_dict(), memory=memory, **options)
@@ -95,7 +97,9 @@ class MemGPT(nn.Module):
         config = MemGPTConfig.from_dict(raw).replace(**options)
         if isinstance(config.backbone, str):
             local = config.backbone.startswith("./")
-            backbone_path = path / config.backbone if local else hub.resolve(config.backbone, trust_remote_code)
+            backbone_path = (
+                path / config.backbone if local else hub.resolve(config.backbone, trust_remote_code)
+            )
             backbone = hub.load_backbone(backbone_path, trust_remote_code)
         else:
             backbone = hub.backbone_from_config(config.backbone)
@@ -129,7 +133,9 @@ class MemGPT(nn.Module):
         if not expected:
             return
         if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing: a {self.config.memory} MemGPT needs its memory weights")
+            raise FileNotFoundError(
+                f"{file} is missing: a {self.config.memory} MemGPT needs its memory weights"
+            )
         with safe_open(str(file), framework="pt") as f:
             found = {k: f.get_tensor(k) for k in f.keys()}
         for name, tensor in expected.items():
@@ -204,7 +210,9 @@ class MemGPT(nn.Module):
             sub = self.forward(input_ids[idx], mask[idx], state.select(idx), None, return_logits)
             logits = None
             if sub.logits is not None:
-                logits = sub.logits.new_zeros(input_ids.shape + sub.logits.shape[-1:]).index_copy(0, idx, sub.logits)
+                logits = sub.logits.new_zeros(input_ids.shape + sub.logits.shape[-1:]).index_copy(
+                    0, idx, sub.logits
+                )
             return MemGPTOutput(logits, _lm_loss(logits, labels, mask), state.scatter(idx, sub.memory))
         embeds = self.backbone.get_input_embeddings()(input_ids)  # (B, T, D)
         inputs = self.memory.read_inputs(state.tensors, embeds, mask, write=True)
@@ -259,7 +267,9 @@ class MemGPT(nn.Module):
     @property
     def tokenizer_pad_id(self) -> int:
         tok = self.tokenizer
-        pad = None if tok is None else (tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        pad = (
+            None if tok is None else (tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        )
         return 0 if pad is None else int(pad)
 
     # ---- generating: the backbone reads c_t = g(M_t, q_t) while it writes ----------------------------------
@@ -298,7 +308,9 @@ class MemGPT(nn.Module):
         if any(split):
             state = self.read([r[:s] for r, s in zip(rows, split, strict=True)], memory=state)
         self.check_state(state)
-        tail_ids, tail_mask = _left_pad([r[s:] for r, s in zip(rows, split, strict=True)], pad)
+        tail_ids, tail_mask = _left_pad(
+            [r[s:] for r, s in zip(rows, split, strict=True)], self.tokenizer_pad_id
+        )
         tail_ids, tail_mask = tail_ids.to(self.device), tail_mask.to(self.device)
 
         embeds = self.backbone.get_input_embeddings()(tail_ids)
@@ -367,7 +379,9 @@ def _default_tokenizer(config: MemGPTConfig):
     return None
 
 
-def _lm_loss(logits: torch.Tensor | None, labels: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor | None:
+def _lm_loss(
+    logits: torch.Tensor | None, labels: torch.Tensor | None, mask: torch.Tensor
+) -> torch.Tensor | None:
     """Next-token cross-entropy within the chunk, ignoring padding and labels set to -100."""
     if logits is None or labels is None:
         return None

@@ -78,7 +78,9 @@ class MemoryState:
 
     def save(self, path: str | Path) -> None:
         meta = {"kind": self.kind, "signature": json.dumps(self.signature, sort_keys=True)}
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, str(path), metadata=meta)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, str(path), metadata=meta
+        )
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "MemoryState":
@@ -92,7 +94,9 @@ class MemoryState:
         except Exception as e:  # safetensors raises its own error types for corrupt files
             raise ValueError(f"{path} is not a valid safetensors memory state: {e}") from e
         if "kind" not in meta or "signature" not in meta or "n_read" not in tensors:
-            raise ValueError(f"{path} is a safetensors file but not a MemGPT memory state (no kind/signature)")
+            raise ValueError(
+                f"{path} is a safetensors file but not a MemGPT memory state (no kind/signature)"
+            )
         return cls(meta["kind"], tensors, json.loads(meta["signature"]))
 
 

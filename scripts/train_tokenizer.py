@@ -1,6 +1,6 @@
 """Train the default byte-level BPE tokenizer shipped as memgpt/assets/tokenizer.json.
 
-    python scripts/train_tokenizer.py ../shared/corpus/*.txt --vocab-size 4096
+python scripts/train_tokenizer.py ../shared/corpus/*.txt --vocab-size 4096
 """
 
 import argparse
