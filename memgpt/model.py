@@ -53,6 +53,7 @@ class MemGPT(nn.Module):
             backbone = hub.backbone_from_config(config.backbone)
         self.backbone = backbone
         self.memory = build_memory(config, backbone)
+        self._signature: dict | None = None
         if self.memory.needs_attentions:  # attention weights are only returned by the eager kernel
             backbone.set_attn_implementation("eager")
         self.tokenizer = tokenizer if tokenizer is not None else _default_tokenizer(config)
@@ -169,14 +170,16 @@ class MemGPT(nn.Module):
 
     def signature(self) -> dict:
         """What a memory state must agree with to be read by this model."""
-        shapes = hub.backbone_shapes(self.backbone.config)
-        sig = {"kind": self.config.memory, "model_type": self.backbone.config.model_type, **shapes}
-        if self.config.memory == "slots":
-            sig["num_slots"] = self.config.num_slots
-        return sig
+        if self._signature is None:
+            shapes = hub.backbone_shapes(self.backbone.config)
+            sig = {"kind": self.config.memory, "model_type": self.backbone.config.model_type, **shapes}
+            if self.config.memory == "slots":
+                sig["num_slots"] = self.config.num_slots
+            self._signature = sig
+        return dict(self._signature)
 
     def check_state(self, state: MemoryState) -> None:
-        if state.signature != self.signature():
+        if state.signature is not self._signature and state.signature != self.signature():
             raise ValueError(
                 f"memory state does not fit this model: state is {state.signature}, model is {self.signature()}"
             )
@@ -186,7 +189,8 @@ class MemGPT(nn.Module):
     def init_state(self, batch_size: int) -> MemoryState:
         """M_0 for `batch_size` documents."""
         tensors = self.memory.init(batch_size, self.device, self.dtype)
-        return MemoryState(self.config.memory, tensors, self.signature())
+        self.signature()
+        return MemoryState(self.config.memory, tensors, self._signature)
 
     def forward(
         self,
