@@ -1,0 +1,88 @@
+"""Facts: parse generated `subject | relation | object` lines, ground them in their chunk, de-duplicate them,
+and roll their entities up across the corpus."""
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\d+[.)])\s*")
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
+_SPACE = re.compile(r"\s+")
+_EDGE_PUNCT = "\"'`.,;:!?()[]{}<>"
+
+
+@dataclass(frozen=True)
+class Triple:
+    subject: str
+    relation: str
+    object: str
+
+
+def parse_facts(generated: str) -> tuple[list[Triple], int]:
+    """Triples from `subject | relation | object` lines and the number of non-blank lines that are not one."""
+    triples, bad = [], 0
+    for line in generated.splitlines():
+        line = _BULLET.sub("", line.strip()).strip()
+        if not line:
+            continue
+        parts = [_SPACE.sub(" ", p).strip() for p in line.split("|")]
+        if len(parts) == 3 and all(parts):
+            triples.append(Triple(*parts))
+        else:
+            bad += 1
+    return triples, bad
+
+
+def normalize(name: str) -> str:
+    """Normalised entity name: case-folded, whitespace collapsed, edge punctuation and a leading article dropped."""
+    name = _SPACE.sub(" ", name.casefold()).strip().strip(_EDGE_PUNCT).strip()
+    return _ARTICLE.sub("", name) or name
+
+
+def fact_key(t: Triple) -> tuple[str, str, str]:
+    """The de-duplication key of a fact."""
+    return normalize(t.subject), _SPACE.sub(" ", t.relation.casefold()).strip(), normalize(t.object)
+
+
+def ground(t: Triple, text: str, char_start: int, char_end: int) -> tuple[int, int, float]:
+    """Evidence span (absolute offsets, inside [char_start, char_end)) and score: the share of subject and
+    object found as whole words (case-insensitive) in the chunk; the whole chunk when neither is found."""
+    spans = []
+    for name in (t.subject, t.object):
+        # whole words only, so "He" does not match inside "the"
+        m = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE).search(text, char_start, char_end)
+        if m:
+            spans.append(m.span())
+    if not spans:
+        return char_start, char_end, 0.0
+    return min(s for s, _ in spans), max(e for _, e in spans), len(spans) / 2
+
+
+def dedupe(rows: Iterable[dict]) -> list[dict]:
+    """Fact rows of one document without repeats (same normalised key); the first occurrence is kept."""
+    seen, out = set(), []
+    for row in rows:
+        key = fact_key(Triple(row["subject"], row["relation"], row["object"]))
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
+    """The `entities` table: each normalised subject/object with its aliases, document and mention counts."""
+    aliases, docs, mentions = defaultdict(set), defaultdict(set), defaultdict(int)
+    for row in facts:
+        for name in (row["subject"], row["object"]):
+            key = normalize(name)
+            if not key:
+                continue
+            aliases[key].add(_SPACE.sub(" ", name).strip())
+            docs[key].add(row["doc_id"])
+            mentions[key] += 1
+    return [
+        {"entity": k, "aliases": sorted(aliases[k]), "n_documents": len(docs[k]), "n_mentions": mentions[k],
+         "run_id": run_id}
+        for k in sorted(aliases)
+    ]

@@ -1,0 +1,82 @@
+from pipeline.facts import Triple, dedupe, entity_rows, fact_key, ground, normalize, parse_facts
+
+
+def test_parse_counts_bad_lines_and_skips_blanks():
+    generated = """
+Ahab | captains | the Pequod
+  - Ishmael  |  narrates   | the story
+1. Moby Dick | is | a  white whale
+
+this line has no separators
+a | b
+a | b | c | d
+ | missing | subject
+"""
+    triples, bad = parse_facts(generated)
+    assert triples == [
+        Triple("Ahab", "captains", "the Pequod"),
+        Triple("Ishmael", "narrates", "the story"),
+        Triple("Moby Dick", "is", "a white whale"),
+    ]
+    assert bad == 4
+
+
+def test_parse_never_crashes_on_garbage():
+    triples, bad = parse_facts("\x00|\ufffd|\n" + "|" * 1000 + "\n\r\n\t")
+    assert (triples, bad) == ([], 2)
+    assert parse_facts("") == ([], 0)
+
+
+def test_normalize():
+    assert normalize("  The   White Whale. ") == "white whale"
+    assert normalize("An Apple") == "apple"
+    assert normalize('"Captain AHAB"') == "captain ahab"
+    assert normalize("the") == "the"  # an article alone stays
+    assert normalize("Theodore") == "theodore"
+
+
+def test_fact_key_ignores_case_whitespace_and_articles():
+    assert fact_key(Triple("The Pequod", "Sails  FROM", "Nantucket")) == fact_key(
+        Triple("pequod", "sails from", "nantucket.")
+    )
+
+
+def test_dedupe_keeps_the_first_occurrence():
+    rows = [
+        {"subject": "Ahab", "relation": "hunts", "object": "the whale", "chunk_index": 3},
+        {"subject": "ahab", "relation": "HUNTS", "object": "whale", "chunk_index": 5},
+        {"subject": "Ahab", "relation": "hates", "object": "the whale", "chunk_index": 6},
+    ]
+    assert [r["chunk_index"] for r in dedupe(rows)] == [3, 6]
+
+
+def test_ground_finds_a_span_inside_the_chunk():
+    text = "Chapter 1. Ahab hates the whale. Chapter 2. Ahab paces the deck of the Pequod at night."
+    start, end = text.index("Chapter 2"), len(text)
+    s, e, score = ground(Triple("ahab", "paces", "the Pequod"), text, start, end)
+    assert start <= s < e <= end and score == 1.0
+    assert text[s:e] == "Ahab paces the deck of the Pequod"
+    s, e, score = ground(Triple("He", "walks", "the Pequod"), text, start, end)  # "He" is not in "the"
+    assert text[s:e] == "the Pequod" and score == 0.5
+    assert ground(Triple("Ishmael", "sees", "land"), text, start, end) == (start, end, 0.0)
+
+
+def test_ground_offsets_survive_case_folding_that_changes_length():
+    text = "Straße STRASSE İstanbul whale"
+    s, e, _ = ground(Triple("whale", "is", "whale"), text, 0, len(text))
+    assert text[s:e] == "whale"
+
+
+def test_entity_rollup_across_documents():
+    facts = [
+        {"doc_id": "a", "subject": "Captain Ahab", "object": "the White Whale"},
+        {"doc_id": "a", "subject": "captain  ahab", "object": "the Pequod"},
+        {"doc_id": "b", "subject": "The white whale", "object": "Ahab"},
+    ]
+    rows = {r["entity"]: r for r in entity_rows(facts, run_id="r1")}
+    assert list(rows) == sorted(rows)
+    assert rows["captain ahab"]["aliases"] == ["Captain Ahab", "captain ahab"]
+    assert rows["captain ahab"]["n_mentions"] == 2 and rows["captain ahab"]["n_documents"] == 1
+    assert rows["white whale"]["aliases"] == ["The white whale", "the White Whale"]
+    assert rows["white whale"]["n_documents"] == 2 and rows["white whale"]["run_id"] == "r1"
+    assert rows["ahab"]["n_mentions"] == 1
