@@ -6,9 +6,32 @@ nothing is dropped, and reading chunk by chunk is exactly one forward pass over 
 """
 
 import torch
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
 from .memory import BackboneInputs, positions_from_mask
+
+SCORING_ATTENTION = "memgpt_sdpa_window"
+SCORE_WINDOW = 32  # the last queries of each chunk whose attention scores the entries (SnapKV's window)
+
+
+def sdpa_with_window_scores(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """SDPA for the output; attention weights only for the last SCORE_WINDOW queries, (B, H, w, S)."""
+    kwargs.pop("output_attentions", None)
+    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    q = query[:, :, -SCORE_WINDOW:]
+    k = repeat_kv(key, query.shape[1] // key.shape[1])
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    logits = (q @ k.transpose(-1, -2)).float() * scale
+    if attention_mask is not None:  # additive (B, 1, T, S) mask, as built for eager attention
+        logits = logits + attention_mask[:, :, -q.shape[2] :, : k.shape[2]].float()
+    return out, logits.softmax(-1)
+
+
+# the transformers extension point: any model using ALL_ATTENTION_FUNCTIONS can run it, no forks
+AttentionInterface.register(SCORING_ATTENTION, sdpa_with_window_scores)
+ALL_MASK_ATTENTION_FUNCTIONS.register(SCORING_ATTENTION, eager_mask)
 
 
 class KVMemory(torch.nn.Module):
@@ -66,7 +89,8 @@ class KVMemory(torch.nn.Module):
         full_mask = torch.cat([state["mask"], mask.bool()], dim=1)  # (B, S+T)
         scores = torch.nn.functional.pad(state["scores"], (0, mask.shape[1]))  # (L, B, S+T)
         if attentions is not None:
-            query_mask = mask.to(attentions[0].dtype)[:, None, :, None]  # (B, 1, T, 1)
+            window = attentions[0].shape[2]
+            query_mask = mask[:, -window:].to(attentions[0].dtype)[:, None, :, None]  # (B, 1, w, 1)
             received = torch.stack([(a * query_mask).sum(dim=(1, 2)) for a in attentions])  # (L, B, S+T)
             scores = scores + received.float()
         new = {"keys": keys, "values": values, "mask": full_mask, "scores": scores}

@@ -16,7 +16,7 @@ from transformers import DynamicCache, PreTrainedModel
 from . import hub
 from .config import CONFIG_NAME, MemGPTConfig
 from .generation import sample_next
-from .kv import KVMemory
+from .kv import SCORING_ATTENTION, KVMemory
 from .slots import SlotMemory
 from .state import MemoryState
 
@@ -54,8 +54,8 @@ class MemGPT(nn.Module):
         self.backbone = backbone
         self.memory = build_memory(config, backbone)
         self._signature: dict | None = None
-        if self.memory.needs_attentions:  # attention weights are only returned by the eager kernel
-            backbone.set_attn_implementation("eager")
+        if self.memory.needs_attentions:  # SDPA plus the attention weights of a window of queries
+            backbone.set_attn_implementation(SCORING_ATTENTION)
         self.tokenizer = tokenizer if tokenizer is not None else _default_tokenizer(config)
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:

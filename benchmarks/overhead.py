@@ -1,0 +1,57 @@
+"""Memory overhead: tokens/s of `model.read` with slot and kv memory vs the bare backbone over the same chunks.
+
+python -m benchmarks.overhead           # ~1 minute on 2 CPU cores
+python -m benchmarks.overhead --full    # longer documents, more repeats
+"""
+
+import argparse
+
+import torch
+
+from memgpt import MemGPT, MemGPTConfig
+
+from .common import command, interleaved, machine, print_table
+
+
+def bare_forward(model: MemGPT, doc: torch.Tensor, chunk: int) -> None:
+    """What a reader with no memory runs: the backbone over each chunk on its own."""
+    for piece in doc.split(chunk):
+        model.backbone.base_model(input_ids=piece[None].to(model.device), use_cache=False)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true")
+    args = p.parse_args()
+    n_tokens, repeat = (65_536, 5) if args.full else (8_192, 3)
+    torch.manual_seed(0)
+    doc = torch.randint(2, 4096, (n_tokens,))
+    rows = []
+    for chunk in (128, 512):
+        models = {
+            "slots (16)": MemGPT(MemGPTConfig(memory="slots", chunk_size=chunk, num_slots=16)),
+            "kv (budget 512)": MemGPT(MemGPTConfig(memory="kv", chunk_size=chunk, kv_budget=512)),
+        }
+        bare = next(iter(models.values()))
+        fns = {"bare": lambda b=bare, c=chunk: bare_forward(b, doc, c)}
+        fns |= {name: (lambda m=m: m.read([doc])) for name, m in models.items()}
+        with torch.inference_mode():
+            seconds = interleaved(fns, repeat=repeat)
+        for name in models:
+            rows.append(
+                {
+                    "chunk": chunk,
+                    "memory": name,
+                    "tok/s": n_tokens / seconds[name],
+                    "bare tok/s": n_tokens / seconds["bare"],
+                    "ratio": seconds["bare"] / seconds[name],
+                }
+            )
+    print_table(
+        rows, f"read throughput vs bare backbone, {n_tokens} tokens, default backbone (goal: ratio >= 0.9)"
+    )
+    print(f"machine: {machine()}\ncommand: {command()}")
+
+
+if __name__ == "__main__":
+    main()
