@@ -10,6 +10,7 @@ _BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\d+[.)])\s*")
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+")
 _SPACE = re.compile(r"\s+")
 _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>"
+NO_FACTS = "none"  # what a model trained on the task format says for a chunk without facts
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ def parse_facts(generated: str) -> tuple[list[Triple], int]:
     triples, bad = [], 0
     for line in generated.splitlines():
         line = _BULLET.sub("", line.strip()).strip()
-        if not line:
+        if not line or line.casefold() == NO_FACTS:
             continue
         parts = [_SPACE.sub(" ", p).strip() for p in line.split("|")]
         if len(parts) == 3 and all(parts):

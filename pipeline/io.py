@@ -12,6 +12,7 @@ import posixpath
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,17 +294,34 @@ class Output:
             raise ValueError(f"{table} table has schema {data.schema}, expected {TABLES[table]}")
         if name != safe_name(name):
             raise ValueError(f"unsafe output name {name!r}; use safe_name()")
-        folder = self.path(table)
+        with self._commit(self.path(table, name)) as f:
+            pq.write_table(data, f)
+        return self.path(table, name)
+
+    def write_json(self, name: str, obj) -> str:
+        """Write `obj` as <root>/<name>.json, atomically."""
+        path = posixpath.join(self.root, f"{name}.json")
+        with self._commit(path) as f:
+            f.write(json.dumps(obj, indent=2).encode())
+        return path
+
+    @contextmanager
+    def _commit(self, path: str):
+        """Yield a stream to a hidden temp file beside `path`, renamed to `path` once it is complete."""
+        folder, base = posixpath.split(path)
         self.fs.create_dir(folder, recursive=True)
-        tmp = posixpath.join(folder, f".tmp-{name}-{uuid.uuid4().hex}.parquet")  # '.' hides it from readers
+        tmp = posixpath.join(folder, f".tmp-{base}-{uuid.uuid4().hex}")  # '.' hides it from readers
         try:
             with self.fs.open_output_stream(tmp) as f:
-                pq.write_table(data, f)
-            self.fs.move(tmp, self.path(table, name))
+                yield f
+            self.fs.move(tmp, path)
         except BaseException:
             _delete_quietly(self.fs, tmp)
             raise
-        return self.path(table, name)
+
+    def delete(self, table: str, name: str) -> None:
+        """Remove a committed unit if it exists."""
+        _delete_quietly(self.fs, self.path(table, name))
 
     def names(self, table: str) -> list[str]:
         """Names of the committed units of `table` (sorted)."""
@@ -320,8 +338,11 @@ class Output:
         return pads.dataset(paths, schema=TABLES[table], filesystem=self.fs, format="parquet").to_table()
 
     def write_errors(self, name: str, rows: list[dict]) -> str | None:
-        """Write `errors` rows as one unit; nothing when there are none."""
-        return self.write("errors", name, to_table(rows, ERRORS)) if rows else None
+        """Write `errors` rows as one unit, replacing an earlier one; none (and no file) when there are none."""
+        if not rows:
+            self.delete("errors", name)
+            return None
+        return self.write("errors", name, to_table(rows, ERRORS))
 
 
 def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:

@@ -15,6 +15,8 @@ SUMMARIES = pa.schema(
         pa.field("n_tokens", pa.int64()),  # tokens read into memory
         pa.field("n_chunks", pa.int64()),
         pa.field("tokens_generated", pa.int64()),  # summary + facts
+        pa.field("n_facts", pa.int64()),  # after de-duplication
+        pa.field("n_unparsed", pa.int64()),  # generated fact lines that were not `subject | relation | object`
         pa.field("model", pa.string()),
         pa.field("memory_kind", pa.string()),
         pa.field("memory_size", pa.int64()),
@@ -79,6 +81,13 @@ TABLES: dict[str, pa.Schema] = {
     "errors": ERRORS,
     "manifest": MANIFEST,
 }
+
+# What an actor returns per document: the rows it produced for each table (list columns), written by the sink.
+RESULT_TABLES = ("summaries", "facts", "errors", "manifest")
+RESULTS = pa.schema(
+    [pa.field("doc_id", pa.string(), nullable=False)]
+    + [pa.field(name, pa.list_(pa.struct(list(TABLES[name])))) for name in RESULT_TABLES]
+)
 
 
 def validate_row(row: Mapping[str, Any], schema: pa.Schema) -> None:

@@ -1,32 +1,34 @@
-"""Shared fixtures for the pipeline tests: the default tokenizer and the shared corpus."""
+"""Fixtures for the pipeline tests: tokenizer, corpus, one Ray session, and tiny real models."""
 
 from pathlib import Path
 
 import pytest
+import ray
+from pipeline_support import corpus_file, train_fact_model
 
-REPO = Path(__file__).parents[2]
-CORPUS = REPO / ".." / "shared" / "corpus"
-
-
-def load_default_tokenizer():
-    """The project's default tokenizer (memgpt.load_tokenizer once it exists)."""
-    try:
-        from memgpt import load_tokenizer
-    except ImportError:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(REPO / "memgpt" / "assets"))
-    return load_tokenizer()
+from memgpt import load_tokenizer
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    return load_default_tokenizer()
+    return load_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def book() -> str:
-    path = CORPUS / "moby_dick.txt"
-    if not path.exists():
-        pytest.skip(f"shared corpus not found at {CORPUS}")
-    return path.read_text(encoding="utf-8")
+    return corpus_file("moby_dick.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test run (starting Ray costs seconds); logical CPUs > cores is fine here."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def fact_model(tmp_path_factory) -> Path:
+    text = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")[:300_000]
+    return train_fact_model(tmp_path_factory.mktemp("fact_model"), text)

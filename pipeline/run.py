@@ -1,0 +1,127 @@
+"""The knowledge-extraction flow on one screen: read -> MemGPT actors -> write -> entities -> run report."""
+
+import time
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import ray
+
+from memgpt.hub import resolve
+from pipeline.actor import Extractor
+from pipeline.config import ExtractConfig
+from pipeline.facts import entity_rows
+from pipeline.io import Document, Output, list_inputs, read_corpus
+from pipeline.schemas import ENTITIES, RESULT_TABLES, TABLES, to_table
+from pipeline.sink import ResultSink
+
+
+def run(config: ExtractConfig) -> "Report":
+    """Extract summaries, facts and entities from `config.input` into `config.output`; resumes a killed run."""
+    check_model(config)
+    list_inputs(config.input, config.read)  # a missing input fails here, before anything is written
+    out = Output(config.output)
+    out.check_writable()
+    run_id, start = config.derived_run_id(), time.perf_counter()
+
+    docs, read_errors = read_corpus(config.input, config.read, run_id)
+    out.write_errors("read", read_errors)
+    todo = pending(docs, out.read("manifest"))
+
+    sink = ResultSink(config.output)
+    if todo:
+        connect(config.address)
+        ds = ray.data.from_arrow(document_groups(todo, config.batch_size))
+        ds = ds.map_batches(
+            Extractor,
+            fn_constructor_args=(config, run_id),
+            batch_size=config.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=config.workers),
+            num_gpus=config.gpus_per_worker or None,
+            num_cpus=config.cpus_per_worker,
+        )
+        ds.write_datasink(sink)
+
+    n_entities = write_entities(out, run_id)
+    return make_report(out, run_id, len(docs), len(docs) - len(todo), len(read_errors), n_entities, sink.stats,
+                       time.perf_counter() - start)
+
+
+def check_model(config: ExtractConfig) -> None:
+    """Fail early, before any output exists, when the model cannot be found."""
+    if config.model is None:
+        return
+    path = resolve(config.model, config.trust_remote_code)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model {config.model!r} has no config.json: not a MemGPT or Hugging Face model")
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at `address` (or RAY_ADDRESS); without either, start Ray in this process."""
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+
+
+def pending(docs: list[Document], manifest: pa.Table) -> list[dict]:
+    """Document rows still to process (not finished with status ok), each with its attempt number."""
+    rows = manifest.to_pylist()
+    done = {r["doc_id"] for r in rows if r["status"] == "ok"}
+    attempts = {r["doc_id"]: r["attempts"] for r in rows}
+    return [d.to_row() | {"attempt": attempts.get(d.doc_id, 0) + 1} for d in docs if d.doc_id not in done]
+
+
+def document_groups(docs: list[dict], batch_size: int) -> list[pa.Table]:
+    """Documents in lockstep groups of `batch_size`, longest first, as one block each.
+
+    A group is fixed by the input alone, so every actor count gives the same batches and the same numbers.
+    """
+    docs = sorted(docs, key=lambda d: (-len(d["text"]), d["doc_id"]))
+    schema = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("title", pa.string()),
+                        ("text", pa.large_string()), ("group", pa.int64()), ("attempt", pa.int64())])
+    groups = [docs[i: i + batch_size] for i in range(0, len(docs), batch_size)]
+    return [pa.Table.from_pylist([d | {"group": g} for d in group], schema=schema) for g, group in enumerate(groups)]
+
+
+def write_entities(out: Output, run_id: str) -> int:
+    """Roll every committed fact up into the `entities` table (rewritten whole)."""
+    rows = entity_rows(out.read("facts").select(["doc_id", "subject", "object"]).to_pylist(), run_id)
+    out.write("entities", "entities", to_table(rows, ENTITIES))
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a run did and cost; tokens and seconds count this run's work only."""
+
+    run_id: str
+    documents: int  # good input documents
+    skipped: int  # already finished by an earlier run
+    processed: int
+    failed: int
+    read_errors: int
+    facts: int  # rows in the facts table
+    entities: int
+    tokens_read: int
+    tokens_generated: int
+    seconds: float
+    tokens_per_second: float
+    tables: dict[str, str]
+
+    def format(self) -> str:
+        lines = [f"run {self.run_id}: {self.documents} documents ({self.processed} processed, {self.skipped} "
+                 f"already done, {self.failed} failed), {self.read_errors} unreadable inputs",
+                 f"tokens read {self.tokens_read:,}, generated {self.tokens_generated:,} in {self.seconds:.1f}s "
+                 f"({self.tokens_per_second:,.0f} tokens/s); {self.facts} facts, {self.entities} entities"]
+        lines += [f"  {name:<9} {path}" for name, path in self.tables.items()]
+        return "\n".join(lines)
+
+
+def make_report(out, run_id, n_docs, skipped, read_errors, n_entities, stats, seconds) -> Report:
+    tables = {name: out.path(name) for name in (*RESULT_TABLES, "entities") if name in TABLES}
+    tokens = stats.get("tokens_read", 0) + stats.get("tokens_generated", 0)
+    report = Report(run_id, n_docs, skipped, stats.get("documents", 0), stats.get("failed", 0), read_errors,
+                    out.read("facts").num_rows, n_entities, stats.get("tokens_read", 0),
+                    stats.get("tokens_generated", 0), round(seconds, 3), round(tokens / max(seconds, 1e-9), 1),
+                    tables)
+    out.write_json("report", asdict(report))
+    return report
