@@ -1,0 +1,54 @@
+"""Generation: tokens/s of `generate` continuing from a memory state vs the backbone's own `generate`.
+
+Both see a prompt of the same visible length; MemGPT also reads its memory (slots or kept kv entries).
+
+    python -m benchmarks.generation         # ~1 minute on 2 CPU cores
+    python -m benchmarks.generation --full
+"""
+
+import argparse
+
+import torch
+
+from memgpt import MemGPT, MemGPTConfig
+
+from .common import command, interleaved, machine, print_table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true")
+    args = p.parse_args()
+    new_tokens, batch = (256, 8) if args.full else (64, 4)
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(2, 4096, (batch, 64), generator=g)
+    hf = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=1)
+    rows = []
+    for memory, options in (("slots", {}), ("kv", {"kv_budget": 512})):
+        model = MemGPT(MemGPTConfig(memory=memory, **options)).eval()
+        with torch.inference_mode():
+            state = model.read([torch.randint(2, 4096, (4_000,), generator=g) for _ in range(batch)])
+        fns = {
+            "backbone": lambda m=model: m.backbone.generate(prompt, **hf),
+            "memgpt": lambda m=model, s=state: m.generate(
+                prompt, memory=s, max_new_tokens=new_tokens, eos_token_id=-1
+            ),
+        }
+        with torch.inference_mode():
+            seconds = interleaved(fns, repeat=3)
+        rows.append(
+            {
+                "memory": memory,
+                "batch": batch,
+                "new tokens": new_tokens,
+                "backbone tok/s": batch * new_tokens / seconds["backbone"],
+                "memgpt tok/s": batch * new_tokens / seconds["memgpt"],
+                "ratio": seconds["backbone"] / seconds["memgpt"],
+            }
+        )
+    print_table(rows, "generate from memory vs backbone generate, 64-token prompt (goal: ratio >= 0.9)")
+    print(f"machine: {machine()}\ncommand: {command()}")
+
+
+if __name__ == "__main__":
+    main()
