@@ -40,6 +40,15 @@ def train_fact_model(path: Path, text: str, steps: int = 60, max_prefix: int = 4
     """A tiny slot MemGPT trained (seconds, CPU) to answer the task prompts with FACT_LINE and SUMMARY, so the
     pipeline's fact path runs on real generated facts. Short prefixes suffice: it still answers after a whole
     chunk and from the memory of earlier chunks (the tests check that it does)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and much faster on a busy machine
+    try:
+        return _train(path, text, steps, max_prefix, lr)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(path: Path, text: str, steps: int, max_prefix: int, lr: float) -> Path:
     torch.manual_seed(0)
     model = MemGPT(MemGPTConfig(backbone=TINY_LLAMA, chunk_size=CHUNK_SIZE, num_slots=2), device="cpu",
                    dtype=torch.float32)

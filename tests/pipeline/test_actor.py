@@ -2,6 +2,7 @@
 
 import pyarrow as pa
 import pytest
+import torch
 from pipeline_support import CHUNK_SIZE, FACT_LINE, SUMMARY, corpus_file, random_model
 
 from pipeline.actor import Extractor
@@ -25,6 +26,13 @@ def texts() -> dict[str, str]:
     start = book.index("It is a truth universally acknowledged")
     return {"short": "Elizabeth went to the house. She liked it.", "mid": book[start: start + 6000],
             "long": book[start + 6000: start + 30000]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_threads():
+    threads = torch.get_num_threads()  # an Extractor fixes torch's threads for its (actor) process
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -107,9 +107,11 @@ def bad_corpus(tmp_path) -> Path:
         json.dumps({"id": "j6", "text": "null char \u0000 inside"}),
         json.dumps({"id": "j7", "text": "y" * 20_000_000}),  # a 20 MB JSONL line
     ]
-    write(root / "docs.jsonl", "\n".join(jsonl).encode() + b"\n" + b'{"id": "j8", "text": "bad \xff byte"}\n')
+    write(root / "docs.jsonl", "\n".join(jsonl).encode() + b"\n" + b'{"id": "j8", "text": "bad \xff byte"}\n'
+          + b'{"id": " ", "text": "an empty id"}\n')
     pq.write_table(pa.table({"id": ["q1", "q2"], "text": [GOOD, None]}), root / "table.parquet")
     pq.write_table(pa.table({"id": ["r1"], "content": [GOOD]}), root / "nocol.parquet")
+    pq.write_table(pa.table({"id": ["n1"], "text": [12345]}), root / "inttext.parquet")
     write(root / "corrupt.parquet", b"PAR1 this is not really parquet")
     return root
 
@@ -137,6 +139,8 @@ def test_bad_input_never_kills_the_read(bad_corpus):
         ("docs.jsonl:9", "BinaryContent"),
         ("docs.jsonl:10", "DocumentTooLong"),
         ("docs.jsonl:11", "InvalidUTF8"),
+        ("docs.jsonl:12", "InvalidDocId"),
+        ("inttext.parquet", "InvalidTextColumn"),
         ("table.parquet#1", "NullText"),
         ("nocol.parquet", "MissingTextColumn"),
         ("corrupt.parquet", "CorruptParquet"),
