@@ -82,7 +82,6 @@ def error_row(doc_id: str | None, source: str, stage: str, error_type: str, mess
 # ---------------------------------------------------------------------------------------------- file names
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def safe_name(doc_id: str, max_len: int = 100) -> str:
@@ -95,6 +94,8 @@ def safe_name(doc_id: str, max_len: int = 100) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def open_fs(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and path for a local path or any URI pyarrow.fs understands (s3://, gs://, file://)."""
@@ -120,11 +121,18 @@ def list_inputs(uri: str, config: ReadConfig) -> tuple[pafs.FileSystem, str, lis
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"input {uri!r} does not exist")
     if info.type != pafs.FileType.Directory:
+        if _format_of(root, config) is None:
+            raise ValueError(f"cannot tell the format of {uri!r} from its extension; set the input format")
         return fs, posixpath.dirname(root), [info]
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    keep = [i for i in infos if i.type != pafs.FileType.Directory and not i.base_name.startswith((".", "_"))]
-    keep = [i for i in keep if _format_of(i.path, config) is not None]
+    keep = [i for i in infos if i.type != pafs.FileType.Directory and _format_of(i.path, config) is not None
+            and not _hidden(posixpath.relpath(i.path, root))]
     return fs, root, sorted(keep, key=lambda i: i.path)
+
+
+def _hidden(rel: str) -> bool:
+    """Paths with a part starting with '.' or '_' (.git/, _SUCCESS, .DS_Store) are not inputs."""
+    return any(part.startswith((".", "_")) for part in rel.split("/"))
 
 
 def read_corpus(uri: str, config: ReadConfig = ReadConfig(), run_id: str = "") -> tuple[list[Document], list[dict]]:
@@ -166,6 +174,8 @@ def _read_file(fs: pafs.FileSystem, root: str, info: pafs.FileInfo, config: Read
         yield BadInput("CorruptParquet" if fmt == "parquet" else "CorruptFile", f"cannot parse file: {e}", rel)
     except OSError as e:
         yield BadInput("UnreadableFile", f"cannot read file: {e}", rel)
+    except Exception as e:  # noqa: BLE001 - whatever else a file does to a reader, the other files still count
+        yield BadInput(type(e).__name__, f"cannot read file: {e}", rel)
 
 
 def _decode(data: bytes) -> tuple[str, bool]:

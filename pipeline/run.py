@@ -14,6 +14,8 @@ from pipeline.io import Document, Output, list_inputs, read_corpus
 from pipeline.schemas import ENTITIES, RESULT_TABLES, TABLES, to_table
 from pipeline.sink import ResultSink
 
+WRITE_CPUS = 0.25  # writes are small: let them run beside actors that hold every CPU, so results commit early
+
 
 def run(config: ExtractConfig) -> "Report":
     """Extract summaries, facts and entities from `config.input` into `config.output`; resumes a killed run."""
@@ -30,17 +32,18 @@ def run(config: ExtractConfig) -> "Report":
     sink = ResultSink(config.output)
     if todo:
         connect(config.address)
-        ds = ray.data.from_arrow(document_groups(todo, config.batch_size))
+        groups = document_groups(todo, config.batch_size)
+        ds = ray.data.from_arrow(groups)
         ds = ds.map_batches(
             Extractor,
             fn_constructor_args=(config, run_id),
             batch_size=config.batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=config.workers),
+            compute=ray.data.ActorPoolStrategy(size=min(config.workers, len(groups))),
             num_gpus=config.gpus_per_worker or None,
             num_cpus=config.cpus_per_worker,
         )
-        ds.write_datasink(sink)
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
 
     n_entities = write_entities(out, run_id)
     return make_report(out, run_id, len(docs), len(docs) - len(todo), len(read_errors), n_entities, sink.stats,

@@ -37,6 +37,8 @@ def test_reads_a_folder_recursively(tmp_path):
     write(tmp_path / "sub" / "deeper" / "b.md", "# Title\n" + GOOD)
     write(tmp_path / "notes.csv", "not,a,document")  # unknown extensions are not inputs
     write(tmp_path / ".hidden.txt", GOOD)
+    write(tmp_path / ".git" / "objects" / "ab.txt", GOOD)  # nothing under hidden folders either
+    write(tmp_path / "_SUCCESS", "")
     docs, errors = read_corpus(str(tmp_path))
     assert errors == []
     assert [d.doc_id for d in docs] == ["a.txt", "sub/deeper/b.md"]
@@ -57,6 +59,20 @@ def test_single_file_input(tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_corpus(str(tmp_path / "nope"))
+
+
+def test_a_file_of_unknown_format_needs_the_format_option(tmp_path):
+    path = write(tmp_path / "book.html", GOOD)
+    with pytest.raises(ValueError, match="format"):
+        read_corpus(str(path))
+    assert [d.text for d in read_corpus(str(path), ReadConfig(format="text"))[0]] == [GOOD]
+
+
+def test_format_option_reads_every_file_as_that_format(tmp_path):
+    write(tmp_path / "a.data", json.dumps({"id": "a", "text": GOOD}))
+    write(tmp_path / "b.log", json.dumps({"id": "b", "text": GOOD}))
+    docs, errors = read_corpus(str(tmp_path), ReadConfig(format="jsonl"))
+    assert [d.doc_id for d in docs] == ["a", "b"] and errors == []
 
 
 def test_jsonl_ids_titles_and_metadata(tmp_path):
