@@ -11,7 +11,7 @@ from pipeline.actor import Extractor
 from pipeline.config import ExtractConfig
 from pipeline.facts import entity_rows
 from pipeline.io import Document, Output, list_inputs, read_corpus
-from pipeline.schemas import ENTITIES, RESULT_TABLES, TABLES, to_table
+from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table
 from pipeline.sink import ResultSink
 
 WRITE_CPUS = 0.25  # writes are small: let them run beside actors that hold every CPU, so results commit early
@@ -101,7 +101,7 @@ class Report:
     skipped: int  # already finished by an earlier run
     processed: int
     failed: int
-    read_errors: int
+    read_errors: int  # `errors` rows of the read stage (including repaired, still processed documents)
     facts: int  # rows in the facts table
     entities: int
     tokens_read: int
@@ -112,7 +112,7 @@ class Report:
 
     def format(self) -> str:
         lines = [f"run {self.run_id}: {self.documents} documents ({self.processed} processed, {self.skipped} "
-                 f"already done, {self.failed} failed), {self.read_errors} unreadable inputs",
+                 f"already done, {self.failed} failed), {self.read_errors} read problems",
                  f"tokens read {self.tokens_read:,}, generated {self.tokens_generated:,} in {self.seconds:.1f}s "
                  f"({self.tokens_per_second:,.0f} tokens/s); {self.facts} facts, {self.entities} entities"]
         lines += [f"  {name:<9} {path}" for name, path in self.tables.items()]
@@ -120,11 +120,14 @@ class Report:
 
 
 def make_report(out, run_id, n_docs, skipped, read_errors, n_entities, stats, seconds) -> Report:
-    tables = {name: out.path(name) for name in (*RESULT_TABLES, "entities") if name in TABLES}
-    tokens = stats.get("tokens_read", 0) + stats.get("tokens_generated", 0)
-    report = Report(run_id, n_docs, skipped, stats.get("documents", 0), stats.get("failed", 0), read_errors,
-                    out.read("facts").num_rows, n_entities, stats.get("tokens_read", 0),
-                    stats.get("tokens_generated", 0), round(seconds, 3), round(tokens / max(seconds, 1e-9), 1),
-                    tables)
+    """The run report (also written to <output>/report.json); tokens/s counts tokens read and generated."""
+    read, generated = stats.get("tokens_read", 0), stats.get("tokens_generated", 0)
+    report = Report(
+        run_id=run_id, documents=n_docs, skipped=skipped, processed=stats.get("documents", 0),
+        failed=stats.get("failed", 0), read_errors=read_errors, facts=out.read("facts").num_rows,
+        entities=n_entities, tokens_read=read, tokens_generated=generated, seconds=round(seconds, 3),
+        tokens_per_second=round((read + generated) / max(seconds, 1e-9), 1),
+        tables={name: out.path(name) for name in (*RESULT_TABLES, "entities")},
+    )
     out.write_json("report", asdict(report))
     return report

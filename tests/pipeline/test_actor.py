@@ -1,11 +1,13 @@
 """The model actor, called in-process on tiny real models (the Ray runs are in test_run.py)."""
 
+import dataclasses
+
 import pyarrow as pa
 import pytest
 import torch
 from pipeline_support import CHUNK_SIZE, FACT_LINE, SUMMARY, corpus_file, random_model
 
-from pipeline.actor import Extractor
+from pipeline.actor import Extractor, load_model
 from pipeline.chunking import chunk_text
 from pipeline.config import ExtractConfig
 from pipeline.schemas import RESULTS
@@ -111,3 +113,12 @@ def test_random_models_run_both_memories(tmp_path, texts, memory):
 def test_too_small_a_chunk_for_the_prompt_is_refused(tmp_path):
     with pytest.raises(ValueError, match="chunk_size"):
         Extractor(config(random_model(tmp_path / "m", chunk_size=12)), run_id="r")
+
+
+def test_the_seed_fixes_random_init_weights():
+    base = ExtractConfig(input="unused", output="unused", chunk_size=32)
+    a, b = load_model(base, "cpu"), load_model(base, "cpu")
+    c = load_model(dataclasses.replace(base, seed=1), "cpu")
+    state = lambda m: m.state_dict().items()  # noqa: E731
+    assert all(torch.equal(x, b.state_dict()[k]) for k, x in state(a))  # every actor holds the same model
+    assert not all(torch.equal(x, c.state_dict()[k]) for k, x in state(a))

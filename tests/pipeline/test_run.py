@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from pipeline_support import FACT_LINE, SUMMARY, corpus_file, random_model
+from pipeline_support import CHUNK_SIZE, FACT_LINE, SUMMARY, corpus_file, random_model
 
 from pipeline.chunking import chunk_text
 from pipeline.config import ExtractConfig
@@ -72,10 +72,9 @@ def test_every_document_has_exactly_one_summary(e2e):
 
 
 def test_facts_have_evidence_inside_their_chunk(e2e, tokenizer):
-    config, _, docs, output = e2e
+    _, _, docs, output = e2e
     facts = pd.read_parquet(output / "facts")
-    text_chunk = config.chunk_size or 192
-    text_chunk -= Prompts(tokenizer, PromptConfig(), "slots").facts_overhead
+    text_chunk = CHUNK_SIZE - Prompts(tokenizer, PromptConfig(), "slots").facts_overhead
     subject, relation, obj = (p.strip() for p in FACT_LINE.split("|"))
     assert sorted(facts["doc_id"]) == sorted(docs)  # the same line from every chunk: one fact per document
     for f in facts.itertuples():
@@ -134,8 +133,9 @@ def small(tmp_path_factory):
 
 def test_same_tables_whatever_the_number_of_actors(small, tmp_path):
     root, model = small  # a random model: its junk output moves with the smallest numerical change
-    one = tables(tmp_path / "one") if run(small_config(root, tmp_path / "one", model, workers=1)) else None
-    two = tables(tmp_path / "two") if run(small_config(root, tmp_path / "two", model, workers=2)) else None
+    run(small_config(root, tmp_path / "one", model, workers=1))
+    run(small_config(root, tmp_path / "two", model, workers=2))
+    one, two = tables(tmp_path / "one"), tables(tmp_path / "two")
     for name in one:
         pd.testing.assert_frame_equal(one[name], two[name], obj=name)
     assert len(one["summaries"]) == 8 and one["summaries"]["summary"].str.len().gt(0).all()
