@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-# Single-token names and places in the shipped tokenizer keep targets short for a tiny model.
+# Names and places that are one token (with their leading space) in the shipped tokenizer; targets write them
+# after "- " so the summary uses the same tokens as the text.
 NAMES = {
     "Jane": "she", "Mary": "she", "Kate": "she", "Anne": "she", "Helen": "she", "Grace": "she",
     "John": "he", "William": "he", "Hector": "he", "Dick": "he", "Pip": "he", "Antonio": "he",
@@ -95,7 +96,7 @@ class Fact:
         return self.subject, self.relation, self.object
 
     def line(self) -> str:
-        return f"{self.subject} | {self.relation} | {self.object}"
+        return f"- {self.subject} | {self.relation} | {self.object}"
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Document:
         return [f for f in self.facts if f.chunk == chunk]
 
     def summary(self) -> str:
-        """The target summary: one `Name: location, badge N` line per entity."""
+        """The target summary: one `- Name: location, badge N` line per entity."""
         return format_summary(self.state)
 
     def facts_text(self, chunk: int) -> str:
@@ -446,7 +447,7 @@ def _fold_state(facts: Iterable[Fact], order: list[str]) -> dict[str, dict[str, 
 def format_summary(state: Mapping[str, Mapping[str, str]]) -> str:
     lines = []
     for name, st in state.items():
-        line = f"{name}: {st.get('location', 'unknown')}"
+        line = f"- {name}: {st.get('location', 'unknown')}"
         if "badge" in st:
             line += f", badge {st['badge']}"
         lines.append(line)
@@ -457,11 +458,11 @@ def format_facts(facts: Iterable[Fact]) -> str:
     return "\n".join(f.line() for f in facts) or NO_FACTS
 
 
-_SUMMARY_LINE = re.compile(r"^\s*(\w+)\s*:\s*(\w+)(?:\s*,\s*badge\s+(\w+))?\s*$")
+_SUMMARY_LINE = re.compile(r"^\s*(?:-\s*)?(\w+)\s*:\s*(\w+)(?:\s*,\s*badge\s+(\w+))?\s*$")
 
 
 def parse_summary(text: str) -> dict[str, dict[str, str]]:
-    """`Name: location, badge N` lines -> {name: state}; other lines are ignored, the first line per name wins."""
+    """`- Name: location, badge N` lines -> {name: state}; other lines are ignored, the first line per name wins."""
     state: dict[str, dict[str, str]] = {}
     for line in text.splitlines():
         m = _SUMMARY_LINE.match(line)
@@ -481,9 +482,10 @@ def state_accuracy(
 
 
 def parse_facts(text: str) -> set[tuple[str, str, str]]:
-    """`subject | relation | object` lines -> a set of triples (whitespace-normalised); other lines ignored."""
+    """`- subject | relation | object` lines -> a set of triples (bullet optional); other lines are ignored."""
     triples = set()
     for line in text.splitlines():
+        line = line.strip().removeprefix("-")
         parts = [" ".join(p.split()) for p in line.split("|")]
         if len(parts) == 3 and all(parts):
             triples.add((parts[0], parts[1], parts[2]))

@@ -112,7 +112,8 @@ def test_state_accuracy_on_known_inputs():
     assert state_accuracy("Jane: church\nJohn: city, badge 41", truth) == 0.0  # badge missing / wrong
     assert state_accuracy("garbage", truth) == 0.0
     assert state_accuracy("Jane: church, badge 12\nJane: city, badge 1", {"Jane": truth["Jane"]}) == 1.0
-    assert format_summary(truth) == "Jane: church, badge 12\nJohn: city, badge 40"
+    assert format_summary(truth) == "- Jane: church, badge 12\n- John: city, badge 40"
+    assert state_accuracy(format_summary(truth), truth) == 1.0
 
 
 def test_fact_scores_on_known_inputs():
