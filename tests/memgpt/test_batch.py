@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import random_doc, tiny
+from tiny import random_doc, tiny
 
 MEMORIES = {
     "slots": {"memory": "slots"},

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import random_doc
+from tiny import random_doc
 
 from memgpt import MemGPT, MemGPTConfig
 

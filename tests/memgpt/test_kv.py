@@ -1,5 +1,5 @@
 import torch
-from conftest import random_doc, tiny
+from tiny import random_doc, tiny
 
 
 def chunked_logits(model, doc: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_BACKBONES, random_doc, tiny
 from safetensors.torch import save_file
+from tiny import TINY_BACKBONES, random_doc, tiny
 
 from memgpt import MemGPT, MemoryState
 

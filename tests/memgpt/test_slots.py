@@ -1,5 +1,5 @@
 import torch
-from conftest import VOCAB, tiny
+from tiny import VOCAB, tiny
 
 
 def test_gradients_reach_memory_weights_and_the_first_chunk_through_three_chunks():

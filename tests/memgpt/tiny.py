@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from memgpt import MemGPT, MemGPTConfig
@@ -55,8 +54,3 @@ def tiny(arch: str = "llama", seed: int = 0, **options) -> MemGPT:
 def random_doc(n: int, seed: int = 0, low: int = 2) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(low, VOCAB, (n,), generator=g)
-
-
-@pytest.fixture(params=list(TINY_BACKBONES))
-def arch(request) -> str:
-    return request.param
