@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     torch.manual_seed(0)
     bench = Bench(Path(args.model), args.kv_budget, args.kv_recent, args.window, args.fact_tokens)
     L, C = bench.trained_chunks, bench.doc_config.chunk_size
-    lengths = [L * m for m in args.multiples] + [-(-LONG_DOC_TOKENS // C)]
+    lengths = [L * m for m in args.multiples] + ([-(-LONG_DOC_TOKENS // C)] if args.long_docs else [])
     results = []
     for n in lengths:
         n_docs = args.docs if n <= 8 * L else max(1, args.docs // 2) if n <= 32 * L else args.long_docs
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="a MemGPT folder saved by memgpt.train")
     p.add_argument("--full", action="store_true", help="64 docs per length, facts scored on every chunk")
     p.add_argument("--docs", type=int, default=None, help="documents per length up to 8x (half beyond)")
-    p.add_argument("--long-docs", type=int, default=1, help="documents of >= 100k tokens")
+    p.add_argument("--long-docs", type=int, default=1, help="documents of >= 100k tokens (0: none)")
     p.add_argument("--multiples", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--fact-chunks", type=int, default=None, help="chunks scored for facts per document")

@@ -371,7 +371,10 @@ def train(
         }
         history.append(record)
         if step % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-            bar.set_postfix(loss=f"{float(loss):.3f}", n=n_chunks, tok_s=f"{tokens / (time.time() - t0):.0f}")
+            parts = {k: f"{v:.3f}" for k, v in stats.items()}
+            bar.set_postfix(
+                loss=f"{float(loss):.3f}", **parts, n=n_chunks, tok_s=f"{tokens / (time.time() - t0):.0f}"
+            )
             if report is not None:
                 report(record)
         done = step + 1 == cfg.max_steps or _out_of_time(cfg, t0, world_size)

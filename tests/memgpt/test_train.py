@@ -79,15 +79,25 @@ def test_memory_lm_on_text(tmp_path):
     assert (tmp_path / "run" / FINAL / "config.json").is_file() and model is not None
 
 
+def history(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_ray_train_two_cpu_workers(tmp_path):
+def test_ray_train_two_cpu_workers_follow_the_single_worker_curve(tmp_path):
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    result = train_with_ray(tiny_recipe(tmp_path, max_steps=4, ckpt_every=100), num_workers=2)
+    recipe = dict(max_steps=8, ckpt_every=100, warmup_steps=1)
+    result = train_with_ray(tiny_recipe(tmp_path / "ray", **recipe), num_workers=2)
     assert result.error is None
-    assert result.metrics["step"] == 4 and result.metrics["loss"] > 0
-    assert MemGPT.from_pretrained(tmp_path / FINAL) is not None
+    assert MemGPT.from_pretrained(tmp_path / "ray" / FINAL) is not None
+    train(tiny_recipe(tmp_path / "one", **recipe))
+    # the two workers split the single worker's batch: the same documents, gradients averaged
+    two, one = [h["loss"] for h in history(tmp_path / "ray")], [h["loss"] for h in history(tmp_path / "one")]
+    assert len(two) == len(one) == 8
+    assert two[-1] < 0.9 * two[0] and one[-1] < 0.9 * one[0]
+    assert abs(two[-1] - one[-1]) < 0.25 * one[-1]
 
 
 @pytest.mark.slow
@@ -107,3 +117,21 @@ def test_trained_memory_beats_no_memory(tmp_path):
 
     with_memory, last_chunk_only = accuracy(None), accuracy(1)
     assert with_memory >= last_chunk_only + 0.25, (with_memory, last_chunk_only)
+
+
+@pytest.mark.slow
+def test_longdoc_benchmark_runs_on_a_trained_folder(tmp_path):
+    import subprocess
+    import sys
+
+    train(tiny_recipe(tmp_path / "run", max_steps=2))
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "benchmarks.longdoc", "--model", str(tmp_path / "run" / FINAL), "--docs", "2",
+           "--multiples", "1", "2", "--long-docs", "0", "--fact-tokens", "8", "--kv-budget", "64",
+           "--kv-recent", "16", "--threads", "1", "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    rows = json.loads((out / "longdoc.json").read_text())
+    assert {r["method"] for r in rows} == {"slots", "kv", "no-memory", "truncated"}
+    assert {r["n_chunks"] for r in rows} == {2, 4}
+    assert all(0.0 <= r["state_accuracy"] <= 1.0 for r in rows)
+    assert (out / "longdoc.png").stat().st_size > 1000 and "| chunks |" in (out / "longdoc.md").read_text()
