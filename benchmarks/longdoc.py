@@ -219,7 +219,7 @@ def plot(results: list[Result], methods: list[str], path: Path, trained: int) ->
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="a MemGPT folder saved by memgpt.train")
-    p.add_argument("--full", action="store_true", help="64 docs per length, facts scored on every chunk")
+    p.add_argument("--full", action="store_true", help="128 docs per length, facts scored on every chunk")
     p.add_argument("--docs", type=int, default=None, help="documents per length up to 8x (half beyond)")
     p.add_argument("--long-docs", type=int, default=1, help="documents of >= 100k tokens (0: none)")
     p.add_argument("--multiples", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="benchmarks/results", help="folder for longdoc.json / .md / .png")
     args = p.parse_args(argv)
     if args.docs is None:
-        args.docs = 64 if args.full else 16
+        args.docs = 128 if args.full else 32
     if args.fact_chunks is None and not args.full:
         args.fact_chunks = 12
 
