@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpus-per-worker", type=float)
     p.add_argument("--cpus-per-worker", type=float)
     p.add_argument("--batch-size", type=int, help="documents read in lockstep by one actor")
+    p.add_argument("--checkpoint-every", type=int, help="save a group's memory every K chunks (0: off)")
     p.add_argument("--max-new-tokens-facts", type=int)
     p.add_argument("--max-new-tokens-summary", type=int)
     p.add_argument("--no-facts", dest="facts", action="store_const", const=False, help="summaries only")

@@ -14,6 +14,7 @@ import pyarrow as pa
 import torch
 
 from memgpt import MemGPT, MemGPTConfig, MemoryState
+from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
 from pipeline.config import ExtractConfig
 from pipeline.facts import dedupe, ground, parse_facts
@@ -57,6 +58,8 @@ class Extractor:
             raise ValueError(f"chunk_size {self.model.config.chunk_size} leaves {self.text_chunk} tokens of text "
                              f"next to the {overhead}-token facts prompt; use a larger chunk_size")
         self.device = _device_name(self.model.device)
+        self.checkpoints = Checkpoints(config.output)
+        self.resumed_from: dict[str, int] = {}  # group key -> first chunk read by the last call (0: from the start)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = []
@@ -76,12 +79,25 @@ class Extractor:
 
     @torch.inference_mode()
     def extract(self, docs: list[dict]) -> list[dict]:
-        """Read `docs` in lockstep; return one result (rows per table) per document."""
+        """Read `docs` in lockstep; return one result (rows per table) per document.
+
+        With `checkpoint_every` K > 0 the group's memory state and progress are saved every K chunks, and a
+        retried read of the same group starts from its last checkpoint instead of chunk 0."""
         start = time.perf_counter()
         chunks = [chunk_text(d["text"], self.tokenizer, self.text_chunk) for d in docs]
-        state = self.model.init_state(len(docs))
-        facts, unparsed, generated = defaultdict(list), [0] * len(docs), [0] * len(docs)
-        for t in range(max(len(c) for c in chunks)):
+        n_steps = max(len(c) for c in chunks)
+        key = group_key([d["doc_id"] for d in docs])
+        resumed = self.resume(key, docs)
+        if resumed is None:
+            state, first, before = self.model.init_state(len(docs)), 0, 0.0
+            facts, unparsed, generated = defaultdict(list), [0] * len(docs), [0] * len(docs)
+        else:
+            state, progress = resumed
+            first, before = progress["next_chunk"], progress["seconds"]
+            facts = defaultdict(list, enumerate(progress["facts"]))
+            unparsed, generated = progress["unparsed"], progress["generated"]
+        self.resumed_from[key] = first
+        for t in range(first, n_steps):
             active = [i for i, c in enumerate(chunks) if t < len(c)]
             if self.config.facts:
                 prompts = [self.prompts.facts(chunks[i][t].token_ids) for i in active]
@@ -92,9 +108,16 @@ class Extractor:
                     unparsed[i], generated[i] = unparsed[i] + bad, generated[i] + n
             ids, mask = _right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
             state = self.model.step(state, ids, mask)
+            every = self.config.checkpoint_every
+            if every and (t + 1) % every == 0 and t + 1 < n_steps:
+                progress = {"run_id": self.run_id, "doc_ids": [d["doc_id"] for d in docs],
+                            "text_chunk": self.text_chunk, "facts": [facts[i] for i in range(len(docs))],
+                            "unparsed": unparsed, "generated": generated,
+                            "seconds": before + time.perf_counter() - start}
+                self.checkpoints.save(key, t + 1, state, progress)
         summaries, counts = self.generate([self.prompts.summary()] * len(docs), state,
                                           self.config.max_new_tokens_summary)
-        seconds = time.perf_counter() - start
+        seconds = before + time.perf_counter() - start
         n_tokens = [sum(len(c.token_ids) for c in cs) for cs in chunks]
         generated = [g + n for g, n in zip(generated, counts, strict=True)]
         work = sum(n_tokens) + sum(generated)
@@ -104,8 +127,31 @@ class Extractor:
             doc_facts = dedupe(facts[i])
             summary = self.summary_row(d, summaries[i], len(chunks[i]), n_tokens[i], generated[i],
                                        len(doc_facts), unparsed[i], share)
-            results.append(self.result(d, [summary], doc_facts, [], "ok", n_tokens[i], share, None))
+            results.append(self.result(d, [summary], doc_facts, [], "ok", n_tokens[i], share, None) | {
+                "checkpoint": key})
         return results
+
+    def resume(self, key: str, docs: list[dict]) -> tuple[MemoryState, dict] | None:
+        """The group's last checkpoint (state on the model's device, progress), or None to start at chunk 0.
+
+        A checkpoint of another run (other settings) or of other chunking is dropped; a state of another model
+        is an error naming both, never silently read."""
+        if not self.config.checkpoint_every:
+            return None
+        found = self.checkpoints.load(key, device=self.model.device)
+        if found is None:
+            return None
+        state, progress = found
+        try:
+            self.model.check_state(state)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {key} does not fit model {model_name(self.config)!r}: {e}") from None
+        same = (progress.get("run_id"), progress.get("doc_ids"), progress.get("text_chunk")) == (
+            self.run_id, [d["doc_id"] for d in docs], self.text_chunk)
+        if not same:
+            self.checkpoints.delete(key)
+            return None
+        return state, progress
 
     def generate(self, prompts: list[list[int]], state: MemoryState, max_new: int) -> tuple[list[str], list[int]]:
         """Greedy continuations of `prompts` from `state`: the texts and the number of tokens generated."""
@@ -141,7 +187,8 @@ class Extractor:
     def failed(self, doc: dict, e: Exception) -> dict:
         message = f"{doc['source']} (doc_id {doc['doc_id']!r}): {type(e).__name__}: {e}"
         error = error_row(doc["doc_id"], doc["source"], "extract", type(e).__name__, message, self.run_id)
-        return self.result(doc, [], [], [error], "error", 0, 0.0, message)
+        return self.result(doc, [], [], [error], "error", 0, 0.0, message) | {
+            "checkpoint": group_key([doc["doc_id"]])}
 
     def result(self, doc, summaries, facts, errors, status, n_tokens, seconds, error) -> dict:
         """One document's rows for every table, checked against their schemas."""

@@ -21,6 +21,7 @@ class ExtractConfig:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     batch_size: int = 4  # documents read in lockstep by one actor
+    checkpoint_every: int = 8  # save a group's memory state every K chunks (resume a half-read book); 0: off
     facts: bool = True  # extract facts per chunk (the expensive part: one generation per chunk)
     max_new_tokens_facts: int = 48
     max_new_tokens_summary: int = 96
@@ -37,6 +38,8 @@ class ExtractConfig:
         for name in ("workers", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: off), got {self.checkpoint_every}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
             raise ValueError("gpus_per_worker and cpus_per_worker must be >= 0")
         if self.chunk_size is not None and self.chunk_size < 8:
@@ -49,6 +52,7 @@ class ExtractConfig:
         if self.run_id:
             return self.run_id
         keep = asdict(self)
-        for k in ("output", "workers", "gpus_per_worker", "cpus_per_worker", "address", "run_id"):
+        for k in ("output", "workers", "gpus_per_worker", "cpus_per_worker", "address", "run_id",
+                  "checkpoint_every"):
             keep.pop(k)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]

@@ -347,6 +347,49 @@ class Output:
         paths = [self.path(table, n) for n in names]
         return pads.dataset(paths, schema=TABLES[table], filesystem=self.fs, format="parquet").to_table()
 
+    def write_bytes(self, relpath: str, data: bytes) -> str:
+        """Write `data` as <root>/<relpath>, atomically (temp file, then rename)."""
+        path = posixpath.join(self.root, relpath)
+        with self._commit(path) as f:
+            f.write(data)
+        return path
+
+    def read_bytes(self, relpath: str) -> bytes:
+        with self.fs.open_input_stream(posixpath.join(self.root, relpath)) as f:
+            return f.read()
+
+    def files(self, folder: str) -> list[str]:
+        """Base names of the committed files in <root>/<folder> (hidden temp files excluded), sorted."""
+        sel = pafs.FileSelector(posixpath.join(self.root, folder), allow_not_found=True)
+        infos = self.fs.get_file_info(sel)
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith("."))
+
+    def dirs(self, folder: str) -> list[str]:
+        """Names of the sub-folders of <root>/<folder>, sorted."""
+        sel = pafs.FileSelector(posixpath.join(self.root, folder), allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory)
+
+    def delete_file(self, relpath: str) -> None:
+        _delete_quietly(self.fs, posixpath.join(self.root, relpath))
+
+    def delete_dir(self, relpath: str) -> None:
+        """Remove <root>/<relpath> and everything in it, if it exists."""
+        try:
+            self.fs.delete_dir(posixpath.join(self.root, relpath))
+        except (OSError, FileNotFoundError):
+            pass
+
+    def remove_temp_files(self) -> int:
+        """Delete the hidden `.tmp-*` files a killed writer left behind (readers never saw them); their count.
+
+        Only for a run that owns this output: a live writer's temp files would be removed too."""
+        sel = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
+        stale = [i.path for i in self.fs.get_file_info(sel)
+                 if i.type == pafs.FileType.File and i.base_name.startswith(".tmp-")]
+        for path in stale:
+            _delete_quietly(self.fs, path)
+        return len(stale)
+
     def write_errors(self, name: str, rows: list[dict]) -> str | None:
         """Write `errors` rows as one unit, replacing an earlier one; none (and no file) when there are none."""
         if not rows:

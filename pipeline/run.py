@@ -1,5 +1,6 @@
 """The knowledge-extraction flow on one screen: read -> MemGPT actors -> write -> entities -> run report."""
 
+import posixpath
 import time
 from dataclasses import asdict, dataclass
 
@@ -7,7 +8,8 @@ import pyarrow as pa
 import ray
 
 from memgpt.hub import resolve
-from pipeline.actor import Extractor
+from pipeline.actor import Extractor, load_model, model_name
+from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import ExtractConfig
 from pipeline.facts import entity_rows
 from pipeline.io import Document, Output, list_inputs, read_corpus
@@ -24,15 +26,19 @@ def run(config: ExtractConfig) -> "Report":
     out = Output(config.output)
     out.check_writable()
     run_id, start = config.derived_run_id(), time.perf_counter()
+    checkpoints = Checkpoints(config.output)
+    if config.checkpoint_every:
+        check_checkpoints(config, checkpoints)  # a state from another model fails here, before any write
 
     docs, read_errors = read_corpus(config.input, config.read, run_id)
+    out.remove_temp_files()  # half-written files of a killed run (hidden from readers all along)
     out.write_errors("read", read_errors)
     todo = pending(docs, out.read("manifest"))
 
     sink = ResultSink(config.output)
     if todo:
         connect(config.address)
-        groups = document_groups(todo, config.batch_size)
+        groups = document_groups(todo, config.batch_size, all_docs=[d.to_row() for d in docs])
         ds = ray.data.from_arrow(groups)
         ds = ds.map_batches(
             Extractor,
@@ -44,6 +50,7 @@ def run(config: ExtractConfig) -> "Report":
             num_cpus=config.cpus_per_worker,
         )
         ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
+    checkpoints.delete_all()  # every group is committed now: no read is left to resume
 
     n_entities = write_entities(out, run_id)
     return make_report(out, run_id, len(docs), len(docs) - len(todo), len(read_errors), n_entities, sink.stats,
@@ -57,6 +64,26 @@ def check_model(config: ExtractConfig) -> None:
     path = resolve(config.model, config.trust_remote_code)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model {config.model!r} has no config.json: not a MemGPT or Hugging Face model")
+
+
+def check_checkpoints(config: ExtractConfig, checkpoints: Checkpoints) -> None:
+    """Fail early, naming both, when a checkpoint left in the output holds a memory state of another model.
+
+    Loads the model on the driver's CPU, so it costs a model load, and only when checkpoints exist."""
+    keys = checkpoints.keys()
+    if not keys:
+        return
+    model = load_model(config, device="cpu")
+    for key in keys:
+        found = checkpoints.load(key)
+        if found is None:
+            continue
+        try:
+            model.check_state(found[0])
+        except ValueError as e:
+            folder = posixpath.join(checkpoints.out.root, FOLDER)
+            raise ValueError(f"checkpoint {folder}/{key} does not fit model {model_name(config)!r}: {e}; remove "
+                             f"{folder} or run with the model that wrote it") from None
 
 
 def connect(address: str | None) -> None:
@@ -73,16 +100,21 @@ def pending(docs: list[Document], manifest: pa.Table) -> list[dict]:
     return [d.to_row() | {"attempt": attempts.get(d.doc_id, 0) + 1} for d in docs if d.doc_id not in done]
 
 
-def document_groups(docs: list[dict], batch_size: int) -> list[pa.Table]:
+def document_groups(docs: list[dict], batch_size: int, all_docs: list[dict] | None = None) -> list[pa.Table]:
     """Documents in lockstep groups of `batch_size`, longest first, as one block each.
 
     A group is fixed by the input alone, so every actor count gives the same batches and the same numbers.
+    With `all_docs` (the whole input), groups are formed from all of it and then keep only `docs`: a resumed
+    run reads an unfinished group as the same group, so the group's mid-document checkpoint still applies.
     """
-    docs = sorted(docs, key=lambda d: (-len(d["text"]), d["doc_id"]))
+    todo = {d["doc_id"]: d for d in docs}
+    ordered = sorted(all_docs if all_docs is not None else docs, key=lambda d: (-len(d["text"]), d["doc_id"]))
     schema = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("title", pa.string()),
                         ("text", pa.large_string()), ("group", pa.int64()), ("attempt", pa.int64())])
-    groups = [docs[i: i + batch_size] for i in range(0, len(docs), batch_size)]
-    return [pa.Table.from_pylist([d | {"group": g} for d in group], schema=schema) for g, group in enumerate(groups)]
+    groups = [ordered[i: i + batch_size] for i in range(0, len(ordered), batch_size)]
+    groups = [[todo[d["doc_id"]] for d in group if d["doc_id"] in todo] for group in groups]
+    return [pa.Table.from_pylist([d | {"group": g} for d in group], schema=schema)
+            for g, group in enumerate(groups) if group]
 
 
 def write_entities(out: Output, run_id: str) -> int:

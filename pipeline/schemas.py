@@ -87,6 +87,7 @@ RESULT_TABLES = ("summaries", "facts", "errors", "manifest")
 RESULTS = pa.schema(
     [pa.field("doc_id", pa.string(), nullable=False)]
     + [pa.field(name, pa.list_(pa.struct(list(TABLES[name])))) for name in RESULT_TABLES]
+    + [pa.field("checkpoint", pa.string())]  # the group's checkpoint folder, removed once committed
 )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink, WriteResult
 
+from pipeline.checkpoints import Checkpoints
 from pipeline.io import Output, safe_name
 from pipeline.schemas import TABLES, to_table
 
@@ -36,15 +37,19 @@ class ResultSink(Datasink[dict]):
         self.stats: Counter = Counter()
 
     def write(self, blocks: Iterable[Block], ctx) -> dict:
-        out, stats = Output(self.output), Counter()
+        out, stats, done = Output(self.output), Counter(), set()
         for block in blocks:
             for result in BlockAccessor.for_block(block).to_arrow().to_pylist():
                 commit(out, result)
+                done.add(result.get("checkpoint"))
                 stats["documents"] += 1
                 stats["failed"] += result["manifest"][0]["status"] != "ok"
                 stats["facts"] += len(result["facts"])
                 stats["tokens_read"] += sum(s["n_tokens"] for s in result["summaries"])
                 stats["tokens_generated"] += sum(s["tokens_generated"] for s in result["summaries"])
+        checkpoints = Checkpoints(self.output)
+        for key in done - {None}:  # the group's documents are committed: its read will not be resumed
+            checkpoints.delete(key)
         return dict(stats)
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:

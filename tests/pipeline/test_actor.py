@@ -14,7 +14,7 @@ from pipeline.schemas import RESULTS
 
 
 def config(model, **kw) -> ExtractConfig:
-    kw = dict(max_new_tokens_facts=12, max_new_tokens_summary=10) | kw
+    kw = dict(max_new_tokens_facts=12, max_new_tokens_summary=10, checkpoint_every=0) | kw  # no output here
     return ExtractConfig(input="unused", output="unused", model=str(model), **kw)
 
 
