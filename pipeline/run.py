@@ -1,5 +1,6 @@
 """The knowledge-extraction flow on one screen: read -> MemGPT actors -> write -> entities -> run report."""
 
+import os
 import posixpath
 import time
 from dataclasses import asdict, dataclass
@@ -87,9 +88,13 @@ def check_checkpoints(config: ExtractConfig, checkpoints: Checkpoints) -> None:
 
 
 def connect(address: str | None) -> None:
-    """Join the Ray cluster at `address` (or RAY_ADDRESS); without either, start Ray in this process."""
+    """Join the Ray cluster at `address` (or RAY_ADDRESS); without either, start Ray in this process.
+
+    The in-process Ray runs without the dashboard (it starts faster, with fewer processes to outlive a killed
+    driver); for the dashboard, `ray start --head` and pass `--address`."""
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+        local = address is None and not os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, log_to_driver=False, **({"include_dashboard": False} if local else {}))
 
 
 def pending(docs: list[Document], manifest: pa.Table) -> list[dict]:
