@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=int, default=None, help="truncated context in tokens (default: trained)")
     p.add_argument("--seed", type=int, default=20_000)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/results", help="folder for longdoc.json / .md / .png")
+    p.add_argument("--out", default="runs/benchmarks", help="folder for longdoc.json / .md / .png")
     args = p.parse_args(argv)
     if args.docs is None:
         args.docs = 128 if args.full else 32
