@@ -140,3 +140,20 @@ def test_longdoc_benchmark_runs_on_a_trained_folder(tmp_path):
     assert {r["n_chunks"] for r in rows} == {2, 4}
     assert all(0.0 <= r["state_accuracy"] <= 1.0 for r in rows)
     assert (out / "longdoc.png").stat().st_size > 1000 and "| chunks |" in (out / "longdoc.md").read_text()
+
+
+def test_shipped_model_reloads_offline_and_answers_in_format():
+    """memgpt-small loads from its folder and writes parseable summaries; a random model would not."""
+    folder = ROOT / "memgpt" / "pretrained" / "memgpt-small"
+    model = MemGPT.from_pretrained(folder, device="cpu", dtype=torch.float32).eval()
+    cfg = TrainConfig(
+        **{k: v for k, v in json.loads((folder / TRAIN_CONFIG).read_text()).items() if k != "steps"}
+    )
+    prompts = Prompts(model.tokenizer)
+    docs = [pk.generate(cfg.planted_config(cfg.max_chunks), 777_000 + i, prompts.tokenizer) for i in range(8)]
+    from memgpt.train import summarize
+
+    outs = summarize(model, read_chunks(model, docs), prompts, max_new_tokens=24)
+    parsed = [pk.parse_summary(o) for o in outs]
+    assert sum(bool(p) for p in parsed) >= 6, outs
+    assert sum(n in d.state for p, d in zip(parsed, docs, strict=True) for n in p) >= 6  # names it has read
