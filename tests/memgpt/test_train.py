@@ -129,6 +129,7 @@ def test_longdoc_benchmark_runs_on_a_trained_folder(tmp_path):
     import subprocess
     import sys
 
+    pytest.importorskip("matplotlib")  # the `bench` extra draws the plot
     train(tiny_recipe(tmp_path / "run", max_steps=2))
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "benchmarks.longdoc", "--model", str(tmp_path / "run" / FINAL), "--docs", "2",
