@@ -32,7 +32,7 @@ def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     plays = corpus_file("shakespeare.txt").read_text(encoding="utf-8")
     for i in range(N_DOCS):
-        (root / f"play{i}.txt").write_text(plays[i * 40_000: i * 40_000 + 5_000 + 300 * i])
+        (root / f"play{i}.txt").write_text(plays[i * 40_000: i * 40_000 + 20_000 + 300 * i])
     return root
 
 
@@ -108,20 +108,21 @@ def test_sigkilled_driver_resumes_and_keeps_each_document_once(corpus, model, tm
                               stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while len(list((out / "manifest").glob("*.parquet"))) < 2:  # some documents committed
+        # ~1 s per document: the rest outlasts the writes that finish while Ray notices the driver is gone
+        while not list((out / "manifest").glob("*.parquet")):  # a document committed
             assert driver.poll() is None, "the driver ended before it could be killed"
             assert time.monotonic() < deadline, "no document committed in time"
             time.sleep(0.05)
         os.kill(driver.pid, signal.SIGKILL)  # the driver only: its Ray must notice on its own
         driver.wait()
-        assert len(pd.read_parquet(out / "summaries")) >= 2  # readers see whole files only, even now
+        assert len(pd.read_parquet(out / "summaries")) >= 1  # readers see whole files only, even now
 
         deadline = time.monotonic() + 30  # the in-process Ray's raylet and GCS share the driver's fate
         while ray_core(session_processes(driver.pid)) and time.monotonic() < deadline:
             time.sleep(0.2)
         lingering = ray_core(session_processes(driver.pid))
         done = {p: p.stat().st_mtime_ns for p in (out / "manifest").glob("*.parquet")}  # no writer is left
-        assert 2 <= len(done) < N_DOCS, "killed too late to test a resume"
+        assert 1 <= len(done) < N_DOCS, "killed too late to test a resume"
 
         again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert again.returncode == 0, again.stderr[-2000:]
