@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file of settings (flags override it)")
     p.add_argument("--input", help="folder of .txt/.md, JSONL or Parquet file(s); local path or URI (s3://...)")
     p.add_argument("--output", help="folder for the tables; local path or URI")
-    p.add_argument("--model", help="MemGPT folder, HF model folder or hub id (default: a random-init MemGPT)")
+    p.add_argument("--model", help="MemGPT folder, HF model folder, hub id, or 'random' (default: the shipped memgpt-small)")
     p.add_argument("--memory", choices=["slots", "kv"])
     p.add_argument("--chunk-size", type=int)
     p.add_argument("--workers", type=int, help="actors, each holding one model")

@@ -1,13 +1,14 @@
 """memgpt: Hugging Face causal LMs with a fixed-size memory for documents of any length."""
 
 from .config import MemGPTConfig
-from .hub import load_tokenizer
+from .hub import DEFAULT_MODEL, load_tokenizer
 from .kv import KVMemory
 from .model import MemGPT, MemGPTOutput
 from .slots import SlotMemory
 from .state import MemoryState
 
 __all__ = [
+    "DEFAULT_MODEL",
     "MemGPT",
     "MemGPTConfig",
     "MemGPTOutput",

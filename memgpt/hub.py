@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 ASSETS = Path(__file__).parent / "assets"
+DEFAULT_MODEL = Path(__file__).parent / "pretrained" / "memgpt-small"  # shipped, trained here (model card inside)
 # never pickle: weights come from safetensors only
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.md"]
 

@@ -373,7 +373,7 @@ def train(
         if step % cfg.log_every == 0 or step + 1 == cfg.max_steps:
             parts = {k: f"{v:.3f}" for k, v in stats.items()}
             bar.set_postfix(
-                loss=f"{float(loss):.3f}", **parts, n=n_chunks, tok_s=f"{tokens / (time.time() - t0):.0f}"
+                loss=f"{loss.item():.3f}", **parts, n=n_chunks, tok_s=f"{tokens / (time.time() - t0):.0f}"
             )
             if report is not None:
                 report(record)

@@ -13,10 +13,10 @@ from itertools import groupby
 import pyarrow as pa
 import torch
 
-from memgpt import MemGPT, MemGPTConfig, MemoryState
+from memgpt import DEFAULT_MODEL, MemGPT, MemGPTConfig, MemoryState
 from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
-from pipeline.config import ExtractConfig
+from pipeline.config import RANDOM_MODEL, ExtractConfig
 from pipeline.facts import dedupe, ground, parse_facts
 from pipeline.io import error_row
 from pipeline.prompts import Prompts
@@ -30,15 +30,23 @@ def load_model(config: ExtractConfig, device: str | None = None) -> MemGPT:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(config.seed)
     options = {k: v for k, v in (("memory", config.memory), ("chunk_size", config.chunk_size)) if v is not None}
-    if config.model is None:
+    if config.model == RANDOM_MODEL:
         return MemGPT(MemGPTConfig(**options), device=device).eval()
-    model = MemGPT.from_pretrained(config.model, device=device, trust_remote_code=config.trust_remote_code,
+    model = MemGPT.from_pretrained(model_path(config), device=device, trust_remote_code=config.trust_remote_code,
                                    **options)
     return model.eval()
 
 
+def model_path(config: ExtractConfig) -> str:
+    """Where the run's model loads from: `config.model`, or the shipped memgpt-small when it is None."""
+    return str(DEFAULT_MODEL) if config.model is None else config.model
+
+
 def model_name(config: ExtractConfig) -> str:
-    return config.model if config.model is not None else f"random-init(seed={config.seed})"
+    """The model as the tables name it (the same on every machine, so the tables are too)."""
+    if config.model == RANDOM_MODEL:
+        return f"random-init(seed={config.seed})"
+    return DEFAULT_MODEL.name if config.model is None else config.model
 
 
 class Extractor:

@@ -8,16 +8,21 @@ checkpoints of the group are removed after a newer one is complete; the folder i
 documents are committed. `_checkpoints` starts with `_`, so Parquet readers of the output never look inside.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import posixpath
 import tempfile
+from typing import TYPE_CHECKING
 
-import torch
-
-from memgpt import MemoryState
 from pipeline.io import Output
+
+if TYPE_CHECKING:  # the write stage imports this module: keep torch out of its worker processes
+    import torch
+
+    from memgpt import MemoryState
 
 FOLDER = "_checkpoints"
 
@@ -57,6 +62,7 @@ class Checkpoints:
             return None
         name = posixpath.join(FOLDER, key, f"chunk-{chunks[-1]:06d}")
         progress = json.loads(self.out.read_bytes(name + ".json"))
+        from memgpt import MemoryState
         fd, tmp = tempfile.mkstemp(suffix=".safetensors")
         try:
             with os.fdopen(fd, "wb") as f:

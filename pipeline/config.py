@@ -8,13 +8,14 @@ from pipeline.io import ReadConfig
 from pipeline.prompts import PromptConfig
 
 MEMORY_KINDS = ("slots", "kv")
+RANDOM_MODEL = "random"  # model name for a random-init MemGPT of the default config (for trying things)
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
     input: str
     output: str
-    model: str | None = None  # a MemGPT folder, an HF model folder or hub id; None: the default random model
+    model: str | None = None  # a MemGPT folder, an HF model folder, a hub id or "random"; None: memgpt-small
     memory: str | None = None  # slots | kv; None: the model's own (kv for plain HF models)
     chunk_size: int | None = None  # tokens per chunk; None: the model's
     workers: int = 1  # actors, each holding one model

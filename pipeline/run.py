@@ -9,15 +9,17 @@ import pyarrow as pa
 import ray
 
 from memgpt.hub import resolve
-from pipeline.actor import Extractor, load_model, model_name
+from pipeline.actor import Extractor, load_model, model_name, model_path
 from pipeline.checkpoints import FOLDER, Checkpoints
-from pipeline.config import ExtractConfig
+from pipeline.config import RANDOM_MODEL, ExtractConfig
 from pipeline.facts import entity_rows
 from pipeline.io import Document, Output, list_inputs, read_corpus
 from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table
 from pipeline.sink import ResultSink
 
-WRITE_CPUS = 0.25  # writes are small: let them run beside actors that hold every CPU, so results commit early
+# Writes are small and need no CPU reservation: with one reserved, actors holding every CPU would hold back all
+# commits (Ray Data's resource budget) until the last document is read, and a killed run would lose them all.
+WRITE_CPUS = 0
 
 
 def run(config: ExtractConfig) -> "Report":
@@ -60,11 +62,12 @@ def run(config: ExtractConfig) -> "Report":
 
 def check_model(config: ExtractConfig) -> None:
     """Fail early, before any output exists, when the model cannot be found."""
-    if config.model is None:
+    if config.model == RANDOM_MODEL:
         return
-    path = resolve(config.model, config.trust_remote_code)
+    path = resolve(model_path(config), config.trust_remote_code)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model {config.model!r} has no config.json: not a MemGPT or Hugging Face model")
+        raise FileNotFoundError(f"model {model_name(config)!r} has no config.json: not a MemGPT or Hugging Face "
+                                "model")
 
 
 def check_checkpoints(config: ExtractConfig, checkpoints: Checkpoints) -> None:

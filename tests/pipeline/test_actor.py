@@ -116,7 +116,7 @@ def test_too_small_a_chunk_for_the_prompt_is_refused(tmp_path):
 
 
 def test_the_seed_fixes_random_init_weights():
-    base = ExtractConfig(input="unused", output="unused", chunk_size=32)
+    base = ExtractConfig(input="unused", output="unused", model="random", chunk_size=32)
     a, b = load_model(base, "cpu"), load_model(base, "cpu")
     c = load_model(dataclasses.replace(base, seed=1), "cpu")
     state = lambda m: m.state_dict().items()  # noqa: E731
