@@ -1,14 +1,23 @@
 """Finding and loading what a MemGPT is built from: local folders, the Hugging Face Hub, backbone configs."""
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 
 ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL = Path(__file__).parent / "pretrained" / "memgpt-small"  # shipped, trained here (model card inside)
+# shipped, trained here (model card inside)
+DEFAULT_MODEL = Path(__file__).parent / "pretrained" / "memgpt-small"
 # never pickle: weights come from safetensors only
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.md"]
 
@@ -16,7 +25,11 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.
 def load_tokenizer(name_or_path: str | Path | None = None, trust_remote_code: bool = False):
     """The backbone's tokenizer, or with no argument the shipped byte-level BPE (works offline)."""
     path = ASSETS if name_or_path is None else resolve(name_or_path, trust_remote_code)
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    # a MemGPT folder's config.json is no transformers config: say so, rather than have transformers warn
+    # ("You are using a model of type `memgpt` to instantiate ...") while it looks for the tokenizer's class
+    memgpt_folder = _read_json(path / "config.json").get("model_type") == "memgpt"
+    options = {"config": PreTrainedConfig()} if memgpt_folder else {}
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **options)
 
 
 def resolve(name_or_path: str | Path, trust_remote_code: bool = False) -> Path:
@@ -43,6 +56,53 @@ def resolve(name_or_path: str | Path, trust_remote_code: bool = False) -> Path:
         ) from e
 
 
+def custom_code(path: Path) -> list[str]:
+    """The custom code a model folder would have transformers import: the `auto_map` entries of its
+    config.json and tokenizer_config.json, and of a MemGPT's local backbone folder. Empty for a model that
+    transformers knows. Reads JSON only: nothing is imported."""
+    code: list[str] = []
+    for folder, _ in _folder_configs(path):
+        for name in ("config.json", "tokenizer_config.json"):
+            for ref in (_read_json(folder / name).get("auto_map") or {}).values():
+                refs = ref if isinstance(ref, list) else [ref]  # a tokenizer's entry is [slow, fast]
+                code += [str(r) for r in refs if r and str(r) not in code]
+    return code
+
+
+def unknown_model_type(path: Path) -> str | None:
+    """The `model_type` of a model folder (or of a MemGPT's backbone) that this transformers does not know."""
+    for _, config in _folder_configs(path):
+        model_type = config.get("model_type")
+        if model_type and model_type != "memgpt" and model_type not in CONFIG_MAPPING:
+            return str(model_type)
+    return None
+
+
+def _folder_configs(path: Path) -> list[tuple[Path, dict]]:
+    """(folder, config.json) of a model folder, and of a MemGPT's local or inline backbone."""
+    config = _read_json(path / "config.json")
+    found = [(path, config)]
+    backbone = config.get("backbone") if config.get("model_type") == "memgpt" else None
+    if isinstance(backbone, str) and backbone.startswith("./"):
+        found.append((path / backbone, _read_json(path / backbone / "config.json")))
+    elif isinstance(backbone, dict):
+        found.append((path, backbone))
+    return found
+
+
+def _read_json(file: Path) -> dict:
+    """A JSON object from `file`; {} when there is no such file."""
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
 def backbone_from_config(config: dict[str, Any]) -> PreTrainedModel:
     """A randomly initialised causal LM from a plain HF config dict (`model_type` plus its fields)."""
     config = dict(config)
@@ -56,6 +116,12 @@ def backbone_from_config(config: dict[str, Any]) -> PreTrainedModel:
 def load_backbone(
     path: Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None
 ) -> PreTrainedModel:
+    code = [] if trust_remote_code else custom_code(path)
+    if code:
+        raise ValueError(
+            f"{path} needs custom code ({', '.join(code)}); load it with trust_remote_code=True only if you "
+            "trust its source"
+        )
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype

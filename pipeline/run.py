@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import ray
+import transformers
+from transformers.utils import logging as hf_logging
 
-from memgpt.hub import resolve
+from memgpt.hub import custom_code, resolve, unknown_model_type
 from pipeline.actor import Extractor, load_model, model_name, model_path
 from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import RANDOM_MODEL, ExtractConfig
@@ -56,18 +58,39 @@ def run(config: ExtractConfig) -> "Report":
     checkpoints.delete_all()  # every group is committed now: no read is left to resume
 
     n_entities = write_entities(out, run_id)
-    return make_report(out, run_id, len(docs), len(docs) - len(todo), len(read_errors), n_entities, sink.stats,
-                       time.perf_counter() - start)
+    return make_report(
+        out,
+        run_id,
+        len(docs),
+        len(docs) - len(todo),
+        len(read_errors),
+        n_entities,
+        sink.stats,
+        time.perf_counter() - start,
+    )
 
 
 def check_model(config: ExtractConfig) -> None:
-    """Fail early, before any output exists, when the model cannot be found."""
+    """Fail early, before any output exists, when the model cannot be found, would run code of its own without
+    --trust-remote-code, or is of a type transformers does not know. Reads the model's JSON files only."""
     if config.model == RANDOM_MODEL:
         return
+    name = model_name(config)
     path = resolve(model_path(config), config.trust_remote_code)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model {model_name(config)!r} has no config.json: not a MemGPT or Hugging Face "
-                                "model")
+        raise FileNotFoundError(f"model {name!r} has no config.json: not a MemGPT or Hugging Face model")
+    code = custom_code(path)
+    if code and not config.trust_remote_code:
+        raise PermissionError(
+            f"model {name!r} runs code of its own ({', '.join(code)}); pass "
+            "--trust-remote-code to allow it, only if you trust its source"
+        )
+    model_type = None if code else unknown_model_type(path)
+    if model_type:
+        raise ValueError(
+            f"model {name!r} has model_type {model_type!r}, unknown to transformers "
+            f"{transformers.__version__}"
+        )
 
 
 def check_checkpoints(config: ExtractConfig, checkpoints: Checkpoints) -> None:
@@ -77,7 +100,13 @@ def check_checkpoints(config: ExtractConfig, checkpoints: Checkpoints) -> None:
     keys = checkpoints.keys()
     if not keys:
         return
-    model = load_model(config, device="cpu")
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a failed check prints one line: no "Loading weights" bar before it
+    try:
+        model = load_model(config, device="cpu")
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     for key in keys:
         found = checkpoints.load(key)
         if found is None:
@@ -86,8 +115,10 @@ def check_checkpoints(config: ExtractConfig, checkpoints: Checkpoints) -> None:
             model.check_state(found[0])
         except ValueError as e:
             folder = posixpath.join(checkpoints.out.root, FOLDER)
-            raise ValueError(f"checkpoint {folder}/{key} does not fit model {model_name(config)!r}: {e}; remove "
-                             f"{folder} or run with the model that wrote it") from None
+            raise ValueError(
+                f"checkpoint {folder}/{key} does not fit model {model_name(config)!r}: {e}; remove "
+                f"{folder} or run with the model that wrote it"
+            ) from None
 
 
 def connect(address: str | None) -> None:
@@ -117,12 +148,23 @@ def document_groups(docs: list[dict], batch_size: int, all_docs: list[dict] | No
     """
     todo = {d["doc_id"]: d for d in docs}
     ordered = sorted(all_docs if all_docs is not None else docs, key=lambda d: (-len(d["text"]), d["doc_id"]))
-    schema = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("title", pa.string()),
-                        ("text", pa.large_string()), ("group", pa.int64()), ("attempt", pa.int64())])
-    groups = [ordered[i: i + batch_size] for i in range(0, len(ordered), batch_size)]
+    schema = pa.schema(
+        [
+            ("doc_id", pa.string()),
+            ("source", pa.string()),
+            ("title", pa.string()),
+            ("text", pa.large_string()),
+            ("group", pa.int64()),
+            ("attempt", pa.int64()),
+        ]
+    )
+    groups = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
     groups = [[todo[d["doc_id"]] for d in group if d["doc_id"] in todo] for group in groups]
-    return [pa.Table.from_pylist([d | {"group": g} for d in group], schema=schema)
-            for g, group in enumerate(groups) if group]
+    return [
+        pa.Table.from_pylist([d | {"group": g} for d in group], schema=schema)
+        for g, group in enumerate(groups)
+        if group
+    ]
 
 
 def write_entities(out: Output, run_id: str) -> int:
@@ -151,10 +193,12 @@ class Report:
     tables: dict[str, str]
 
     def format(self) -> str:
-        lines = [f"run {self.run_id}: {self.documents} documents ({self.processed} processed, {self.skipped} "
-                 f"already done, {self.failed} failed), {self.read_errors} read problems",
-                 f"tokens read {self.tokens_read:,}, generated {self.tokens_generated:,} in {self.seconds:.1f}s "
-                 f"({self.tokens_per_second:,.0f} tokens/s); {self.facts} facts, {self.entities} entities"]
+        lines = [
+            f"run {self.run_id}: {self.documents} documents ({self.processed} processed, {self.skipped} "
+            f"already done, {self.failed} failed), {self.read_errors} read problems",
+            f"tokens read {self.tokens_read:,}, generated {self.tokens_generated:,} in {self.seconds:.1f}s "
+            f"({self.tokens_per_second:,.0f} tokens/s); {self.facts} facts, {self.entities} entities",
+        ]
         lines += [f"  {name:<9} {path}" for name, path in self.tables.items()]
         return "\n".join(lines)
 
@@ -163,9 +207,17 @@ def make_report(out, run_id, n_docs, skipped, read_errors, n_entities, stats, se
     """The run report (also written to <output>/report.json); tokens/s counts tokens read and generated."""
     read, generated = stats.get("tokens_read", 0), stats.get("tokens_generated", 0)
     report = Report(
-        run_id=run_id, documents=n_docs, skipped=skipped, processed=stats.get("documents", 0),
-        failed=stats.get("failed", 0), read_errors=read_errors, facts=out.read("facts").num_rows,
-        entities=n_entities, tokens_read=read, tokens_generated=generated, seconds=round(seconds, 3),
+        run_id=run_id,
+        documents=n_docs,
+        skipped=skipped,
+        processed=stats.get("documents", 0),
+        failed=stats.get("failed", 0),
+        read_errors=read_errors,
+        facts=out.read("facts").num_rows,
+        entities=n_entities,
+        tokens_read=read,
+        tokens_generated=generated,
+        seconds=round(seconds, 3),
         tokens_per_second=round((read + generated) / max(seconds, 1e-9), 1),
         tables={name: out.path(name) for name in (*RESULT_TABLES, "entities")},
     )

@@ -95,6 +95,24 @@ def test_pickle_weights_are_never_loaded(tmp_path):
         MemGPT.from_pretrained(tmp_path / "hf", device="cpu")
 
 
+def test_custom_code_is_never_imported_without_trust_remote_code(tmp_path):
+    marker = tmp_path / "EXECUTED"
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    auto_map = {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForCausalLM": "modeling_evil.EvilModel",
+    }
+    (hf / "config.json").write_text(json.dumps({"model_type": "evil-memgpt-test", "auto_map": auto_map}))
+    for module in ("configuration_evil", "modeling_evil"):
+        (hf / f"{module}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    with pytest.raises(
+        ValueError, match=r"needs custom code \(configuration_evil.EvilConfig, .*trust_remote_code=True"
+    ):
+        MemGPT.from_pretrained(hf, device="cpu")
+    assert not marker.exists()
+
+
 def test_unknown_options_and_missing_paths_are_clear_errors(tmp_path):
     tiny("llama").save_pretrained(tmp_path / "m")
     with pytest.raises(TypeError, match="unknown MemGPTConfig option"):
