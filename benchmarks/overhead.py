@@ -2,6 +2,7 @@
 
 python -m benchmarks.overhead           # ~1 minute on 2 CPU cores
 python -m benchmarks.overhead --full    # longer documents, more repeats
+python -m benchmarks.overhead --profile # where the time goes: torch.profiler's top ops per reader, chunk 128
 """
 
 import argparse
@@ -22,7 +23,10 @@ def bare_forward(model: MemGPT, doc: torch.Tensor, chunk: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops instead")
     args = p.parse_args()
+    if args.profile:
+        return profile()
     n_tokens, repeat = (65_536, 5) if args.full else (8_192, 3)
     torch.manual_seed(0)
     doc = torch.randint(2, 4096, (n_tokens,))
@@ -50,6 +54,31 @@ def main() -> None:
     print_table(
         rows, f"read throughput vs bare backbone, {n_tokens} tokens, default backbone (goal: ratio >= 0.9)"
     )
+    print(f"machine: {machine()}\ncommand: {command()}")
+
+
+def profile(n_tokens: int = 8_192, chunk: int = 128, rows: int = 12) -> None:
+    """torch.profiler's top operators (self CPU time) for the bare backbone, slots and kv over one document."""
+    torch.manual_seed(0)
+    doc = torch.randint(2, 4096, (n_tokens,))
+    slots = MemGPT(MemGPTConfig(memory="slots", chunk_size=chunk, num_slots=16)).eval()
+    kv = MemGPT(MemGPTConfig(memory="kv", chunk_size=chunk, kv_budget=512)).eval()
+    runs = {
+        "bare backbone": lambda: bare_forward(slots, doc, chunk),
+        "slots (16)": lambda: slots.read([doc]),
+        "kv (budget 512)": lambda: kv.read([doc]),
+    }
+    with torch.inference_mode():
+        for name, fn in runs.items():
+            fn()  # warm up
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                fn()
+            print(f"\n== {name}, {n_tokens} tokens, chunk {chunk}")
+            print(
+                prof.key_averages().table(
+                    sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40
+                )
+            )
     print(f"machine: {machine()}\ncommand: {command()}")
 
 

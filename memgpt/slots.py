@@ -1,7 +1,5 @@
 """Slot memory: n learned vectors per document, read before each chunk and rewritten after it (RMT/ARMT)."""
 
-import math
-
 import torch
 from torch import nn
 
@@ -26,8 +24,10 @@ class SlotMemory(nn.Module):
         self.write_embed = nn.Parameter(torch.randn(num_slots, hidden_size) * init_std)
         self.proj = nn.Linear(hidden_size, hidden_size)
         self.gate = nn.Linear(2 * hidden_size, hidden_size)
-        # backbone outputs are layer-normed (unit scale); keep M_t at the embedding scale it starts at
-        nn.init.normal_(self.proj.weight, std=init_std / math.sqrt(hidden_size))
+        # proj starts as the identity (RMT feeds write outputs back unchanged): a write slot's output enters the
+        # next chunk as it left the backbone, in the space a pretrained backbone's (tied) embeddings and LM head
+        # share, so its in-context reading already applies; a random proj would start the memory as noise.
+        nn.init.eye_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
         nn.init.normal_(self.gate.weight, std=init_std)
         nn.init.zeros_(self.gate.bias)

@@ -103,7 +103,8 @@ class TrainConfig:
         return max(self.curriculum.values())
 
     def planted_config(self, n_chunks: int) -> planted.PlantedConfig:
-        return planted.PlantedConfig(**{**self.docs, "n_chunks": n_chunks})
+        docs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.docs.items()}  # YAML lists
+        return planted.PlantedConfig(**{**docs, "n_chunks": n_chunks})
 
 
 # ---- batches ----------------------------------------------------------------------------------------------------
@@ -264,11 +265,12 @@ def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Ten
             add("lm", _ce(out.logits, chunk))
             state = out.memory
         else:
-            seq = batch.facts[t]
-            lm_labels, fact_labels = _split_labels(seq, C)
-            logits = model(seq.ids.to(dev), seq.mask.to(dev), memory=state).logits
-            add("lm", _ce(logits, lm_labels))
-            add("facts", _ce(logits, fact_labels))
+            if cfg.facts_weight or cfg.lm_weight:  # else the chunk's own outputs are not scored: skip them
+                seq = batch.facts[t]
+                lm_labels, fact_labels = _split_labels(seq, C)
+                logits = model(seq.ids.to(dev), seq.mask.to(dev), memory=state).logits
+                add("lm", _ce(logits, lm_labels))
+                add("facts", _ce(logits, fact_labels))
             state = model.step(state, chunk)
             if cfg.summary_every_chunk or t == N - 1:
                 s = batch.summaries[t if cfg.summary_every_chunk else 0]
