@@ -101,14 +101,10 @@ def test_ray_train_two_cpu_workers_follow_the_single_worker_curve(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="not reached yet: in 150 CPU steps the tiny model learns neither the in-context summary nor the "
-    "slot write/read path (both stay at chance, see docs/benchmark.md); remove this mark once it passes",
-)
 def test_trained_memory_beats_no_memory(tmp_path):
-    """The CI recipe: after reading two chunks, the summary written from memory beats the same model
-    whose memory was reset before the last chunk (the fact is in the first chunk half the time)."""
+    """The CI recipe (~90 s): after reading two chunks, the summary written from memory beats the same model
+    whose memory was reset before the last chunk (the fact is in the first chunk half the time, so without
+    memory at best ~half the places are right; chance is 1/8)."""
     cfg = TrainConfig.from_yaml(CI_RECIPE, out_dir=str(tmp_path))
     model = train(cfg).eval()
     prompts = Prompts(model.tokenizer)
@@ -121,7 +117,7 @@ def test_trained_memory_beats_no_memory(tmp_path):
         return sum(pk.state_accuracy(o, d.state) for o, d in zip(outs, docs, strict=True)) / len(docs)
 
     with_memory, last_chunk_only = accuracy(None), accuracy(1)
-    assert with_memory >= last_chunk_only + 0.25, (with_memory, last_chunk_only)
+    assert with_memory >= 0.8 and with_memory >= last_chunk_only + 0.25, (with_memory, last_chunk_only)
 
 
 @pytest.mark.slow
