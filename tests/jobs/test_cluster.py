@@ -2,6 +2,7 @@
 with `ray job submit --working-dir <repo> -- python -m jobs.extract ...`, its outputs checked, the cluster stopped."""
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -67,8 +68,9 @@ def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None
 
 @pytest.mark.slow
 def test_job_submitted_to_a_two_node_cluster(tmp_path, small_corpus, tiny_model):
-    # Ray 2.60 `ray start` clusters authenticate with a token (~/.ray/auth_token, made by the head if missing)
-    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_ADDRESS": ""}
+    # Ray 2.60 `ray start` clusters authenticate with a token; `ray start` does not make one, so this cluster gets
+    # its own through RAY_AUTH_TOKEN (the nodes, the probe and `ray job submit` all read it), whatever ~/.ray holds
+    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_ADDRESS": ""}
     gcs, dashboard, client_port = free_ports(3)
     temp_dir = Path("/tmp") / f"rayc{gcs}"  # short: Ray's socket paths must fit in 107 bytes
     head = start_node(["--head", "--port", str(gcs), "--num-cpus", "1", "--include-dashboard", "true",
