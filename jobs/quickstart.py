@@ -15,11 +15,12 @@ import pandas as pd
 
 from memgpt.planted import PlantedConfig, generate
 
-STORY = PlantedConfig(n_chunks=48, chunk_size=128, n_entities=4, n_distractors=4)
+# stories in the form the default model was trained on (2 people, moves with pronouns), 16x its trained length
+STORY = PlantedConfig(n_chunks=128, chunk_size=16, n_entities=2, n_moves=6, badges=False, n_distractors=0)
 
 
 def make_corpus(folder: Path, n_documents: int) -> Path:
-    """`n_documents` long text files (~20k characters each) with known entities, moves and badge numbers."""
+    """`n_documents` long text files (~9k characters each) with known people and their moves."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n_documents):
         path = folder / f"story-{i:02d}.txt"

@@ -8,6 +8,7 @@ ray job submit --working-dir . -- python -m jobs.train jobs/configs/train_small.
 
 import argparse
 import json
+from pathlib import Path
 
 import yaml
 
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
         if key in overrides and isinstance(base.get(key), dict):
             overrides[key] = _merge(base[key], overrides[key])
     cfg = TrainConfig.from_yaml(args.config, **overrides)
+    if cfg.init_from and not Path(cfg.init_from).is_dir():
+        raise SystemExit(
+            f"init_from {cfg.init_from!r} is not a folder: train the model this recipe starts from "
+            f"first (see the comment at the top of {args.config})"
+        )
     if args.ray_workers:
         result = train_with_ray(cfg, args.ray_workers, use_gpu=args.gpu)
         print(json.dumps({"metrics": result.metrics, "model": f"{cfg.out_dir}/model"}, indent=2))
