@@ -269,8 +269,10 @@ def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Ten
                 seq = batch.facts[t]
                 lm_labels, fact_labels = _split_labels(seq, C)
                 logits = model(seq.ids.to(dev), seq.mask.to(dev), memory=state).logits
-                add("lm", _ce(logits, lm_labels))
-                add("facts", _ce(logits, fact_labels))
+                if cfg.lm_weight:  # a zero-weight loss would still cost its softmax and backward
+                    add("lm", _ce(logits, lm_labels))
+                if cfg.facts_weight:
+                    add("facts", _ce(logits, fact_labels))
             state = model.step(state, chunk)
             if cfg.summary_every_chunk or t == N - 1:
                 s = batch.summaries[t if cfg.summary_every_chunk else 0]
