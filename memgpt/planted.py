@@ -253,8 +253,23 @@ class _Encoder:
     def __call__(self, piece: str) -> list[int]:
         ids = self.cache.get(piece)
         if ids is None:
+            if len(self.cache) >= _ENCODER_CACHE_SIZE:
+                self.cache.clear()
             ids = self.cache[piece] = list(self.tokenizer.encode(piece, add_special_tokens=False))
         return ids
+
+
+_ENCODER_CACHE_SIZE = 200_000  # pieces are filler words and planted sentences: a small, finite set
+_ENCODERS: dict[int, _Encoder] = {}
+
+
+def _encoder(tokenizer: Tokenizer) -> _Encoder:
+    """One encoder per tokenizer, kept across documents: training generates thousands of documents from the
+    same few pieces, and tokenizing them again was a tenth of a training step."""
+    enc = _ENCODERS.get(id(tokenizer))
+    if enc is None or enc.tokenizer is not tokenizer:
+        enc = _ENCODERS[id(tokenizer)] = _Encoder(tokenizer)
+    return enc
 
 
 def generate(
@@ -262,7 +277,7 @@ def generate(
 ) -> Document:
     """One planted document, the same for the same (config, seed, tokenizer, filler)."""
     rng = random.Random(seed)
-    encode = _Encoder(tokenizer or default_tokenizer())
+    encode = _encoder(tokenizer or default_tokenizer())
     filler = filler or default_filler()
     sentences = _plan(config, rng)
     chunk_of = _place(config, rng, [len(encode(" " + s.text)) for s in sentences])
