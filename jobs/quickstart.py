@@ -20,7 +20,7 @@ STORY = PlantedConfig(n_chunks=128, chunk_size=16, n_entities=2, n_moves=6, badg
 
 
 def make_corpus(folder: Path, n_documents: int) -> Path:
-    """`n_documents` long text files (~9k characters each) with known people and their moves."""
+    """`n_documents` long text files (~8k characters each) with known people and their moves."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n_documents):
         path = folder / f"story-{i:02d}.txt"

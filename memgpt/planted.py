@@ -260,16 +260,13 @@ class _Encoder:
 
 
 _ENCODER_CACHE_SIZE = 200_000  # pieces are filler words and planted sentences: a small, finite set
-_ENCODERS: dict[int, _Encoder] = {}
 
 
+@lru_cache(maxsize=8)
 def _encoder(tokenizer: Tokenizer) -> _Encoder:
     """One encoder per tokenizer, kept across documents: training generates thousands of documents from the
     same few pieces, and tokenizing them again was a tenth of a training step."""
-    enc = _ENCODERS.get(id(tokenizer))
-    if enc is None or enc.tokenizer is not tokenizer:
-        enc = _ENCODERS[id(tokenizer)] = _Encoder(tokenizer)
-    return enc
+    return _Encoder(tokenizer)
 
 
 def generate(
