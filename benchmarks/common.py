@@ -1,5 +1,6 @@
 """What every benchmark shares: the machine it ran on, interleaved timing, peak memory, a table printer."""
 
+import argparse
 import platform
 import resource
 import statistics
@@ -8,6 +9,50 @@ import time
 from collections.abc import Callable
 
 import torch
+
+from memgpt.config import default_backbone
+
+# Backbones built from their configs (random weights: speed does not depend on what the weights learned).
+BACKBONES = {
+    "default": default_backbone(),  # MemGPTConfig's default: Llama-style, 4 layers, 256 wide
+    "qwen2-0.5b": {  # the shape of Qwen/Qwen2-0.5B: 24 layers, 896 wide, grouped-query attention (14 / 2 heads)
+        "model_type": "qwen2",
+        "vocab_size": 151936,
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+    },
+}
+
+
+def add_backbone_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backbone", choices=list(BACKBONES), default="default", help="backbone shape (default: %(default)s)"
+    )
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="keep the backbone's first N layers: every cost compared here is per layer, so ratios hold",
+    )
+
+
+def backbone_config(args: argparse.Namespace) -> dict:
+    config = dict(BACKBONES[args.backbone])
+    if args.layers is not None:
+        config["num_hidden_layers"] = args.layers
+    return config
+
+
+def backbone_label(args: argparse.Namespace) -> str:
+    layers = backbone_config(args)["num_hidden_layers"]
+    return f"{args.backbone} backbone ({layers} layers)"
 
 
 def machine() -> str:

@@ -4,6 +4,7 @@ Both see a prompt of the same visible length; MemGPT also reads its memory (slot
 
     python -m benchmarks.generation         # ~1 minute on 2 CPU cores
     python -m benchmarks.generation --full
+    python -m benchmarks.generation --backbone qwen2-0.5b --layers 4   # a real model's shape
 """
 
 import argparse
@@ -12,20 +13,30 @@ import torch
 
 from memgpt import MemGPT, MemGPTConfig
 
-from .common import command, interleaved, machine, print_table
+from .common import (
+    add_backbone_args,
+    backbone_config,
+    backbone_label,
+    command,
+    interleaved,
+    machine,
+    print_table,
+)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true")
+    add_backbone_args(p)
     args = p.parse_args()
+    backbone = backbone_config(args)
     new_tokens, batch = (256, 8) if args.full else (64, 4)
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(2, 4096, (batch, 64), generator=g)
     hf = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=1)
     rows = []
     for memory, options in (("slots", {}), ("kv", {"kv_budget": 512})):
-        model = MemGPT(MemGPTConfig(memory=memory, **options)).eval()
+        model = MemGPT(MemGPTConfig(backbone, memory=memory, **options)).eval()
         with torch.inference_mode():
             state = model.read([torch.randint(2, 4096, (4_000,), generator=g) for _ in range(batch)])
         fns = {
@@ -46,7 +57,10 @@ def main() -> None:
                 "ratio": seconds["backbone"] / seconds["memgpt"],
             }
         )
-    print_table(rows, "generate from memory vs backbone generate, 64-token prompt (goal: ratio >= 0.9)")
+    print_table(
+        rows,
+        f"generate from memory vs backbone generate, 64-token prompt, {backbone_label(args)} (goal: ratio >= 0.9)",
+    )
     print(f"machine: {machine()}\ncommand: {command()}")
 
 

@@ -3,6 +3,7 @@
 python -m benchmarks.overhead           # ~1 minute on 2 CPU cores
 python -m benchmarks.overhead --full    # longer documents, more repeats
 python -m benchmarks.overhead --profile # where the time goes: torch.profiler's top ops per reader, chunk 128
+python -m benchmarks.overhead --backbone qwen2-0.5b --layers 4 --tokens 4096  # a real model's shape, ~2 minutes
 """
 
 import argparse
@@ -11,7 +12,15 @@ import torch
 
 from memgpt import MemGPT, MemGPTConfig
 
-from .common import command, interleaved, machine, print_table
+from .common import (
+    add_backbone_args,
+    backbone_config,
+    backbone_label,
+    command,
+    interleaved,
+    machine,
+    print_table,
+)
 
 
 def bare_forward(model: MemGPT, doc: torch.Tensor, chunk: int) -> None:
@@ -24,17 +33,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops instead")
+    p.add_argument("--tokens", type=int, default=None, help="document length (default 8192, --full 65536)")
+    add_backbone_args(p)
     args = p.parse_args()
+    backbone = backbone_config(args)
     if args.profile:
-        return profile()
+        return profile(backbone, args.tokens or 8_192)
     n_tokens, repeat = (65_536, 5) if args.full else (8_192, 3)
+    n_tokens = args.tokens or n_tokens
     torch.manual_seed(0)
     doc = torch.randint(2, 4096, (n_tokens,))
     rows = []
     for chunk in (128, 512):
         models = {
-            "slots (16)": MemGPT(MemGPTConfig(memory="slots", chunk_size=chunk, num_slots=16)),
-            "kv (budget 512)": MemGPT(MemGPTConfig(memory="kv", chunk_size=chunk, kv_budget=512)),
+            "slots (16)": MemGPT(MemGPTConfig(backbone, memory="slots", chunk_size=chunk, num_slots=16)),
+            "kv (budget 512)": MemGPT(MemGPTConfig(backbone, memory="kv", chunk_size=chunk, kv_budget=512)),
         }
         bare = next(iter(models.values()))
         fns = {"bare": lambda b=bare, c=chunk: bare_forward(b, doc, c)}
@@ -52,17 +65,18 @@ def main() -> None:
                 }
             )
     print_table(
-        rows, f"read throughput vs bare backbone, {n_tokens} tokens, default backbone (goal: ratio >= 0.9)"
+        rows,
+        f"read throughput vs bare backbone, {n_tokens} tokens, {backbone_label(args)} (goal: ratio >= 0.9)",
     )
     print(f"machine: {machine()}\ncommand: {command()}")
 
 
-def profile(n_tokens: int = 8_192, chunk: int = 128, rows: int = 12) -> None:
+def profile(backbone: dict, n_tokens: int, chunk: int = 128, rows: int = 12) -> None:
     """torch.profiler's top operators (self CPU time) for the bare backbone, slots and kv over one document."""
     torch.manual_seed(0)
     doc = torch.randint(2, 4096, (n_tokens,))
-    slots = MemGPT(MemGPTConfig(memory="slots", chunk_size=chunk, num_slots=16)).eval()
-    kv = MemGPT(MemGPTConfig(memory="kv", chunk_size=chunk, kv_budget=512)).eval()
+    slots = MemGPT(MemGPTConfig(backbone, memory="slots", chunk_size=chunk, num_slots=16)).eval()
+    kv = MemGPT(MemGPTConfig(backbone, memory="kv", chunk_size=chunk, kv_budget=512)).eval()
     runs = {
         "bare backbone": lambda: bare_forward(slots, doc, chunk),
         "slots (16)": lambda: slots.read([doc]),

@@ -5,27 +5,49 @@ of the rest those that received the most attention so far (H2O / SnapKV / Stream
 nothing is dropped, and reading chunk by chunk is exactly one forward pass over the whole document.
 """
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
-from transformers import AttentionInterface, DynamicCache
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
+from .cache import reserved_cache
 from .memory import BackboneInputs, positions_from_mask
 
 SCORING_ATTENTION = "memgpt_sdpa_window"
 SCORE_WINDOW = 32  # the last queries of each chunk whose attention scores the entries (SnapKV's window)
+_SCORING = ContextVar("memgpt_kv_scoring", default=False)
+
+
+@contextmanager
+def scoring_entries():
+    """Within it, backbone calls return the window's attention weights that eviction scores entries by."""
+    token = _SCORING.set(True)
+    try:
+        yield
+    finally:
+        _SCORING.reset(token)
 
 
 def sdpa_with_window_scores(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA for the output; attention weights only for the last SCORE_WINDOW queries, (B, H, w, S)."""
-    kwargs.pop("output_attentions", None)
+    """SDPA for the output; attention weights only for the last SCORE_WINDOW queries, (B, H, w, S).
+
+    The weights are computed only inside `scoring_entries()` (reading a chunk), not while generating.
+    """
+    kwargs.pop("output_attentions", None)  # not every architecture passes it: the context says instead
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    q = query[:, :, -SCORE_WINDOW:]
-    k = repeat_kv(key, query.shape[1] // key.shape[1])
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    logits = (q @ k.transpose(-1, -2)).float() * scale
+    if not _SCORING.get():
+        return out, None
+    B, H, _, Dh = query.shape
+    Hkv, w = key.shape[1], min(SCORE_WINDOW, query.shape[2])
+    # grouped-query attention without repeating the keys: query head h reads kv head h // (H // Hkv)
+    q = query[:, :, -w:].reshape(B, Hkv, H // Hkv * w, Dh)
+    scale = scaling if scaling is not None else Dh**-0.5
+    logits = (q @ key.transpose(-1, -2)).float().view(B, H, w, -1) * scale  # (B, H, w, S)
     if attention_mask is not None:  # additive (B, 1, T, S) mask, as built for eager attention
-        logits = logits + attention_mask[:, :, -q.shape[2] :, : k.shape[2]].float()
+        logits = logits + attention_mask[:, :, -w:, : key.shape[2]].float()
     return out, logits.softmax(-1)
 
 
@@ -73,7 +95,8 @@ class KVMemory(torch.nn.Module):
         self, state: dict[str, torch.Tensor], embeds: torch.Tensor, mask: torch.Tensor, write: bool
     ) -> BackboneInputs:
         keys, values = state["keys"].to(embeds.dtype), state["values"].to(embeds.dtype)
-        cache = DynamicCache(ddp_cache_data=list(zip(keys.unbind(0), values.unbind(0), strict=True)))
+        # room for this chunk's entries behind the kept ones: written in place, no concatenation
+        cache = reserved_cache(list(zip(keys.unbind(0), values.unbind(0), strict=True)), room=embeds.shape[1])
         return BackboneInputs(
             inputs_embeds=embeds,
             attention_mask=torch.cat([state["mask"].to(mask.dtype), mask], dim=1),
@@ -83,9 +106,7 @@ class KVMemory(torch.nn.Module):
         )
 
     def update(self, state, inputs, hidden, mask, attentions) -> dict[str, torch.Tensor]:
-        cache = inputs.cache
-        keys = torch.stack([layer.keys for layer in cache.layers])  # (L, B, H, S+T, Dh)
-        values = torch.stack([layer.values for layer in cache.layers])
+        layers = inputs.cache.layers  # each (B, H, S+T, Dh): the kept entries, then this chunk's
         full_mask = torch.cat([state["mask"], mask.bool()], dim=1)  # (B, S+T)
         scores = torch.nn.functional.pad(state["scores"], (0, mask.shape[1]))  # (L, B, S+T)
         if attentions is not None:
@@ -93,28 +114,45 @@ class KVMemory(torch.nn.Module):
             query_mask = mask[:, -window:].to(attentions[0].dtype)[:, None, :, None]  # (B, 1, w, 1)
             received = torch.stack([(a * query_mask).sum(dim=(1, 2)) for a in attentions])  # (L, B, S+T)
             scores = scores + received.float()
-        new = {"keys": keys, "values": values, "mask": full_mask, "scores": scores}
         if self.budget is not None and full_mask.shape[1] > self.budget:
-            new = self.evict(new)
+            new = self.evict(layers, full_mask, scores)
+        else:
+            keys = torch.stack([layer.keys for layer in layers])  # (L, B, H, S+T, Dh)
+            values = torch.stack([layer.values for layer in layers])
+            new = {"keys": keys, "values": values, "mask": full_mask, "scores": scores}
         new["n_read"] = state["n_read"] + mask.sum(-1)
         return new
 
-    def evict(self, s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def evict(self, layers, mask: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
         """Keep `budget` entries per layer and document: sinks, recent, then the most attended."""
-        mask, budget = s["mask"], self.budget  # (B, S)
-        L, S = s["scores"].shape[0], mask.shape[1]
+        budget = self.budget
+        L, S = scores.shape[0], mask.shape[1]  # mask (B, S), scores (L, B, S)
         rank = mask.long().cumsum(-1) - 1  # index among the document's real entries
         count = mask.sum(-1, keepdim=True)
         protected = mask & ((rank < self.sinks) | (rank >= count - self.recent))
-        priority = s["scores"].masked_fill(~mask, float("-inf")).masked_fill(protected, float("inf"))
+        priority = scores.masked_fill(~mask, float("-inf")).masked_fill(protected, float("inf"))
         keep = priority.topk(budget, dim=-1).indices  # (L, B, budget)
         # real entries first, in reading order; then the padding
         is_pad = (~mask).unsqueeze(0).expand(L, -1, -1).gather(-1, keep)
         keep = keep.gather(-1, (keep + S * is_pad).argsort(-1))
-        idx = keep[:, :, None, :, None].expand(-1, -1, s["keys"].shape[2], -1, s["keys"].shape[4])
         return {
-            "keys": s["keys"].gather(3, idx),
-            "values": s["values"].gather(3, idx),
+            "keys": _take(layers, "keys", keep),
+            "values": _take(layers, "values", keep),
             "mask": torch.arange(budget, device=mask.device)[None, :] < count.clamp(max=budget),
-            "scores": s["scores"].gather(-1, keep),
+            "scores": scores.gather(-1, keep),
         }
+
+
+def _take(layers, name: str, keep: torch.Tensor) -> torch.Tensor:
+    """Entries `keep` (L, B, K) of every layer's cache, copied once into one (L, B, H, K, Dh) tensor.
+
+    Whole rows by index_select: an element-wise gather, or stacking the layers first, costs 4x as much.
+    """
+    first = getattr(layers[0], name)
+    B, H, S, Dh = first.shape
+    out = first.new_empty(len(layers), B, H, keep.shape[-1], Dh)
+    row = torch.arange(B * H, device=keep.device).view(B, H, 1) * S  # where each (document, head) starts
+    for i, layer in enumerate(layers):
+        rows = (row + keep[i][:, None, :]).flatten()  # (B * H * K,)
+        torch.index_select(getattr(layer, name).reshape(-1, Dh), 0, rows, out=out[i].view(-1, Dh))
+    return out

@@ -2,6 +2,7 @@
 
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +12,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
 from . import hub
+from .cache import reserved_cache
 from .config import CONFIG_NAME, MemGPTConfig
 from .generation import sample_next
-from .kv import SCORING_ATTENTION, KVMemory
+from .kv import SCORING_ATTENTION, KVMemory, scoring_entries
 from .slots import SlotMemory
 from .state import MemoryState
 
@@ -258,15 +260,18 @@ class MemGPT(nn.Module):
                 state = state.detach()
         return state
 
-    def _backbone(self, inputs, use_cache: bool):
-        return self.backbone.base_model(
-            inputs_embeds=inputs.inputs_embeds,
-            attention_mask=inputs.attention_mask,
-            position_ids=inputs.position_ids,
-            cache=inputs.cache,
-            use_cache=use_cache,
-            output_attentions=self.memory.needs_attentions,
-        )
+    def _backbone(self, inputs, use_cache: bool, output_attentions: bool | None = None):
+        if output_attentions is None:  # reading: kv memory scores its entries by the attention they receive
+            output_attentions = self.memory.needs_attentions
+        with scoring_entries() if output_attentions else nullcontext():
+            return self.backbone.base_model(
+                inputs_embeds=inputs.inputs_embeds,
+                attention_mask=inputs.attention_mask,
+                position_ids=inputs.position_ids,
+                cache=inputs.cache,
+                use_cache=use_cache,
+                output_attentions=output_attentions,
+            )
 
     @property
     def tokenizer_pad_id(self) -> int:
@@ -320,13 +325,13 @@ class MemGPT(nn.Module):
         embeds = self.backbone.get_input_embeddings()(tail_ids)
         inputs = self.memory.read_inputs(state.tensors, embeds, tail_mask, write=False)
         if inputs.cache is None:
-            inputs.cache = DynamicCache()
+            inputs.cache = reserved_cache()
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         attn = inputs.attention_mask
         position = inputs.position_ids[:, -1]
         done = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
         new_tokens = []
-        out = self._backbone(inputs, use_cache=True)
+        out = self._backbone(inputs, use_cache=True, output_attentions=False)
         for _ in range(max_new_tokens):
             logits = self.backbone.get_output_embeddings()(out.last_hidden_state[:, -1]).float()  # (B, V)
             token = sample_next(logits, do_sample, temperature, top_k, top_p, generator)

@@ -1,6 +1,8 @@
 import torch
 from tiny import random_doc, tiny
 
+from memgpt.kv import SCORE_WINDOW, scoring_entries
+
 
 def chunked_logits(model, doc: torch.Tensor, chunk: int) -> torch.Tensor:
     state, parts = model.init_state(1), []
@@ -63,3 +65,25 @@ def test_eviction_keeps_sinks_and_recent_entries():
         )
     # layer 0's keys depend on the token and its position only, so the recent window is recognisable there
     torch.testing.assert_close(keys[0, 0, :, -8:], cache.layers[0].keys[0, :, -8:], atol=1e-4, rtol=0)
+
+
+def test_window_scores_are_the_eager_attention_weights_of_the_last_queries(arch):
+    model = tiny(arch, memory="kv", kv_budget=48, kv_sinks=4, kv_recent=16)
+    doc = random_doc(70, seed=5)[None]
+    with torch.no_grad(), scoring_entries():
+        ours = model.backbone.base_model(doc, output_attentions=True).attentions
+        model.backbone.set_attn_implementation("eager")
+        eager = model.backbone.base_model(doc, output_attentions=True).attentions
+    assert len(ours) == len(eager) == model.backbone.config.num_hidden_layers
+    for window, full in zip(ours, eager, strict=True):
+        assert window.shape[2] == SCORE_WINDOW < full.shape[2]
+        torch.testing.assert_close(window, full[:, :, -SCORE_WINDOW:], atol=1e-5, rtol=0)
+
+
+def test_generating_computes_no_attention_weights():
+    model = tiny("llama", memory="kv", kv_budget=48, kv_sinks=4, kv_recent=16)
+    doc = random_doc(40, seed=6)[None]
+    with torch.no_grad():
+        assert not model.backbone.base_model(doc, output_attentions=True).attentions  # none recorded
+        with scoring_entries():
+            assert len(model.backbone.base_model(doc, output_attentions=True).attentions) == 2
