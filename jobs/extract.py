@@ -31,11 +31,18 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = OneLineParser(prog="jobs.extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(
+        prog="jobs.extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file of settings (flags override it)")
-    p.add_argument("--input", help="folder of .txt/.md, JSONL or Parquet file(s); local path or URI (s3://...)")
+    p.add_argument(
+        "--input", help="folder of .txt/.md, JSONL or Parquet file(s); local path or URI (s3://...)"
+    )
     p.add_argument("--output", help="folder for the tables; local path or URI")
-    p.add_argument("--model", help="MemGPT folder, HF model folder, hub id, or 'random' (default: the shipped memgpt-small)")
+    p.add_argument(
+        "--model",
+        help="MemGPT folder, HF model folder, hub id, or 'random' (default: the shipped memgpt-small)",
+    )
     p.add_argument("--memory", choices=["slots", "kv"])
     p.add_argument("--chunk-size", type=int)
     p.add_argument("--workers", type=int, help="actors, each holding one model")
@@ -49,8 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--run-id")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--trust-remote-code", action="store_const", const=True, help="allow model code from the hub")
-    p.add_argument("--format", choices=["auto", "text", "jsonl", "parquet"], help="input format (read.format)")
+    p.add_argument(
+        "--trust-remote-code", action="store_const", const=True, help="allow model code from the hub"
+    )
+    p.add_argument(
+        "--format", choices=["auto", "text", "jsonl", "parquet"], help="input format (read.format)"
+    )
     p.add_argument("--id-column", help="read.id_column")
     p.add_argument("--text-column", help="read.text_column")
     p.add_argument("--max-chars", type=int, help="read.max_chars: longer documents become errors")
@@ -87,7 +98,9 @@ def _check_keys(data: dict, cls, path: Path, prefix: str = "") -> None:
     known = {f.name for f in fields(cls)} - set(SECTIONS)
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown option(s) {[prefix + k for k in unknown]} in {path}; known: {sorted(known)}")
+        raise ValueError(
+            f"unknown option(s) {[prefix + k for k in unknown]} in {path}; known: {sorted(known)}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,11 +29,14 @@ def load_model(config: ExtractConfig, device: str | None = None) -> MemGPT:
     """The run's MemGPT on `device` (CUDA when this process has a GPU); the seed fixes random weights."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(config.seed)
-    options = {k: v for k, v in (("memory", config.memory), ("chunk_size", config.chunk_size)) if v is not None}
+    options = {
+        k: v for k, v in (("memory", config.memory), ("chunk_size", config.chunk_size)) if v is not None
+    }
     if config.model == RANDOM_MODEL:
         return MemGPT(MemGPTConfig(**options), device=device).eval()
-    model = MemGPT.from_pretrained(model_path(config), device=device, trust_remote_code=config.trust_remote_code,
-                                   **options)
+    model = MemGPT.from_pretrained(
+        model_path(config), device=device, trust_remote_code=config.trust_remote_code, **options
+    )
     return model.eval()
 
 
@@ -63,11 +66,15 @@ class Extractor:
         overhead = self.prompts.facts_overhead if config.facts else 0
         self.text_chunk = self.model.config.chunk_size - overhead  # chunk + facts prompt fit one chunk
         if self.text_chunk < MIN_TEXT_CHUNK:
-            raise ValueError(f"chunk_size {self.model.config.chunk_size} leaves {self.text_chunk} tokens of text "
-                             f"next to the {overhead}-token facts prompt; use a larger chunk_size")
+            raise ValueError(
+                f"chunk_size {self.model.config.chunk_size} leaves {self.text_chunk} tokens of text "
+                f"next to the {overhead}-token facts prompt; use a larger chunk_size"
+            )
         self.device = _device_name(self.model.device)
         self.checkpoints = Checkpoints(config.output)
-        self.resumed_from: dict[str, int] = {}  # group key -> first chunk read by the last call (0: from the start)
+        self.resumed_from: dict[
+            str, int
+        ] = {}  # group key -> first chunk read by the last call (0: from the start)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = []
@@ -109,7 +116,9 @@ class Extractor:
             active = [i for i, c in enumerate(chunks) if t < len(c)]
             if self.config.facts:
                 prompts = [self.prompts.facts(chunks[i][t].token_ids) for i in active]
-                texts, counts = self.generate(prompts, _select(state, active), self.config.max_new_tokens_facts)
+                texts, counts = self.generate(
+                    prompts, _select(state, active), self.config.max_new_tokens_facts
+                )
                 for i, text, n in zip(active, texts, counts, strict=True):
                     rows, bad = self.fact_rows(docs[i], chunks[i][t], text)
                     facts[i] += rows
@@ -118,13 +127,19 @@ class Extractor:
             state = self.model.step(state, ids, mask)
             every = self.config.checkpoint_every
             if every and (t + 1) % every == 0 and t + 1 < n_steps:
-                progress = {"run_id": self.run_id, "doc_ids": [d["doc_id"] for d in docs],
-                            "text_chunk": self.text_chunk, "facts": [facts[i] for i in range(len(docs))],
-                            "unparsed": unparsed, "generated": generated,
-                            "seconds": before + time.perf_counter() - start}
+                progress = {
+                    "run_id": self.run_id,
+                    "doc_ids": [d["doc_id"] for d in docs],
+                    "text_chunk": self.text_chunk,
+                    "facts": [facts[i] for i in range(len(docs))],
+                    "unparsed": unparsed,
+                    "generated": generated,
+                    "seconds": before + time.perf_counter() - start,
+                }
                 self.checkpoints.save(key, t + 1, state, progress)
-        summaries, counts = self.generate([self.prompts.summary()] * len(docs), state,
-                                          self.config.max_new_tokens_summary)
+        summaries, counts = self.generate(
+            [self.prompts.summary()] * len(docs), state, self.config.max_new_tokens_summary
+        )
         seconds = before + time.perf_counter() - start
         n_tokens = [sum(len(c.token_ids) for c in cs) for cs in chunks]
         generated = [g + n for g, n in zip(generated, counts, strict=True)]
@@ -133,10 +148,12 @@ class Extractor:
         for i, d in enumerate(docs):
             share = seconds * (n_tokens[i] + generated[i]) / max(work, 1)  # per-document seconds add up
             doc_facts = dedupe(facts[i])
-            summary = self.summary_row(d, summaries[i], len(chunks[i]), n_tokens[i], generated[i],
-                                       len(doc_facts), unparsed[i], share)
-            results.append(self.result(d, [summary], doc_facts, [], "ok", n_tokens[i], share, None) | {
-                "checkpoint": key})
+            summary = self.summary_row(
+                d, summaries[i], len(chunks[i]), n_tokens[i], generated[i], len(doc_facts), unparsed[i], share
+            )
+            results.append(
+                self.result(d, [summary], doc_facts, [], "ok", n_tokens[i], share, None) | {"checkpoint": key}
+            )
         return results
 
     def resume(self, key: str, docs: list[dict]) -> tuple[MemoryState, dict] | None:
@@ -153,20 +170,27 @@ class Extractor:
         try:
             self.model.check_state(state)
         except ValueError as e:
-            raise ValueError(f"checkpoint {key} does not fit model {model_name(self.config)!r}: {e}") from None
+            raise ValueError(
+                f"checkpoint {key} does not fit model {model_name(self.config)!r}: {e}"
+            ) from None
         same = (progress.get("run_id"), progress.get("doc_ids"), progress.get("text_chunk")) == (
-            self.run_id, [d["doc_id"] for d in docs], self.text_chunk)
+            self.run_id,
+            [d["doc_id"] for d in docs],
+            self.text_chunk,
+        )
         if not same:
             self.checkpoints.delete(key)
             return None
         return state, progress
 
-    def generate(self, prompts: list[list[int]], state: MemoryState, max_new: int) -> tuple[list[str], list[int]]:
+    def generate(
+        self, prompts: list[list[int]], state: MemoryState, max_new: int
+    ) -> tuple[list[str], list[int]]:
         """Greedy continuations of `prompts` from `state`: the texts and the number of tokens generated."""
         ids, mask = _left_pad(prompts, self.pad_id)
         out = self.model.generate(ids, attention_mask=mask, memory=state, max_new_tokens=max_new)
         texts, counts = [], []
-        for row in out[:, ids.shape[1]:].tolist():
+        for row in out[:, ids.shape[1] :].tolist():
             n = row.index(self.eos_id) if self.eos_id in row else len(row)
             texts.append(self.tokenizer.decode(row[:n], skip_special_tokens=True))
             counts.append(n)
@@ -177,18 +201,39 @@ class Extractor:
         rows = []
         for t in triples:
             start, end, score = ground(t, doc["text"], chunk.char_start, chunk.char_end)
-            rows.append({"doc_id": doc["doc_id"], "subject": t.subject, "relation": t.relation, "object": t.object,
-                         "chunk_index": chunk.index, "char_start": start, "char_end": end, "score": score,
-                         "model": model_name(self.config), "run_id": self.run_id})
+            rows.append(
+                {
+                    "doc_id": doc["doc_id"],
+                    "subject": t.subject,
+                    "relation": t.relation,
+                    "object": t.object,
+                    "chunk_index": chunk.index,
+                    "char_start": start,
+                    "char_end": end,
+                    "score": score,
+                    "model": model_name(self.config),
+                    "run_id": self.run_id,
+                }
+            )
         return rows, bad
 
     def summary_row(self, doc, summary, n_chunks, n_tokens, generated, n_facts, unparsed, seconds) -> dict:
         return {
-            "doc_id": doc["doc_id"], "source": doc["source"], "title": doc["title"], "summary": summary.strip(),
-            "n_chars": len(doc["text"]), "n_tokens": n_tokens, "n_chunks": n_chunks,
-            "tokens_generated": generated, "n_facts": n_facts, "n_unparsed": unparsed,
-            "model": model_name(self.config), "memory_kind": self.model.config.memory,
-            "memory_size": self.model.config.memory_size, "seconds": seconds, "device": self.device,
+            "doc_id": doc["doc_id"],
+            "source": doc["source"],
+            "title": doc["title"],
+            "summary": summary.strip(),
+            "n_chars": len(doc["text"]),
+            "n_tokens": n_tokens,
+            "n_chunks": n_chunks,
+            "tokens_generated": generated,
+            "n_facts": n_facts,
+            "n_unparsed": unparsed,
+            "model": model_name(self.config),
+            "memory_kind": self.model.config.memory,
+            "memory_size": self.model.config.memory_size,
+            "seconds": seconds,
+            "device": self.device,
             "run_id": self.run_id,
         }
 
@@ -196,12 +241,20 @@ class Extractor:
         message = f"{doc['source']} (doc_id {doc['doc_id']!r}): {type(e).__name__}: {e}"
         error = error_row(doc["doc_id"], doc["source"], "extract", type(e).__name__, message, self.run_id)
         return self.result(doc, [], [], [error], "error", 0, 0.0, message) | {
-            "checkpoint": group_key([doc["doc_id"]])}
+            "checkpoint": group_key([doc["doc_id"]])
+        }
 
     def result(self, doc, summaries, facts, errors, status, n_tokens, seconds, error) -> dict:
         """One document's rows for every table, checked against their schemas."""
-        manifest = {"doc_id": doc["doc_id"], "status": status, "attempts": doc["attempt"], "n_tokens": n_tokens,
-                    "seconds": seconds, "error": error, "run_id": self.run_id}
+        manifest = {
+            "doc_id": doc["doc_id"],
+            "status": status,
+            "attempts": doc["attempt"],
+            "n_tokens": n_tokens,
+            "seconds": seconds,
+            "error": error,
+            "run_id": self.run_id,
+        }
         rows = {"summaries": summaries, "facts": facts, "errors": errors, "manifest": [manifest]}
         for name in RESULT_TABLES:
             for row in rows[name]:
@@ -236,7 +289,7 @@ def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r, dtype=torch.long), 1
+        ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r, dtype=torch.long), 1
     return ids, mask
 
 

@@ -63,6 +63,7 @@ class Checkpoints:
         name = posixpath.join(FOLDER, key, f"chunk-{chunks[-1]:06d}")
         progress = json.loads(self.out.read_bytes(name + ".json"))
         from memgpt import MemoryState
+
         fd, tmp = tempfile.mkstemp(suffix=".safetensors")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -84,5 +85,8 @@ class Checkpoints:
 
     def _chunks(self, key: str) -> list[int]:
         names = self.out.files(posixpath.join(FOLDER, key))
-        return sorted(int(n[len("chunk-"): -len(".json")]) for n in names
-                      if n.startswith("chunk-") and n.endswith(".json"))
+        return sorted(
+            int(n[len("chunk-") : -len(".json")])
+            for n in names
+            if n.startswith("chunk-") and n.endswith(".json")
+        )

@@ -50,6 +50,5 @@ def chunk_text(text: str, tokenizer, chunk_size: int) -> list[Chunk]:
     char_ends = char_starts[1:] + [len(text)]
     bounds = starts + [len(ids)]
     return [
-        Chunk(i, ids[bounds[i]: bounds[i + 1]], char_starts[i], char_ends[i])
-        for i in range(len(starts))
+        Chunk(i, ids[bounds[i] : bounds[i + 1]], char_starts[i], char_ends[i]) for i in range(len(starts))
     ]

@@ -53,7 +53,14 @@ class ExtractConfig:
         if self.run_id:
             return self.run_id
         keep = asdict(self)
-        for k in ("output", "workers", "gpus_per_worker", "cpus_per_worker", "address", "run_id",
-                  "checkpoint_every"):
+        for k in (
+            "output",
+            "workers",
+            "gpus_per_worker",
+            "cpus_per_worker",
+            "address",
+            "run_id",
+            "checkpoint_every",
+        ):
             keep.pop(k)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]

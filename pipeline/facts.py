@@ -83,7 +83,12 @@ def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
             docs[key].add(row["doc_id"])
             mentions[key] += 1
     return [
-        {"entity": k, "aliases": sorted(aliases[k]), "n_documents": len(docs[k]), "n_mentions": mentions[k],
-         "run_id": run_id}
+        {
+            "entity": k,
+            "aliases": sorted(aliases[k]),
+            "n_documents": len(docs[k]),
+            "n_mentions": mentions[k],
+            "run_id": run_id,
+        }
         for k in sorted(aliases)
     ]

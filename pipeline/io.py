@@ -73,10 +73,18 @@ class BadInput(Exception):
         return error_row(self.doc_id, self.source, "read", self.error_type, str(self), run_id)
 
 
-def error_row(doc_id: str | None, source: str, stage: str, error_type: str, message: str, run_id: str) -> dict:
+def error_row(
+    doc_id: str | None, source: str, stage: str, error_type: str, message: str, run_id: str
+) -> dict:
     """One row of the `errors` table."""
-    return {"doc_id": doc_id, "source": source, "stage": stage, "error_type": error_type,
-            "message": message, "run_id": run_id}
+    return {
+        "doc_id": doc_id,
+        "source": source,
+        "stage": stage,
+        "error_type": error_type,
+        "message": message,
+        "run_id": run_id,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- file names
@@ -97,6 +105,7 @@ def safe_name(doc_id: str, max_len: int = 100) -> str:
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+
 def open_fs(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and path for a local path or any URI pyarrow.fs understands (s3://, gs://, file://)."""
     if "://" not in uri:
@@ -108,7 +117,11 @@ def _format_of(path: str, config: ReadConfig) -> str | None:
     if config.format != "auto":
         return config.format
     ext = posixpath.splitext(path)[1].lower()
-    for fmt, exts in (("text", TEXT_EXTENSIONS), ("jsonl", JSONL_EXTENSIONS), ("parquet", PARQUET_EXTENSIONS)):
+    for fmt, exts in (
+        ("text", TEXT_EXTENSIONS),
+        ("jsonl", JSONL_EXTENSIONS),
+        ("parquet", PARQUET_EXTENSIONS),
+    ):
         if ext in exts:
             return fmt
     return None
@@ -125,8 +138,13 @@ def list_inputs(uri: str, config: ReadConfig) -> tuple[pafs.FileSystem, str, lis
             raise ValueError(f"cannot tell the format of {uri!r} from its extension; set the input format")
         return fs, posixpath.dirname(root), [info]
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    keep = [i for i in infos if i.type != pafs.FileType.Directory and _format_of(i.path, config) is not None
-            and not _hidden(posixpath.relpath(i.path, root))]
+    keep = [
+        i
+        for i in infos
+        if i.type != pafs.FileType.Directory
+        and _format_of(i.path, config) is not None
+        and not _hidden(posixpath.relpath(i.path, root))
+    ]
     return fs, root, sorted(keep, key=lambda i: i.path)
 
 
@@ -135,7 +153,9 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith((".", "_")) for part in rel.split("/"))
 
 
-def read_corpus(uri: str, config: ReadConfig = ReadConfig(), run_id: str = "") -> tuple[list[Document], list[dict]]:
+def read_corpus(
+    uri: str, config: ReadConfig = ReadConfig(), run_id: str = ""
+) -> tuple[list[Document], list[dict]]:
     """Read every document under `uri`: (documents in read order, `errors` rows for everything bad)."""
     fs, root, files = list_inputs(uri, config)
     docs, errors, seen = [], [], {}
@@ -154,9 +174,13 @@ def read_corpus(uri: str, config: ReadConfig = ReadConfig(), run_id: str = "") -
 
 
 def _flag_rows(doc: Document, run_id: str) -> list[dict]:
-    msgs = {"invalid_utf8": "invalid UTF-8 decoded with U+FFFD replacement characters; document still processed"}
-    return [error_row(doc.doc_id, doc.source, "read", "InvalidUTF8", f"{doc.source}: {msgs[f]}", run_id)
-            for f in doc.flags]
+    msgs = {
+        "invalid_utf8": "invalid UTF-8 decoded with U+FFFD replacement characters; document still processed"
+    }
+    return [
+        error_row(doc.doc_id, doc.source, "read", "InvalidUTF8", f"{doc.source}: {msgs[f]}", run_id)
+        for f in doc.flags
+    ]
 
 
 def _read_file(fs: pafs.FileSystem, root: str, info: pafs.FileInfo, config: ReadConfig) -> Iterator:
@@ -171,7 +195,9 @@ def _read_file(fs: pafs.FileSystem, root: str, info: pafs.FileInfo, config: Read
     except BadInput as e:
         yield e
     except pa.ArrowInvalid as e:
-        yield BadInput("CorruptParquet" if fmt == "parquet" else "CorruptFile", f"cannot parse file: {e}", rel)
+        yield BadInput(
+            "CorruptParquet" if fmt == "parquet" else "CorruptFile", f"cannot parse file: {e}", rel
+        )
     except OSError as e:
         yield BadInput("UnreadableFile", f"cannot read file: {e}", rel)
     except Exception as e:  # noqa: BLE001 - whatever else a file does to a reader, the other files still count
@@ -208,14 +234,18 @@ def make_document(doc_id, text, source: str, config: ReadConfig, title=None, met
     if not text.strip():
         raise BadInput("EmptyDocument", "document is empty or whitespace only", source, doc_id)
     if len(text) > config.max_chars:
-        raise BadInput("DocumentTooLong", f"{len(text):,} characters > max_chars={config.max_chars:,}", source, doc_id)
+        raise BadInput(
+            "DocumentTooLong", f"{len(text):,} characters > max_chars={config.max_chars:,}", source, doc_id
+        )
     title = None if title is None else str(title)
     return Document(doc_id or source, text, source, title, metadata, flags)
 
 
 def _read_text_file(fs, info: pafs.FileInfo, rel: str, config: ReadConfig) -> Iterator:
     if info.size is not None and info.size > 4 * config.max_chars:  # more bytes than max_chars can encode
-        raise BadInput("DocumentTooLong", f"{info.size:,} bytes > 4 * max_chars={config.max_chars:,}", rel, rel)
+        raise BadInput(
+            "DocumentTooLong", f"{info.size:,} bytes > 4 * max_chars={config.max_chars:,}", rel, rel
+        )
     with fs.open_input_stream(info.path) as f:
         data = f.read()
     yield make_document(rel, data, rel, config, title=posixpath.splitext(info.base_name)[0])
@@ -259,8 +289,12 @@ def _read_parquet_file(fs, info: pafs.FileInfo, rel: str, config: ReadConfig) ->
         if config.text_column not in names:
             raise BadInput("MissingTextColumn", f"no column {config.text_column!r} (columns: {names})", rel)
         text_type = pf.schema_arrow.field(config.text_column).type
-        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)
-                or pa.types.is_binary(text_type) or pa.types.is_large_binary(text_type)):
+        if not (
+            pa.types.is_string(text_type)
+            or pa.types.is_large_string(text_type)
+            or pa.types.is_binary(text_type)
+            or pa.types.is_large_binary(text_type)
+        ):
             raise BadInput("InvalidTextColumn", f"column {config.text_column!r} has type {text_type}", rel)
         columns = [c for c in (config.id_column, config.text_column, config.title_column) if c in names]
         row = 0
@@ -269,13 +303,19 @@ def _read_parquet_file(fs, info: pafs.FileInfo, rel: str, config: ReadConfig) ->
                 source = f"{rel}#{row}"
                 row += 1
                 try:
-                    yield make_document(record.get(config.id_column), record[config.text_column], source, config,
-                                        record.get(config.title_column))
+                    yield make_document(
+                        record.get(config.id_column),
+                        record[config.text_column],
+                        source,
+                        config,
+                        record.get(config.title_column),
+                    )
                 except BadInput as e:
                     yield e
 
 
 # ---------------------------------------------------------------------------------------------- writing
+
 
 class Output:
     """The output location: one folder per table, one Parquet file per finished unit, committed atomically."""
@@ -337,7 +377,9 @@ class Output:
         """Names of the committed units of `table` (sorted)."""
         sel = pafs.FileSelector(self.path(table), allow_not_found=True)
         files = [i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
-        return sorted(f[: -len(".parquet")] for f in files if f.endswith(".parquet") and not f.startswith((".", "_")))
+        return sorted(
+            f[: -len(".parquet")] for f in files if f.endswith(".parquet") and not f.startswith((".", "_"))
+        )
 
     def read(self, table: str) -> pa.Table:
         """The whole table (all committed units, in file-name order); empty with the schema if none."""
@@ -362,7 +404,9 @@ class Output:
         """Base names of the committed files in <root>/<folder> (hidden temp files excluded), sorted."""
         sel = pafs.FileSelector(posixpath.join(self.root, folder), allow_not_found=True)
         infos = self.fs.get_file_info(sel)
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith("."))
+        return sorted(
+            i.base_name for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(".")
+        )
 
     def dirs(self, folder: str) -> list[str]:
         """Names of the sub-folders of <root>/<folder>, sorted."""
@@ -384,8 +428,11 @@ class Output:
 
         Only for a run that owns this output: a live writer's temp files would be removed too."""
         sel = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-        stale = [i.path for i in self.fs.get_file_info(sel)
-                 if i.type == pafs.FileType.File and i.base_name.startswith(".tmp-")]
+        stale = [
+            i.path
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.File and i.base_name.startswith(".tmp-")
+        ]
         for path in stale:
             _delete_quietly(self.fs, path)
         return len(stale)

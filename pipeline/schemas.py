@@ -16,7 +16,9 @@ SUMMARIES = pa.schema(
         pa.field("n_chunks", pa.int64()),
         pa.field("tokens_generated", pa.int64()),  # summary + facts
         pa.field("n_facts", pa.int64()),  # after de-duplication
-        pa.field("n_unparsed", pa.int64()),  # generated fact lines that were not `subject | relation | object`
+        pa.field(
+            "n_unparsed", pa.int64()
+        ),  # generated fact lines that were not `subject | relation | object`
         pa.field("model", pa.string()),
         pa.field("memory_kind", pa.string()),
         pa.field("memory_size", pa.int64()),
@@ -96,7 +98,9 @@ def validate_row(row: Mapping[str, Any], schema: pa.Schema) -> None:
     names = set(schema.names)
     unknown, missing = set(row) - names, names - set(row)
     if unknown or missing:
-        raise ValueError(f"row does not match schema: unknown columns {sorted(unknown)}, missing {sorted(missing)}")
+        raise ValueError(
+            f"row does not match schema: unknown columns {sorted(unknown)}, missing {sorted(missing)}"
+        )
     for field in schema:
         if not field.nullable and row[field.name] is None:
             raise ValueError(f"column {field.name!r} must not be null, got row {dict(row)}")

@@ -36,7 +36,11 @@ def test_cpu_head_and_gpu_workers(raw):
     types = config["available_node_types"]
     head = types[config["head_node_type"]]
     assert head["resources"].get("GPU", 0) == 0 and head["resources"]["CPU"] > 0
-    gpu = [t for name, t in types.items() if name != config["head_node_type"] and t["resources"].get("GPU", 0) >= 1]
+    gpu = [
+        t
+        for name, t in types.items()
+        if name != config["head_node_type"] and t["resources"].get("GPU", 0) >= 1
+    ]
     assert gpu, "no GPU worker type"
     assert all(0 <= t["min_workers"] <= t["max_workers"] <= config["max_workers"] for t in gpu)
 

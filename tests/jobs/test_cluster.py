@@ -30,8 +30,14 @@ def free_ports(n: int) -> list[int]:
 
 def node_ports() -> list[str]:
     """Every port a node opens, chosen free, so this cluster cannot collide with another Ray on the machine."""
-    names = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
+    names = [
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--metrics-export-port",
+        "--runtime-env-agent-port",
+    ]
     lo = free_ports(1)[0] % 20000 + 30000  # a worker port range unlikely to be taken
     args = [x for name, port in zip(names, free_ports(len(names)), strict=True) for x in (name, str(port))]
     return args + ["--min-worker-port", str(lo), "--max-worker-port", str(lo + 200)]
@@ -40,7 +46,9 @@ def node_ports() -> list[str]:
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """`ray start ... --block` in its own process group: terminating it takes its node down with it."""
     cmd = [str(RAY), "start", "--block", "--disable-usage-stats", *node_ports(), *args]
-    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop_node(proc: subprocess.Popen) -> None:
@@ -55,8 +63,10 @@ def stop_node(proc: subprocess.Popen) -> None:
 
 
 def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:
-    probe = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-             "print(sum(node['Alive'] for node in ray.nodes()))")
+    probe = (
+        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+        "print(sum(node['Alive'] for node in ray.nodes()))"
+    )
     deadline = time.time() + timeout
     while time.time() < deadline:
         r = subprocess.run([sys.executable, "-c", probe, address], env=env, capture_output=True, text=True)
@@ -73,21 +83,62 @@ def test_job_submitted_to_a_two_node_cluster(tmp_path, small_corpus, tiny_model)
     env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_ADDRESS": ""}
     gcs, dashboard, client_port = free_ports(3)
     temp_dir = Path("/tmp") / f"rayc{gcs}"  # short: Ray's socket paths must fit in 107 bytes
-    head = start_node(["--head", "--port", str(gcs), "--num-cpus", "1", "--include-dashboard", "true",
-                       "--dashboard-port", str(dashboard), "--ray-client-server-port", str(client_port),
-                       "--temp-dir", str(temp_dir)], env, tmp_path / "head.log")
+    head = start_node(
+        [
+            "--head",
+            "--port",
+            str(gcs),
+            "--num-cpus",
+            "1",
+            "--include-dashboard",
+            "true",
+            "--dashboard-port",
+            str(dashboard),
+            "--ray-client-server-port",
+            str(client_port),
+            "--temp-dir",
+            str(temp_dir),
+        ],
+        env,
+        tmp_path / "head.log",
+    )
     worker = None
     try:
         wait_for_nodes(f"127.0.0.1:{gcs}", 1, env)
-        worker = start_node(["--address", f"127.0.0.1:{gcs}", "--num-cpus", "2"], env, tmp_path / "worker.log")
+        worker = start_node(
+            ["--address", f"127.0.0.1:{gcs}", "--num-cpus", "2"], env, tmp_path / "worker.log"
+        )
         wait_for_nodes(f"127.0.0.1:{gcs}", 2, env)
 
         out = tmp_path / "out"
         # two 1-CPU actors and a 1-CPU head: the second actor can only run on the second node
-        submit = [str(RAY), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(REPO),
-                  "--", sys.executable, "-m", "jobs.extract", "--input", str(small_corpus), "--output", str(out),
-                  "--model", str(tiny_model), "--workers", "2", "--batch-size", "2", "--max-new-tokens-facts", "4",
-                  "--max-new-tokens-summary", "4"]
+        submit = [
+            str(RAY),
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{dashboard}",
+            "--working-dir",
+            str(REPO),
+            "--",
+            sys.executable,
+            "-m",
+            "jobs.extract",
+            "--input",
+            str(small_corpus),
+            "--output",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--workers",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-new-tokens-facts",
+            "4",
+            "--max-new-tokens-summary",
+            "4",
+        ]
         job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
         logs = job.stdout + job.stderr
         assert job.returncode == 0 and "succeeded" in logs, logs[-3000:]

@@ -14,7 +14,17 @@ REPO = Path(__file__).parents[2]
 @pytest.mark.slow
 def test_quickstart_runs_offline_and_shows_the_tables(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
-    cmd = [sys.executable, "-m", "jobs.quickstart", "--output", str(tmp_path), "--documents", "2", "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.quickstart",
+        "--output",
+        str(tmp_path),
+        "--documents",
+        "2",
+        "--workers",
+        "1",
+    ]
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "== summaries: 2 rows" in run.stdout and "== facts:" in run.stdout, run.stdout[-3000:]

@@ -31,8 +31,9 @@ def random_model(path: Path, seed: int = 0, **options) -> Path:
     """Save a tiny random-init MemGPT to `path`."""
     torch.manual_seed(seed)
     options.setdefault("chunk_size", CHUNK_SIZE)
-    MemGPT(MemGPTConfig(backbone=TINY_LLAMA, num_slots=2, **options), device="cpu", dtype=torch.float32) \
-        .save_pretrained(path)
+    MemGPT(
+        MemGPTConfig(backbone=TINY_LLAMA, num_slots=2, **options), device="cpu", dtype=torch.float32
+    ).save_pretrained(path)
     return path
 
 
@@ -50,8 +51,11 @@ def train_fact_model(path: Path, text: str, steps: int = 120, max_prefix: int = 
 
 def _train(path: Path, text: str, steps: int, max_prefix: int, lr: float) -> Path:
     torch.manual_seed(0)
-    model = MemGPT(MemGPTConfig(backbone=TINY_LLAMA, chunk_size=CHUNK_SIZE, num_slots=2), device="cpu",
-                   dtype=torch.float32)
+    model = MemGPT(
+        MemGPTConfig(backbone=TINY_LLAMA, chunk_size=CHUNK_SIZE, num_slots=2),
+        device="cpu",
+        dtype=torch.float32,
+    )
     # a write projection near zero keeps the memory close to M_0 however many chunks are read, so this model's
     # answers do not drift over a book (the slot default, the identity, lets the memory move far from where
     # 60 steps of training saw it); these tests are about the pipeline's fact path, not about what memory holds
@@ -59,7 +63,10 @@ def _train(path: Path, text: str, steps: int, max_prefix: int, lr: float) -> Pat
     tok, eos = model.tokenizer, model.tokenizer.eos_token_id
     ids = tok(text, add_special_tokens=False)["input_ids"]
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    tasks = [(enc("\nFacts:\n"), enc(FACT_LINE) + [eos], max_prefix), (enc("Summary:\n"), enc(SUMMARY) + [eos], 0)]
+    tasks = [
+        (enc("\nFacts:\n"), enc(FACT_LINE) + [eos], max_prefix),
+        (enc("Summary:\n"), enc(SUMMARY) + [eos], 0),
+    ]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(0)
     for step in range(steps):
@@ -68,7 +75,7 @@ def _train(path: Path, text: str, steps: int, max_prefix: int, lr: float) -> Pat
             prompt, target, max_len = tasks[b % 2]
             start = int(torch.randint(0, len(ids) - 2 * CHUNK_SIZE, (1,), generator=g))
             n = int(torch.randint(0, max_len + 1, (1,), generator=g))
-            rows.append(ids[start: start + n] + prompt + target)
+            rows.append(ids[start : start + n] + prompt + target)
             labels.append([-100] * (n + len(prompt)) + target)
         x, y, mask = _pad(rows, 1), _pad(labels, -100), _pad([[1] * len(r) for r in rows], 0)
         with torch.no_grad():  # half the steps start from the memory of an earlier chunk

@@ -19,15 +19,25 @@ def config(model, **kw) -> ExtractConfig:
 
 
 def doc(doc_id: str, text, group: int = 0) -> dict:
-    return {"doc_id": doc_id, "source": f"{doc_id}.txt", "title": doc_id, "text": text, "group": group, "attempt": 1}
+    return {
+        "doc_id": doc_id,
+        "source": f"{doc_id}.txt",
+        "title": doc_id,
+        "text": text,
+        "group": group,
+        "attempt": 1,
+    }
 
 
 @pytest.fixture(scope="module")
 def texts() -> dict[str, str]:
     book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
     start = book.index("It is a truth universally acknowledged")
-    return {"short": "Elizabeth went to the house. She liked it.", "mid": book[start: start + 6000],
-            "long": book[start + 6000: start + 30000]}
+    return {
+        "short": "Elizabeth went to the house. She liked it.",
+        "mid": book[start : start + 6000],
+        "long": book[start + 6000 : start + 30000],
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,7 +84,7 @@ def test_facts_carry_evidence_inside_their_chunk(extractor, texts, tokenizer):
     (fact,) = out["short"]["facts"]
     assert (fact["subject"], fact["relation"], fact["object"]) == ("Elizabeth", "visits", "the house")
     assert fact["chunk_index"] == 0 and fact["score"] == 1.0
-    assert texts["short"][fact["char_start"]: fact["char_end"]] == "Elizabeth went to the house"
+    assert texts["short"][fact["char_start"] : fact["char_end"]] == "Elizabeth went to the house"
     (fact,) = out["mid"]["facts"]
     chunk = chunk_text(texts["mid"], tokenizer, extractor.text_chunk)[fact["chunk_index"]]
     assert chunk.char_start <= fact["char_start"] < fact["char_end"] <= chunk.char_end
@@ -101,8 +111,10 @@ def test_groups_in_one_batch_are_read_separately(extractor, texts):
 
 @pytest.mark.parametrize("memory", ["slots", "kv"])
 def test_random_models_run_both_memories(tmp_path, texts, memory):
-    ex = Extractor(config(random_model(tmp_path / "m"), memory=memory, max_new_tokens_facts=4,
-                          max_new_tokens_summary=4), run_id="r")
+    ex = Extractor(
+        config(random_model(tmp_path / "m"), memory=memory, max_new_tokens_facts=4, max_new_tokens_summary=4),
+        run_id="r",
+    )
     out = results(ex, [doc("a", texts["short"]), doc("b", texts["mid"])])
     for r in out.values():
         (s,) = r["summaries"]

@@ -11,7 +11,7 @@ def check_tiling(text, chunks, tokenizer, chunk_size):
         assert a.char_end == b.char_start
     for i, c in enumerate(chunks):
         assert c.index == i and 1 <= len(c.token_ids) <= chunk_size
-        assert tokenizer.decode(c.token_ids) == text[c.char_start: c.char_end]
+        assert tokenizer.decode(c.token_ids) == text[c.char_start : c.char_end]
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 64])
@@ -58,6 +58,6 @@ def test_a_book_is_fast_and_exact(tokenizer, book):
     assert len(chunks) > len(book) // (512 * 8)
     assert chunks[0].char_start == 0 and chunks[-1].char_end == len(book)
     assert all(a.char_end == b.char_start for a, b in zip(chunks, chunks[1:], strict=False))
-    assert "".join(book[c.char_start: c.char_end] for c in chunks) == book
+    assert "".join(book[c.char_start : c.char_end] for c in chunks) == book
     for c in chunks[:20] + chunks[-20:]:
-        assert tokenizer.decode(c.token_ids) == book[c.char_start: c.char_end]
+        assert tokenizer.decode(c.token_ids) == book[c.char_start : c.char_end]

@@ -123,8 +123,13 @@ def bad_corpus(tmp_path) -> Path:
         json.dumps({"id": "j6", "text": "null char \u0000 inside"}),
         json.dumps({"id": "j7", "text": "y" * 20_000_000}),  # a 20 MB JSONL line
     ]
-    write(root / "docs.jsonl", "\n".join(jsonl).encode() + b"\n" + b'{"id": "j8", "text": "bad \xff byte"}\n'
-          + b'{"id": " ", "text": "an empty id"}\n')
+    write(
+        root / "docs.jsonl",
+        "\n".join(jsonl).encode()
+        + b"\n"
+        + b'{"id": "j8", "text": "bad \xff byte"}\n'
+        + b'{"id": " ", "text": "an empty id"}\n',
+    )
     pq.write_table(pa.table({"id": ["q1", "q2"], "text": [GOOD, None]}), root / "table.parquet")
     pq.write_table(pa.table({"id": ["r1"], "content": [GOOD]}), root / "nocol.parquet")
     pq.write_table(pa.table({"id": ["n1"], "text": [12345]}), root / "inttext.parquet")
@@ -181,7 +186,9 @@ def test_error_rows_name_the_document_and_the_problem(bad_corpus):
 def test_invalid_utf8_is_replaced_and_flagged(bad_corpus):
     docs, _ = read_corpus(str(bad_corpus), ReadConfig(max_chars=100_000))
     by = {d.doc_id: d for d in docs}
-    assert by["latin1.txt"].text == "Caf\ufffd au lait, na\ufffdve." and by["latin1.txt"].flags == ("invalid_utf8",)
+    assert by["latin1.txt"].text == "Caf\ufffd au lait, na\ufffdve." and by["latin1.txt"].flags == (
+        "invalid_utf8",
+    )
     assert by["j8"].text == "bad \ufffd byte" and by["j5"].text == "lone surrogate \ufffd here"
     assert by["good1.txt"].flags == ()
 
@@ -197,7 +204,9 @@ def test_bad_format_option_is_rejected():
         ReadConfig(format="csv")
 
 
-@pytest.mark.parametrize("doc_id", ["../../etc/passwd", "/abs/path", "a/b", "..", "", "ünï cødé", "x" * 500, "CON"])
+@pytest.mark.parametrize(
+    "doc_id", ["../../etc/passwd", "/abs/path", "a/b", "..", "", "ünï cødé", "x" * 500, "CON"]
+)
 def test_safe_name_never_escapes(doc_id):
     name = safe_name(doc_id)
     assert name and "/" not in name and "\\" not in name and name not in (".", "..")
@@ -223,8 +232,21 @@ def test_write_stays_inside_the_output_dir(tmp_path):
 
 def test_writes_are_atomic_and_readable_by_pandas(tmp_path):
     out = Output(str(tmp_path / "out"))
-    facts = [dict(doc_id=f"d{i}", subject="s", relation="r", object="o", chunk_index=0, char_start=0,
-                  char_end=1, score=1.0, model="m", run_id="r") for i in range(3)]
+    facts = [
+        dict(
+            doc_id=f"d{i}",
+            subject="s",
+            relation="r",
+            object="o",
+            chunk_index=0,
+            char_start=0,
+            char_end=1,
+            score=1.0,
+            model="m",
+            run_id="r",
+        )
+        for i in range(3)
+    ]
     for row in facts:
         out.write("facts", row["doc_id"], to_table([row], FACTS))
     out.write("facts", "d1", to_table([facts[1]], FACTS))  # rewriting a unit replaces it: no duplicates

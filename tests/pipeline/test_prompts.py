@@ -45,7 +45,7 @@ def test_chat_prompt_splices_the_chunk_tokens_unchanged(chat_tokenizer):
     ids = p.facts(chunk)
     assert p.style == "chat" and len(ids) == len(chunk) + p.facts_overhead
     before = encode(chat_tokenizer, "<|user|>List facts:\n\n")
-    assert ids[len(before): len(before) + len(chunk)] == chunk
+    assert ids[len(before) : len(before) + len(chunk)] == chunk
     assert chat_tokenizer.decode(ids) == "<|user|>List facts:\n\nMr. Darcy walked in.\n<|assistant|>"
     assert chat_tokenizer.decode(p.summary()) == "<|user|>Summarize.\n<|assistant|>"
 

@@ -26,11 +26,13 @@ def make_corpus(root: Path, n_short: int, long: bool) -> Path:
     plays = corpus_file("shakespeare.txt").read_text(encoding="utf-8")
     for i in range(n_short):
         (root / "plays").mkdir(parents=True, exist_ok=True)
-        (root / "plays" / f"play{i:02d}.txt").write_text(plays[i * 20_000: i * 20_000 + 2_000 + 700 * i])
+        (root / "plays" / f"play{i:02d}.txt").write_text(plays[i * 20_000 : i * 20_000 + 2_000 + 700 * i])
     if long:
         moby = corpus_file("moby_dick.txt").read_text(encoding="utf-8")
         for i in range(3):
-            (root / f"moby{i}.md").write_text(moby[200_000 * (i + 1): 200_000 * (i + 1) + 100_000 + 5_000 * i])
+            (root / f"moby{i}.md").write_text(
+                moby[200_000 * (i + 1) : 200_000 * (i + 1) + 100_000 + 5_000 * i]
+            )
         shutil.copy(corpus_file("pride_and_prejudice.txt"), root / "pride_and_prejudice.txt")
     (root / "empty.txt").write_text("")
     (root / "binary.txt").write_bytes(b"\x00\x01\x02 not text")
@@ -45,7 +47,9 @@ def tables(output: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for name in ("summaries", "facts", "errors", "manifest", "entities"):
         df = pd.read_parquet(output / name)
-        keys = [c for c in ("doc_id", "chunk_index", "subject", "entity", "source", "stage") if c in df.columns]
+        keys = [
+            c for c in ("doc_id", "chunk_index", "subject", "entity", "source", "stage") if c in df.columns
+        ]
         out[name] = df.drop(columns=["seconds"], errors="ignore").sort_values(keys).reset_index(drop=True)
     return out
 
@@ -54,8 +58,15 @@ def tables(output: Path) -> dict[str, pd.DataFrame]:
 def e2e(tmp_path_factory, fact_model):
     root = make_corpus(tmp_path_factory.mktemp("corpus"), n_short=17, long=True)
     output = tmp_path_factory.mktemp("out") / "run"
-    config = ExtractConfig(input=str(root), output=str(output), model=str(fact_model), workers=2, batch_size=4,
-                           max_new_tokens_facts=12, max_new_tokens_summary=10)
+    config = ExtractConfig(
+        input=str(root),
+        output=str(output),
+        model=str(fact_model),
+        workers=2,
+        batch_size=4,
+        max_new_tokens_facts=12,
+        max_new_tokens_summary=10,
+    )
     report = run(config)
     docs, _ = read_corpus(str(root))
     return config, report, {d.doc_id: d for d in docs}, output
@@ -83,7 +94,7 @@ def test_facts_have_evidence_inside_their_chunk(e2e, tokenizer):
         chunk = chunk_text(text, tokenizer, text_chunk)[f.chunk_index]
         assert chunk.char_start <= f.char_start < f.char_end <= chunk.char_end
         if f.score > 0:  # a narrowed span starts and ends at a mention of the subject or object
-            span = text[f.char_start: f.char_end].casefold()
+            span = text[f.char_start : f.char_end].casefold()
             assert span.startswith((subject.casefold(), obj.casefold()))
             assert span.endswith((subject.casefold(), obj.casefold()))
     assert facts.loc[facts["doc_id"] == "j1", "score"].item() == 1.0
@@ -108,7 +119,10 @@ def test_entities_errors_manifest_and_report(e2e):
         assert list(entities.loc[name, "aliases"]) == [alias]
     errors = pd.read_parquet(output / "errors")
     assert set(zip(errors["source"], errors["error_type"], strict=True)) == {
-        ("empty.txt", "EmptyDocument"), ("binary.txt", "BinaryContent"), ("more.jsonl:2", "MalformedJSON")}
+        ("empty.txt", "EmptyDocument"),
+        ("binary.txt", "BinaryContent"),
+        ("more.jsonl:2", "MalformedJSON"),
+    }
     assert (errors["stage"] == "read").all() and report.read_errors == 3
     manifest = pd.read_parquet(output / "manifest")
     assert sorted(manifest["doc_id"]) == sorted(docs) and (manifest["status"] == "ok").all()
@@ -142,7 +156,10 @@ def test_same_tables_whatever_the_number_of_actors(small, tmp_path):
 
 
 def test_groups_depend_on_the_input_only():
-    docs = [{"doc_id": f"d{i}", "text": "x" * (i % 4), "source": "", "title": None, "attempt": 1} for i in range(10)]
+    docs = [
+        {"doc_id": f"d{i}", "text": "x" * (i % 4), "source": "", "title": None, "attempt": 1}
+        for i in range(10)
+    ]
     groups = document_groups(docs, 4)
     assert [g.num_rows for g in groups] == [4, 4, 2]
     assert groups[0]["doc_id"].to_pylist() == ["d3", "d7", "d2", "d6"]  # longest first, then by id
@@ -164,7 +181,9 @@ def test_a_rerun_resumes_and_keeps_each_document_once(small, tmp_path):
     out.write("manifest", failed, to_table([row | {"status": "error", "error": "boom"}], MANIFEST))
     resumed = run(config)
     assert (resumed.processed, resumed.skipped) == (2, 6)
-    attempts = dict(zip(*out.read("manifest").select(["doc_id", "attempts"]).to_pydict().values(), strict=True))
+    attempts = dict(
+        zip(*out.read("manifest").select(["doc_id", "attempts"]).to_pydict().values(), strict=True)
+    )
     assert attempts["plays/play00.txt"] == 1 and attempts["plays/play03.txt"] == 2
     assert (pd.read_parquet(tmp_path / "out" / "manifest")["status"] == "ok").all()
     final = tables(tmp_path / "out")

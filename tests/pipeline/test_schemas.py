@@ -6,14 +6,29 @@ from pipeline.schemas import ENTITIES, ERRORS, FACTS, MANIFEST, SUMMARIES, TABLE
 
 
 def fact(**kw) -> dict:
-    row = dict(doc_id="d", subject="Ahab", relation="captains", object="the Pequod", chunk_index=0,
-               char_start=0, char_end=10, score=1.0, model="m", run_id="r")
+    row = dict(
+        doc_id="d",
+        subject="Ahab",
+        relation="captains",
+        object="the Pequod",
+        chunk_index=0,
+        char_start=0,
+        char_end=10,
+        score=1.0,
+        model="m",
+        run_id="r",
+    )
     return row | kw
 
 
 def test_every_table_has_its_schema():
-    assert TABLES == {"summaries": SUMMARIES, "facts": FACTS, "entities": ENTITIES, "errors": ERRORS,
-                      "manifest": MANIFEST}
+    assert TABLES == {
+        "summaries": SUMMARIES,
+        "facts": FACTS,
+        "entities": ENTITIES,
+        "errors": ERRORS,
+        "manifest": MANIFEST,
+    }
     assert SUMMARIES.names[:4] == ["doc_id", "source", "title", "summary"]
     assert ENTITIES.field("aliases").type == pa.list_(pa.string())
     assert ERRORS.field("doc_id").nullable and not FACTS.field("doc_id").nullable
@@ -49,7 +64,9 @@ def test_to_table_rejects_wrong_types():
 
 
 def test_check_table_casts_and_rejects():
-    loose = pa.table({"entity": ["a"], "aliases": [["A"]], "n_documents": [1], "n_mentions": [2], "run_id": ["r"]})
+    loose = pa.table(
+        {"entity": ["a"], "aliases": [["A"]], "n_documents": [1], "n_mentions": [2], "run_id": ["r"]}
+    )
     assert check_table(loose, ENTITIES).schema.equals(ENTITIES)
     with pytest.raises(ValueError, match="differ"):
         check_table(loose.drop_columns(["run_id"]), ENTITIES)
