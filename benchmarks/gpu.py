@@ -1,0 +1,109 @@
+"""On a GPU: a ~0.5B-parameter backbone (Qwen2-0.5B's shape, built from its config) in bf16.
+
+1. tokens/s reading a batch of documents with slot and kv memory, and the same as a fraction of the bare
+   backbone's forward over the same chunks (no memory);
+2. peak GPU memory (`torch.cuda.max_memory_allocated`) reading a 1M-token document vs a 10k-token one.
+
+    python -m benchmarks.gpu                     # one CUDA device, a few minutes
+    python -m benchmarks.gpu --long 100000       # a shorter long document
+    python -m benchmarks.gpu --layers 1 --batch 2 --tokens 2048 --long 20000   # a quick check on a CPU
+"""
+
+import argparse
+import time
+
+import torch
+
+from memgpt import MemGPT, MemGPTConfig
+
+from .common import BACKBONES, command, interleaved, machine, print_table, sync
+
+MEMORIES = {
+    "slots (16)": {"memory": "slots", "num_slots": 16},
+    "kv (budget 512)": {"memory": "kv", "kv_budget": 512},
+}
+
+
+def bare_forward(model: MemGPT, docs: torch.Tensor, chunk: int) -> None:
+    """The backbone over each chunk of the batch on its own, no memory. docs (B, N)"""
+    for piece in docs.split(chunk, dim=1):
+        model.backbone.base_model(input_ids=piece, use_cache=False)
+
+
+def peak_memory(model: MemGPT, doc: torch.Tensor) -> tuple[float, float]:
+    """Seconds and peak GPU MiB of reading one document (peak 0 without CUDA)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    start = time.perf_counter()
+    model.read([doc])
+    sync()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    return seconds, peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=None, help="keep the first N layers (default: all 24)")
+    p.add_argument("--batch", type=int, default=8, help="documents read in lockstep (default 8)")
+    p.add_argument("--tokens", type=int, default=16_384, help="tokens per document in part 1 (default 16384)")
+    p.add_argument("--long", type=int, default=1_000_000, help="the long document of part 2 (default 1M)")
+    p.add_argument("--chunk", type=int, default=512)
+    args = p.parse_args()
+    backbone = dict(BACKBONES["qwen2-0.5b"])
+    if args.layers is not None:
+        backbone["num_hidden_layers"] = args.layers
+    g = torch.Generator().manual_seed(0)
+    models = {
+        name: MemGPT(MemGPTConfig(backbone, chunk_size=args.chunk, **options)).eval()
+        for name, options in MEMORIES.items()
+    }
+    first = next(iter(models.values()))
+    params = sum(p.numel() for p in first.backbone.parameters())
+    label = (
+        f"qwen2-0.5b shape, {backbone['num_hidden_layers']} layers, {params / 1e6:.0f}M parameters, "
+        f"{first.dtype}, {first.device}"
+    )
+
+    docs = torch.randint(2, 4096, (args.batch, args.tokens), generator=g)
+    on_device = docs.to(first.device)
+    fns = {"bare backbone": lambda: bare_forward(first, on_device, args.chunk)}
+    fns |= {name: (lambda m=m: m.read(list(docs))) for name, m in models.items()}
+    with torch.inference_mode():
+        seconds = interleaved(fns, repeat=3)
+    n = args.batch * args.tokens
+    print_table(
+        [
+            {"reader": name, "tok/s": n / s, "vs bare": seconds["bare backbone"] / s}
+            for name, s in seconds.items()
+        ],
+        f"1. read throughput, {args.batch} documents x {args.tokens} tokens in lockstep, chunk {args.chunk}, "
+        f"{label} (goal: >= 0.9 of bare)",
+    )
+
+    rows = []
+    long_doc = torch.randint(2, 4096, (args.long,), generator=g)
+    with torch.inference_mode():
+        for name, model in models.items():
+            model.read([long_doc[: 4 * args.chunk]])  # warm up
+            short_s, short_peak = peak_memory(model, long_doc[:10_000])
+            long_s, long_peak = peak_memory(model, long_doc)
+            rows.append(
+                {
+                    "memory": name,
+                    "10k tok/s": 10_000 / short_s,
+                    f"{args.long} tok/s": args.long / long_s,
+                    "s/token vs 10k": (long_s / args.long) / (short_s / 10_000),
+                    "peak MiB 10k": short_peak or "n/a (no CUDA)",
+                    f"peak MiB {args.long}": long_peak or "n/a (no CUDA)",
+                    "peak vs 10k": long_peak / short_peak if short_peak else "n/a",
+                }
+            )
+    print_table(rows, f"2. one long document, chunk {args.chunk}, {label} (goal: peak <= 1.1x the 10k read)")
+    print(f"machine: {machine()}\ncommand: {command()}")
+
+
+if __name__ == "__main__":
+    main()
