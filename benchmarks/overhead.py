@@ -34,11 +34,12 @@ def main() -> None:
     p.add_argument("--full", action="store_true")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops instead")
     p.add_argument("--tokens", type=int, default=None, help="document length (default 8192, --full 65536)")
+    p.add_argument("--chunk", type=int, default=128, help="chunk size of --profile (default 128)")
     add_backbone_args(p)
     args = p.parse_args()
     backbone = backbone_config(args)
     if args.profile:
-        return profile(backbone, args.tokens or 8_192)
+        return profile(backbone, args.tokens or 8_192, args.chunk)
     n_tokens, repeat = (65_536, 5) if args.full else (8_192, 3)
     n_tokens = args.tokens or n_tokens
     torch.manual_seed(0)
