@@ -144,15 +144,20 @@ class KVMemory(torch.nn.Module):
 
 
 def _take(layers, name: str, keep: torch.Tensor) -> torch.Tensor:
-    """Entries `keep` (L, B, K) of every layer's cache, copied once into one (L, B, H, K, Dh) tensor.
+    """Entries `keep` (L, B, K) of every layer's cache, as one (L, B, H, K, Dh) tensor.
 
     Whole rows by index_select: an element-wise gather, or stacking the layers first, costs 4x as much.
     """
-    first = getattr(layers[0], name)
-    B, H, S, Dh = first.shape
-    out = first.new_empty(len(layers), B, H, keep.shape[-1], Dh)
-    row = torch.arange(B * H, device=keep.device).view(B, H, 1) * S  # where each (document, head) starts
-    for i, layer in enumerate(layers):
-        rows = (row + keep[i][:, None, :]).flatten()  # (B * H * K,)
-        torch.index_select(getattr(layer, name).reshape(-1, Dh), 0, rows, out=out[i].view(-1, Dh))
+    sources = [getattr(layer, name) for layer in layers]  # each (B, H, S, Dh)
+    B, H, S, Dh = sources[0].shape
+    K = keep.shape[-1]
+    start = torch.arange(B * H, device=keep.device).view(B, H, 1) * S  # where each (document, head) starts
+    rows = [(start + keep[i][:, None, :]).flatten() for i in range(len(sources))]  # (B * H * K,) per layer
+    if torch.is_grad_enabled() and sources[0].requires_grad:  # out= records no gradient
+        return torch.stack(
+            [src.reshape(-1, Dh)[r].view(B, H, K, Dh) for src, r in zip(sources, rows, strict=True)]
+        )
+    out = sources[0].new_empty(len(sources), B, H, K, Dh)
+    for i, (src, r) in enumerate(zip(sources, rows, strict=True)):
+        torch.index_select(src.reshape(-1, Dh), 0, r, out=out[i].view(-1, Dh))  # copied once, in place
     return out

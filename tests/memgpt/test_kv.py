@@ -87,3 +87,15 @@ def test_generating_computes_no_attention_weights():
         assert not model.backbone.base_model(doc, output_attentions=True).attentions  # none recorded
         with scoring_entries():
             assert len(model.backbone.base_model(doc, output_attentions=True).attentions) == 2
+
+
+def test_gradients_flow_through_the_entries_kept_after_eviction():
+    model = tiny("llama", memory="kv", kv_budget=24, kv_sinks=4, kv_recent=8, chunk_size=16).train()
+    doc = random_doc(64, seed=7)
+    state = model.init_state(1)
+    for i in range(0, 48, 16):  # 48 entries read, 24 kept: two evictions
+        state = model.step(state, doc[None, i : i + 16])
+    model(doc[None, 48:], memory=state, labels=doc[None, 48:]).loss.backward()
+    grad = model.backbone.get_input_embeddings().weight.grad
+    sinks = [t for t in doc[:4].tolist() if t not in doc[48:].tolist()]  # reach the loss only via memory
+    assert sinks and bool((grad[sinks].abs().sum(-1) > 0).all())
