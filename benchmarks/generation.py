@@ -8,6 +8,7 @@ Both see a prompt of the same visible length; MemGPT also reads its memory (slot
 """
 
 import argparse
+import copy
 
 import torch
 
@@ -39,8 +40,11 @@ def main() -> None:
         model = MemGPT(MemGPTConfig(backbone, memory=memory, **options)).eval()
         with torch.inference_mode():
             state = model.read([torch.randint(2, 4096, (4_000,), generator=g) for _ in range(batch)])
+        # the baseline is the same weights as a plain HF model: SDPA attention, not kv memory's scoring function
+        plain = copy.deepcopy(model.backbone)
+        plain.set_attn_implementation("sdpa")
         fns = {
-            "backbone": lambda m=model: m.backbone.generate(prompt, **hf),
+            "backbone": lambda b=plain: b.generate(prompt, **hf),
             "memgpt": lambda m=model, s=state: m.generate(
                 prompt, memory=s, max_new_tokens=new_tokens, eos_token_id=-1
             ),

@@ -11,7 +11,10 @@ from transformers.cache_utils import DynamicLayer
 
 
 class ReservedLayer(DynamicLayer):
-    """A DynamicLayer whose `keys`/`values` are views of a larger buffer: (B, H, S, Dh) of (B, H, S + room, Dh)."""
+    """A DynamicLayer whose `keys`/`values` are views of a larger buffer: (B, H, S, Dh) of (B, H, S + room, Dh).
+
+    Under autograd it concatenates, as DynamicLayer does. Offloading is not supported (the buffer stays put).
+    """
 
     def __init__(self, room: int = 0, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
         super().__init__()
@@ -27,23 +30,34 @@ class ReservedLayer(DynamicLayer):
         self._keys = keys.new_empty(B, H, S + room, keys.shape[-1])
         self._values = values.new_empty(B, H, S + room, values.shape[-1])
         self._keys[:, :, :S], self._values[:, :, :S] = keys, values
-        self.keys, self.values = self._keys[:, :, :S], self._values[:, :, :S]
+        self._expose(S)
         self.device = keys.device
         self.is_initialized = True
+
+    def _expose(self, length: int) -> None:
+        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
+        self._exposed = self.keys  # DynamicLayer's own methods replace self.keys; then the buffer is stale
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if torch.is_grad_enabled() and (key_states.requires_grad or self.keys.requires_grad):
+            # autograd forbids writing into a buffer whose earlier views are still part of the graph
+            return super().update(key_states, value_states)
         S, T = self.keys.shape[-2], key_states.shape[-2]
-        # out of room, or keys replaced by DynamicLayer's own methods (batch_select_indices, reorder_cache)
-        if S + T > self._keys.shape[-2] or self.keys.data_ptr() != self._keys.data_ptr():
-            self._reserve(self.keys, self.values, room=max(self.room, S + T))
+        if self.keys is not self._exposed or S + T > self._keys.shape[-2]:
+            self._reserve(self.keys, self.values, room=max(self.room, S + T))  # doubles: O(log N) copies
         self._keys[:, :, S : S + T] = key_states
         self._values[:, :, S : S + T] = value_states
-        self.keys, self.values = self._keys[:, :, : S + T], self._values[:, :, : S + T]
+        self._expose(S + T)
         return self.keys, self.values
+
+    def crop(self, tokens_to_remove: int) -> None:
+        super().crop(tokens_to_remove)
+        if self.is_initialized:  # a fresh buffer: later writes must not overwrite what was returned before
+            self._reserve(self.keys, self.values, self.room)
 
 
 def reserved_cache(
