@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 
+from memgpt import MemGPT
 from memgpt.config import default_backbone
 
 # Backbones built from their configs (random weights: speed does not depend on what the weights learned).
@@ -48,6 +49,13 @@ def backbone_config(args: argparse.Namespace) -> dict:
     if args.layers is not None:
         config["num_hidden_layers"] = args.layers
     return config
+
+
+def bare_forward(model: MemGPT, docs: torch.Tensor, chunk: int) -> None:
+    """What a reader with no memory runs: the backbone over each chunk on its own. docs (N,) or (B, N)"""
+    docs = docs if docs.dim() == 2 else docs[None]
+    for piece in docs.split(chunk, dim=1):
+        model.backbone.base_model(input_ids=piece.to(model.device), use_cache=False)
 
 
 def backbone_label(args: argparse.Namespace) -> str:

@@ -16,18 +16,12 @@ import torch
 
 from memgpt import MemGPT, MemGPTConfig
 
-from .common import BACKBONES, command, interleaved, machine, print_table, sync
+from .common import backbone_config, bare_forward, command, interleaved, machine, print_table, sync
 
 MEMORIES = {
     "slots (16)": {"memory": "slots", "num_slots": 16},
     "kv (budget 512)": {"memory": "kv", "kv_budget": 512},
 }
-
-
-def bare_forward(model: MemGPT, docs: torch.Tensor, chunk: int) -> None:
-    """The backbone over each chunk of the batch on its own, no memory. docs (B, N)"""
-    for piece in docs.split(chunk, dim=1):
-        model.backbone.base_model(input_ids=piece, use_cache=False)
 
 
 def peak_memory(model: MemGPT, doc: torch.Tensor) -> tuple[float, float]:
@@ -102,10 +96,9 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=16_384, help="tokens per document in part 1 (default 16384)")
     p.add_argument("--long", type=int, default=1_000_000, help="the long document of part 2 (default 1M)")
     p.add_argument("--chunk", type=int, default=512)
+    p.set_defaults(backbone="qwen2-0.5b")
     args = p.parse_args()
-    backbone = dict(BACKBONES["qwen2-0.5b"])
-    if args.layers is not None:
-        backbone["num_hidden_layers"] = args.layers
+    backbone = backbone_config(args)
     rows, label = throughput(backbone, args)
     print_table(
         rows,

@@ -16,17 +16,12 @@ from .common import (
     add_backbone_args,
     backbone_config,
     backbone_label,
+    bare_forward,
     command,
     interleaved,
     machine,
     print_table,
 )
-
-
-def bare_forward(model: MemGPT, doc: torch.Tensor, chunk: int) -> None:
-    """What a reader with no memory runs: the backbone over each chunk on its own."""
-    for piece in doc.split(chunk):
-        model.backbone.base_model(input_ids=piece[None].to(model.device), use_cache=False)
 
 
 def main() -> None:
