@@ -20,6 +20,23 @@ SUMMARY = "A story of a family."  # ... and after "Summary:\n"
 CHUNK_SIZE = 192
 
 
+def fact_row(**changes) -> dict:
+    """A valid row of the facts table; `changes` override its fields."""
+    row = dict(
+        doc_id="d",
+        subject="Ahab",
+        relation="captains",
+        object="the Pequod",
+        chunk_index=0,
+        char_start=0,
+        char_end=10,
+        score=1.0,
+        model="m",
+        run_id="r",
+    )
+    return row | changes
+
+
 def corpus_file(name: str) -> Path:
     path = CORPUS / name
     if not path.exists():

@@ -6,6 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pipeline_support import fact_row
 
 from pipeline.io import Output, ReadConfig, read_corpus, safe_name
 from pipeline.schemas import ERRORS, FACTS, to_table
@@ -232,21 +233,7 @@ def test_write_stays_inside_the_output_dir(tmp_path):
 
 def test_writes_are_atomic_and_readable_by_pandas(tmp_path):
     out = Output(str(tmp_path / "out"))
-    facts = [
-        dict(
-            doc_id=f"d{i}",
-            subject="s",
-            relation="r",
-            object="o",
-            chunk_index=0,
-            char_start=0,
-            char_end=1,
-            score=1.0,
-            model="m",
-            run_id="r",
-        )
-        for i in range(3)
-    ]
+    facts = [fact_row(doc_id=f"d{i}") for i in range(3)]
     for row in facts:
         out.write("facts", row["doc_id"], to_table([row], FACTS))
     out.write("facts", "d1", to_table([facts[1]], FACTS))  # rewriting a unit replaces it: no duplicates

@@ -1,24 +1,9 @@
 import pandas as pd
 import pyarrow as pa
 import pytest
+from pipeline_support import fact_row
 
 from pipeline.schemas import ENTITIES, ERRORS, FACTS, MANIFEST, SUMMARIES, TABLES, check_table, to_table
-
-
-def fact(**kw) -> dict:
-    row = dict(
-        doc_id="d",
-        subject="Ahab",
-        relation="captains",
-        object="the Pequod",
-        chunk_index=0,
-        char_start=0,
-        char_end=10,
-        score=1.0,
-        model="m",
-        run_id="r",
-    )
-    return row | kw
 
 
 def test_every_table_has_its_schema():
@@ -35,7 +20,7 @@ def test_every_table_has_its_schema():
 
 
 def test_to_table_round_trips_through_parquet(tmp_path):
-    table = to_table([fact(), fact(subject="Ishmael")], FACTS)
+    table = to_table([fact_row(), fact_row(subject="Ishmael")], FACTS)
     assert table.schema.equals(FACTS)
     table.to_pandas().to_parquet(tmp_path / "f.parquet")
     assert pd.read_parquet(tmp_path / "f.parquet")["subject"].tolist() == ["Ahab", "Ishmael"]
@@ -48,9 +33,9 @@ def test_empty_rows_give_an_empty_table_with_the_schema():
 @pytest.mark.parametrize(
     "row, problem",
     [
-        (fact(extra=1), "unknown columns"),
-        ({k: v for k, v in fact().items() if k != "score"}, "missing"),
-        (fact(doc_id=None), "must not be null"),
+        (fact_row(extra=1), "unknown columns"),
+        ({k: v for k, v in fact_row().items() if k != "score"}, "missing"),
+        (fact_row(doc_id=None), "must not be null"),
     ],
 )
 def test_to_table_rejects_rows_that_do_not_match(row, problem):
@@ -60,7 +45,7 @@ def test_to_table_rejects_rows_that_do_not_match(row, problem):
 
 def test_to_table_rejects_wrong_types():
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
-        to_table([fact(chunk_index="zero")], FACTS)
+        to_table([fact_row(chunk_index="zero")], FACTS)
 
 
 def test_check_table_casts_and_rejects():
