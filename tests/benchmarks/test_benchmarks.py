@@ -1,0 +1,49 @@
+"""The benchmarks run from a checkout with one command each; here at sizes that take seconds."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).parents[2]
+
+
+def run_benchmark(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
+    )
+    return out.stdout
+
+
+def ratios(text: str, reader: str) -> list[float | str]:
+    """The last column of each table row that starts with `reader` (a number, or n/a)."""
+    rows = [line for line in text.splitlines() if line.startswith(reader)]
+    cells = [re.split(r"\s*\|\s*", row.strip())[-1] for row in rows]
+    return [cell if cell == "n/a" else float(cell) for cell in cells]
+
+
+def test_overhead_compares_both_memories_with_the_bare_backbone():
+    text = run_benchmark("benchmarks.overhead", "--tokens", "512", "--layers", "1")
+    assert "default backbone (1 layers)" in text and "command: python -m benchmarks.overhead" in text
+    for reader in ("128   | slots", "128   | kv", "512   | slots", "512   | kv"):
+        (ratio,) = ratios(text, reader)
+        assert 0.2 < ratio < 2.0
+
+
+def test_gpu_benchmark_runs_on_a_cpu_at_a_small_size():
+    text = run_benchmark(
+        "benchmarks.gpu", "--layers", "1", "--batch", "1", "--tokens", "512", "--long", "10000"
+    )
+    assert "qwen2-0.5b shape, 1 layers" in text
+    assert ratios(text, "bare backbone") == [1.0]
+    for reader in ("slots (16)", "kv (budget 512)"):
+        throughput, peak = ratios(text, reader)  # vs bare; peak vs the 10k read (n/a without CUDA)
+        assert 0.2 < throughput < 2.0
+        assert peak == "n/a" or 0.5 < peak < 2.0
+
+
+def test_gpu_benchmark_refuses_a_long_document_shorter_than_its_comparison():
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu", "--long", "2000"], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "--long must be at least 10000" in out.stderr
