@@ -58,7 +58,7 @@ class Bench:
         self.slots = MemGPT.from_pretrained(model_dir, device="cpu", dtype=torch.float32).eval()
         self.kv = MemGPT.from_pretrained(
             model_dir, device="cpu", dtype=torch.float32, memory="kv", kv_budget=kv_budget,
-            kv_recent=kv_recent, kv_sinks=4, kv_positions="rolling",
+            kv_recent=kv_recent, kv_sinks=4,
         ).eval()  # fmt: skip
         self.train_cfg = json.loads((model_dir / TRAIN_CONFIG).read_text())
         self.prompts = Prompts(self.slots.tokenizer)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 MEMORY_KINDS = ("slots", "kv")
+KV_POSITIONS = ("cache", "absolute")
 CONFIG_NAME = "config.json"
 
 
@@ -33,7 +34,8 @@ class MemGPTConfig:
 
     slots: `num_slots` learned vectors per document, read and written beside every chunk.
     kv: at most `kv_budget` key/value entries per layer (None = keep everything, exact);
-        `kv_sinks` first entries and `kv_recent` last entries are always kept, the rest by attention received.
+        `kv_sinks` first entries and `kv_recent` last entries are always kept, the rest by attention received;
+        `kv_positions="cache"` keeps every position the backbone sees below kv_budget + chunk_size.
     """
 
     backbone: str | dict[str, Any] = field(default_factory=default_backbone)
@@ -44,7 +46,9 @@ class MemGPTConfig:
     kv_budget: int | None = 512
     kv_sinks: int = 4
     kv_recent: int = 128
-    kv_positions: str = "auto"  # "absolute" | "rolling" | "auto" (absolute for RoPE backbones)
+    kv_positions: str = (
+        "cache"  # "cache": places among the kept entries (re-rotated); "absolute": document index
+    )
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
 
     def __post_init__(self) -> None:
@@ -56,8 +60,8 @@ class MemGPTConfig:
             raise ValueError(f"num_slots must be >= 1, got {self.num_slots}")
         if self.bptt_depth < 1:
             raise ValueError(f"bptt_depth must be >= 1, got {self.bptt_depth}")
-        if self.kv_positions not in ("auto", "absolute", "rolling"):
-            raise ValueError(f"kv_positions must be auto, absolute or rolling, got {self.kv_positions!r}")
+        if self.kv_positions not in KV_POSITIONS:
+            raise ValueError(f"kv_positions must be one of {KV_POSITIONS}, got {self.kv_positions!r}")
         if self.kv_budget is not None and self.kv_budget < self.kv_sinks + self.kv_recent:
             raise ValueError(
                 f"kv_budget ({self.kv_budget}) must hold kv_sinks + kv_recent ({self.kv_sinks + self.kv_recent})"
@@ -80,6 +84,8 @@ class MemGPTConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MemGPTConfig":
         data = {k: v for k, v in data.items() if k != "model_type"}
+        if data.get("kv_positions") in ("auto", "rolling"):  # earlier names: "cache" is what both became
+            data["kv_positions"] = "cache"
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown MemGPTConfig field(s) {sorted(unknown)}")

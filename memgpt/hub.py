@@ -2,6 +2,7 @@
 
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,13 @@ DEFAULT_MODEL = Path(__file__).parent / "pretrained" / "memgpt-small"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.md"]
 
 
-def load_tokenizer(name_or_path: str | Path | None = None, trust_remote_code: bool = False):
-    """The backbone's tokenizer, or with no argument the shipped byte-level BPE (works offline)."""
+def load_tokenizer(
+    name_or_path: str | Path | None = None, trust_remote_code: bool = False, gguf_file: str | None = None
+):
+    """The backbone's tokenizer, or with no argument the shipped byte-level BPE (works offline).
+    With `gguf_file` (a name in the folder `name_or_path`, or a path), the tokenizer stored in that GGUF."""
+    if gguf_file is not None:
+        return _from_gguf(AutoTokenizer, find_gguf(name_or_path, gguf_file))
     path = ASSETS if name_or_path is None else resolve(name_or_path, trust_remote_code)
     # a MemGPT folder's config.json is no transformers config: say so, rather than have transformers warn
     # ("You are using a model of type `memgpt` to instantiate ...") while it looks for the tokenizer's class
@@ -54,6 +60,16 @@ def resolve(name_or_path: str | Path, trust_remote_code: bool = False) -> Path:
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
             "Pass a local folder, or run where the hub is reachable or the model is in the HF cache."
         ) from e
+
+
+def find_gguf(name_or_path: str | Path, gguf_file: str | None = None) -> Path | None:
+    """The GGUF file a model argument names, a path ending in .gguf or a folder plus `gguf_file`; else None."""
+    if gguf_file is None and not str(name_or_path).lower().endswith(".gguf"):
+        return None
+    file = Path(name_or_path).expanduser() / (gguf_file or "")  # an absolute gguf_file stands alone
+    if not file.is_file():
+        raise FileNotFoundError(f"GGUF file {str(file)!r} does not exist")
+    return file
 
 
 def custom_code(path: Path) -> list[str]:
@@ -114,8 +130,11 @@ def backbone_from_config(config: dict[str, Any]) -> PreTrainedModel:
 
 
 def load_backbone(
-    path: Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None
+    path: Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None, gguf_file: str | None = None
 ) -> PreTrainedModel:
+    """A causal LM from a folder of safetensors weights, or from the GGUF file `gguf_file` (dequantized)."""
+    if gguf_file is not None:  # a GGUF holds no code
+        return _from_gguf(AutoModelForCausalLM, find_gguf(path, gguf_file), dtype=dtype, **_dense_gguf())
     code = [] if trust_remote_code else custom_code(path)
     if code:
         raise ValueError(
@@ -130,6 +149,24 @@ def load_backbone(
         raise OSError(f"could not load a causal LM with safetensors weights from {path}: {e}") from e
 
 
+def _dense_gguf() -> dict[str, Any]:
+    """Ask for plain dense weights: transformers may otherwise keep GGUF blocks packed, which it cannot save."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # transformers before GgufConfig always dequantized
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def _from_gguf(auto_class, file: Path, **options):
+    """`auto_class.from_pretrained` on a GGUF file; a file that is no readable GGUF fails in one line."""
+    try:
+        return auto_class.from_pretrained(str(file.parent), gguf_file=file.name, **options)
+    except (ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as e:  # what gguf's reader raises
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"could not load {file} as a GGUF model: {reason}") from None
+
+
 def backbone_shapes(config) -> dict[str, int]:
     """Layers, kv heads, head size and hidden size, whatever the architecture calls them."""
     c = config.get_text_config(decoder=True)
@@ -142,6 +179,10 @@ def backbone_shapes(config) -> dict[str, int]:
     }
 
 
-def uses_rope(config) -> bool:
+def position_window(config) -> int | None:
+    """The number of positions the backbone was trained on (None when its config does not say)."""
     c = config.get_text_config(decoder=True)
-    return getattr(c, "rope_parameters", None) is not None or hasattr(c, "rotary_pct")
+    for name in ("max_position_embeddings", "n_positions"):
+        if isinstance(getattr(c, name, None), int):
+            return int(getattr(c, name))
+    return None

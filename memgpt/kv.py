@@ -3,6 +3,11 @@
 What is kept after each chunk: the first `sinks` entries (attention sinks), the last `recent` entries, and
 of the rest those that received the most attention so far (H2O / SnapKV / StreamingLLM). With no budget
 nothing is dropped, and reading chunk by chunk is exactly one forward pass over the whole document.
+
+Positions ("cache", the default): a kept entry's position is its place among the kept entries and new tokens
+follow them, so positions stay below budget + chunk whatever the document's length; for RoPE backbones the
+keys that eviction moves are re-rotated to their new place (memgpt/rope.py). "absolute" gives new tokens their
+index in the document instead (true distances, but past the backbone's window positions it never saw).
 """
 
 from contextlib import contextmanager
@@ -15,6 +20,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
 from .cache import reserved_cache
 from .memory import BackboneInputs, positions_from_mask
+from .rope import KeyRotation
 
 SCORING_ATTENTION = "memgpt_sdpa_window"
 SCORE_WINDOW = 32  # the last queries of each chunk whose attention scores the entries (SnapKV's window)
@@ -67,14 +73,15 @@ class KVMemory(torch.nn.Module):
         budget: int | None,
         sinks: int,
         recent: int,
-        rolling_positions: bool,
+        positions: str = "cache",
+        rotation: KeyRotation | None = None,
     ):
         super().__init__()
         self.shape = (num_layers, num_kv_heads, head_dim)
         self.budget, self.sinks, self.recent = budget, sinks, recent
-        # rolling: a new token's position is the number of entries kept, so learned position tables never
-        # overflow; absolute: its index in the document, so RoPE distances to kept entries stay true
-        self.rolling_positions = rolling_positions
+        self.positions = positions
+        # RoPE keys carry their position: moved entries are rotated to their new place (None: no RoPE)
+        self.rotation = rotation if positions == "cache" else None
         self.needs_attentions = budget is not None
 
     def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -89,7 +96,7 @@ class KVMemory(torch.nn.Module):
         }
 
     def next_position(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        return state["mask"].sum(-1) if self.rolling_positions else state["n_read"]
+        return state["mask"].sum(-1) if self.positions == "cache" else state["n_read"]
 
     def read_inputs(
         self, state: dict[str, torch.Tensor], embeds: torch.Tensor, mask: torch.Tensor, write: bool
@@ -134,9 +141,16 @@ class KVMemory(torch.nn.Module):
         keep = priority.topk(budget, dim=-1).indices  # (L, B, budget)
         # real entries first, in reading order; then the padding
         is_pad = (~mask).unsqueeze(0).expand(L, -1, -1).gather(-1, keep)
-        keep = keep.gather(-1, (keep + S * is_pad).argsort(-1))
+        order = (keep + S * is_pad).argsort(-1)
+        keep, is_pad = keep.gather(-1, order), is_pad.gather(-1, order)
+        keys = _take(layers, "keys", keep)
+        if self.rotation is not None:  # entry j moves from position rank[j] to its place among the kept
+            shift = torch.arange(budget, device=mask.device) - rank.unsqueeze(0).expand(L, -1, -1).gather(
+                -1, keep
+            )
+            keys = self.rotation(keys, shift.masked_fill(is_pad, 0))
         return {
-            "keys": _take(layers, "keys", keep),
+            "keys": keys,
             "values": _take(layers, "values", keep),
             "mask": torch.arange(budget, device=mask.device)[None, :] < count.clamp(max=budget),
             "scores": scores.gather(-1, keep),

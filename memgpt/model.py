@@ -19,6 +19,7 @@ from .cache import reserved_cache
 from .config import CONFIG_NAME, MemGPTConfig
 from .generation import sample_next
 from .kv import SCORING_ATTENTION, KVMemory, scoring_entries
+from .rope import KeyRotation, find_rotary
 from .slots import SlotMemory
 from .state import MemoryState
 
@@ -83,9 +84,19 @@ class MemGPT(nn.Module):
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         trust_remote_code: bool = False,
+        gguf_file: str | None = None,
         **options,
     ) -> "MemGPT":
-        """A saved MemGPT folder, or any HF causal LM (local or hub id), wrapped with kv memory by default."""
+        """A saved MemGPT folder, or any HF causal LM (local or hub id), wrapped with kv memory by default.
+
+        A GGUF file (`"model.gguf"`, or a folder plus `gguf_file=`) is dequantized into a plain backbone."""
+        gguf = hub.find_gguf(name_or_path, gguf_file)
+        if gguf is not None:  # not referenced by name: save_pretrained writes it as backbone/ (safetensors)
+            options.setdefault("memory", "kv")
+            backbone = hub.load_backbone(gguf.parent, dtype=dtype, gguf_file=gguf.name)
+            tokenizer = hub.load_tokenizer(gguf.parent, gguf_file=gguf.name)
+            config = MemGPTConfig(backbone=backbone.config.to_dict(), **options)
+            return cls(config, backbone, tokenizer, device=device, dtype=dtype)
         path = hub.resolve(name_or_path, trust_remote_code)
         config_file = path / CONFIG_NAME
         if not config_file.is_file():
@@ -365,10 +376,14 @@ def build_memory(config: MemGPTConfig, backbone: PreTrainedModel) -> nn.Module:
     if config.memory == "slots":
         init_std = getattr(backbone.config, "initializer_range", 0.02)
         return SlotMemory(config.num_slots, shapes["hidden_size"], init_std)
-    if config.kv_positions == "auto":
-        rolling = not hub.uses_rope(backbone.config)
-    else:
-        rolling = config.kv_positions == "rolling"
+    if config.kv_positions == "cache" and config.kv_budget is not None:
+        window = hub.position_window(backbone.config)
+        if window is not None and config.kv_budget + config.chunk_size > window:
+            raise ValueError(
+                f"kv_budget + chunk_size ({config.kv_budget} + {config.chunk_size}) must fit the backbone's "
+                f"{window}-position window"
+            )
+    rotary = find_rotary(backbone) if config.kv_positions == "cache" else None
     return KVMemory(
         shapes["num_layers"],
         shapes["num_kv_heads"],
@@ -376,7 +391,8 @@ def build_memory(config: MemGPTConfig, backbone: PreTrainedModel) -> nn.Module:
         config.kv_budget,
         config.kv_sinks,
         config.kv_recent,
-        rolling,
+        config.kv_positions,
+        KeyRotation(rotary) if rotary is not None else None,
     )
 
 

@@ -1,6 +1,8 @@
+import pytest
 import torch
-from tiny import random_doc, tiny
+from tiny import TINY_BACKBONES, random_doc, tiny
 
+from memgpt import MemGPT, MemGPTConfig
 from memgpt.kv import SCORE_WINDOW, scoring_entries
 
 
@@ -63,8 +65,13 @@ def test_eviction_keeps_sinks_and_recent_entries():
         torch.testing.assert_close(
             keys[layer, 0, :, :4], cache.layers[layer].keys[0, :, :4], atol=1e-4, rtol=0
         )
-    # layer 0's keys depend on the token and its position only, so the recent window is recognisable there
-    torch.testing.assert_close(keys[0, 0, :, -8:], cache.layers[0].keys[0, :, -8:], atol=1e-4, rtol=0)
+    # layer 0's keys depend on the token and its position only, so the recent window is recognisable there,
+    # moved to the last 8 places of the cache
+    with torch.no_grad():
+        moved = model.backbone.base_model(
+            doc[None, -8:], position_ids=torch.arange(16, 24)[None], use_cache=True
+        )
+    torch.testing.assert_close(keys[0, 0, :, -8:], moved.cache.layers[0].keys[0], atol=1e-5, rtol=0)
 
 
 def test_window_scores_are_the_eager_attention_weights_of_the_last_queries(arch):
@@ -99,3 +106,87 @@ def test_gradients_flow_through_the_entries_kept_after_eviction():
     grad = model.backbone.get_input_embeddings().weight.grad
     sinks = [t for t in doc[:4].tolist() if t not in doc[48:].tolist()]  # reach the loss only via memory
     assert sinks and bool((grad[sinks].abs().sum(-1) > 0).all())
+
+
+ROPE_TYPES = {  # every rope type whose angle grows linearly with the position
+    "default": {"rope_type": "default", "rope_theta": 10000.0},
+    "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+    "dynamic": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
+    "yarn": {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 64,
+    },
+    "llama3": {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    },
+}
+WINDOW = 256
+
+
+def small_window(arch: str, rope: str = "default", **options):
+    """A tiny RoPE MemGPT whose backbone knows only WINDOW positions."""
+    backbone = dict(TINY_BACKBONES[arch], max_position_embeddings=WINDOW)
+    backbone["rope_parameters"] = dict(
+        ROPE_TYPES[rope], **({"partial_rotary_factor": 0.25} if arch == "gpt_neox" else {})
+    )
+    torch.manual_seed(0)
+    options = {"memory": "kv", "chunk_size": 64, "kv_budget": 96, "kv_sinks": 4, **options}
+    config = MemGPTConfig(backbone=backbone, **options)
+    return MemGPT(config, device="cpu", dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_positions_stay_inside_the_window_over_ten_times_its_length(arch):
+    model = small_window(arch, kv_recent=32)
+    seen = []
+    model.backbone.base_model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(int(kwargs["position_ids"].max())), with_kwargs=True
+    )
+    doc = random_doc(10 * WINDOW, seed=8)
+    with torch.no_grad():
+        state = model.read([doc])
+        model.generate(doc[None, -40:], memory=state, max_new_tokens=20, eos_token_id=-1)
+    assert len(seen) > 40 + 20 and max(seen) < WINDOW
+    assert state.n_read.tolist() == [10 * WINDOW]
+
+
+@pytest.mark.parametrize(
+    "arch, rope", [("llama", r) for r in ROPE_TYPES] + [("qwen2", "default"), ("gpt_neox", "default")]
+)
+def test_a_re_rotated_key_equals_the_key_computed_at_its_new_position(arch, rope):
+    model = small_window(arch, rope, kv_recent=32)
+    doc = random_doc(60, seed=9)[None]
+    with torch.no_grad():  # shifting every position by the same amount changes no hidden state in RoPE models
+        before = model.backbone.base_model(
+            doc, position_ids=torch.arange(150, 210)[None], use_cache=True
+        ).cache
+        after = model.backbone.base_model(doc, position_ids=torch.arange(7, 67)[None], use_cache=True).cache
+    keys = torch.stack([layer.keys for layer in before.layers])  # (L, 1, H, 60, Dh)
+    moved = model.memory.rotation(keys, torch.full((keys.shape[0], 1, 60), -143))
+    expected = torch.stack([layer.keys for layer in after.layers])
+    assert (keys - expected).abs().max() > 0.1  # the move matters
+    torch.testing.assert_close(moved, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_kept_keys_sit_at_their_place_in_the_cache(arch):
+    # sinks + recent fill the budget: the kept tokens are known, and layer 0's keys depend on token and position
+    model = small_window(arch, kv_recent=92)
+    doc = random_doc(10 * WINDOW, seed=10)
+    with torch.no_grad():
+        state = model.read([doc])
+        kept = torch.cat([doc[:4], doc[-92:]])[None]
+        expected = model.backbone.base_model(kept, use_cache=True).cache.layers[0].keys  # positions 0..95
+    torch.testing.assert_close(state.tensors["keys"][0], expected, atol=1e-5, rtol=0)
+
+
+def test_a_budget_that_overflows_the_window_is_refused():
+    with pytest.raises(ValueError, match="256-position window"):
+        small_window("llama", kv_budget=224, kv_recent=32)
