@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-MEMORY_KINDS = ("slots", "kv")
+MEMORY_KINDS = ("slots", "kv", "retrieval")
 KV_POSITIONS = ("cache", "absolute")
 CONFIG_NAME = "config.json"
 
@@ -36,6 +36,8 @@ class MemGPTConfig:
     kv: at most `kv_budget` key/value entries per layer (None = keep everything, exact);
         `kv_sinks` first entries and `kv_recent` last entries are always kept, the rest by attention received;
         `kv_positions="cache"` keeps every position the backbone sees below kv_budget + chunk_size.
+    retrieval: kv memory plus every evicted entry kept in host memory in blocks of `retrieval_block`, each
+        summarised by `retrieval_reps` keys; every layer attends to the `retrieval_topk` blocks its queries fit best.
     """
 
     backbone: str | dict[str, Any] = field(default_factory=default_backbone)
@@ -49,6 +51,9 @@ class MemGPTConfig:
     kv_positions: str = (
         "cache"  # "cache": places among the kept entries (re-rotated); "absolute": document index
     )
+    retrieval_block: int = 128
+    retrieval_topk: int = 4
+    retrieval_reps: int = 4
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
 
     def __post_init__(self) -> None:
@@ -62,6 +67,14 @@ class MemGPTConfig:
             raise ValueError(f"bptt_depth must be >= 1, got {self.bptt_depth}")
         if self.kv_positions not in KV_POSITIONS:
             raise ValueError(f"kv_positions must be one of {KV_POSITIONS}, got {self.kv_positions!r}")
+        if self.memory == "retrieval" and (self.kv_budget is None or self.kv_positions != "cache"):
+            raise ValueError("memory='retrieval' needs a kv_budget and kv_positions='cache'")
+        if min(self.retrieval_block, self.retrieval_topk, self.retrieval_reps) < 1:
+            raise ValueError("retrieval_block, retrieval_topk and retrieval_reps must be >= 1")
+        if self.retrieval_reps > self.retrieval_block:
+            raise ValueError(
+                f"retrieval_reps ({self.retrieval_reps}) must be <= retrieval_block ({self.retrieval_block})"
+            )
         if self.kv_budget is not None and self.kv_budget < self.kv_sinks + self.kv_recent:
             raise ValueError(
                 f"kv_budget ({self.kv_budget}) must hold kv_sinks + kv_recent ({self.kv_sinks + self.kv_recent})"

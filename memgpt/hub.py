@@ -21,6 +21,8 @@ ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = Path(__file__).parent / "pretrained" / "memgpt-small"
 # never pickle: weights come from safetensors only
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.md"]
+# what reading a file that is no (complete) GGUF raises, from transformers' and gguf's readers
+GGUF_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, struct.error)
 
 
 def load_tokenizer(
@@ -130,7 +132,10 @@ def backbone_from_config(config: dict[str, Any]) -> PreTrainedModel:
 
 
 def load_backbone(
-    path: Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None, gguf_file: str | None = None
+    path: Path,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
+    gguf_file: str | None = None,
 ) -> PreTrainedModel:
     """A causal LM from a folder of safetensors weights, or from the GGUF file `gguf_file` (dequantized)."""
     if gguf_file is not None:  # a GGUF holds no code
@@ -162,7 +167,7 @@ def _from_gguf(auto_class, file: Path, **options):
     """`auto_class.from_pretrained` on a GGUF file; a file that is no readable GGUF fails in one line."""
     try:
         return auto_class.from_pretrained(str(file.parent), gguf_file=file.name, **options)
-    except (ValueError, OSError, EOFError, IndexError, KeyError, struct.error) as e:  # what gguf's reader raises
+    except GGUF_ERRORS as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"could not load {file} as a GGUF model: {reason}") from None
 

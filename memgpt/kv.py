@@ -25,6 +25,9 @@ from .rope import KeyRotation
 SCORING_ATTENTION = "memgpt_sdpa_window"
 SCORE_WINDOW = 32  # the last queries of each chunk whose attention scores the entries (SnapKV's window)
 _SCORING = ContextVar("memgpt_kv_scoring", default=False)
+# entries a layer attends to beside its cache: (layer, query, mask) -> (keys, values, mask columns) or None;
+# set by a retrieval tier (memgpt/retrieval.py) around the backbone calls that read its state
+EXTRA_ENTRIES: ContextVar = ContextVar("memgpt_extra_entries", default=None)
 
 
 @contextmanager
@@ -43,7 +46,15 @@ def sdpa_with_window_scores(module, query, key, value, attention_mask, scaling=N
     The weights are computed only inside `scoring_entries()` (reading a chunk), not while generating.
     """
     kwargs.pop("output_attentions", None)  # not every architecture passes it: the context says instead
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    extra = EXTRA_ENTRIES.get()
+    found = extra(module.layer_idx, query, _full_mask(attention_mask, query, key)) if extra else None
+    if found is None:
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    else:
+        keys, values, columns = found
+        mask = torch.cat([_full_mask(attention_mask, query, key), columns], dim=-1)
+        both = (torch.cat([key, keys], dim=2), torch.cat([value, values], dim=2))
+        out, _ = sdpa_attention_forward(module, query, *both, mask, scaling=scaling, **kwargs)
     if not _SCORING.get():
         return out, None
     B, H, _, Dh = query.shape
@@ -55,6 +66,18 @@ def sdpa_with_window_scores(module, query, key, value, attention_mask, scaling=N
     if attention_mask is not None:  # additive (B, 1, T, S) mask, as built for eager attention
         logits = logits + attention_mask[:, :, -w:, : key.shape[2]].float()
     return out, logits.softmax(-1)
+
+
+def _full_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """The additive (B, 1, T, S) mask over the cache's S entries; causal when transformers passed none."""
+    if attention_mask is not None:
+        return attention_mask[:, :, :, : key.shape[2]]
+    T, S = query.shape[2], key.shape[2]
+    causal = torch.ones(T, S, dtype=torch.bool, device=query.device).tril(S - T)
+    mask = torch.zeros(T, S, dtype=query.dtype, device=query.device).masked_fill(
+        ~causal, torch.finfo(query.dtype).min
+    )
+    return mask.expand(query.shape[0], 1, T, S)
 
 
 # the transformers extension point: any model using ALL_ATTENTION_FUNCTIONS can run it, no forks
@@ -75,11 +98,15 @@ class KVMemory(torch.nn.Module):
         recent: int,
         positions: str = "cache",
         rotation: KeyRotation | None = None,
+        gap: int = 0,
     ):
         super().__init__()
         self.shape = (num_layers, num_kv_heads, head_dim)
         self.budget, self.sinks, self.recent = budget, sinks, recent
         self.positions = positions
+        self.gap = (
+            gap  # positions left free after the sinks (where a retrieval tier puts what it brings back)
+        )
         # RoPE keys carry their position: moved entries are rotated to their new place (None: no RoPE)
         self.rotation = rotation if positions == "cache" else None
         self.needs_attentions = budget is not None
@@ -95,8 +122,14 @@ class KVMemory(torch.nn.Module):
             "n_read": torch.zeros(batch_size, dtype=torch.long, device=device),
         }
 
-    def next_position(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        return state["mask"].sum(-1) if self.positions == "cache" else state["n_read"]
+    def position(self, rank: torch.Tensor) -> torch.Tensor:
+        """The position of the entry with index `rank` among the kept ones ("cache" positions)."""
+        return rank + self.gap * (rank >= self.sinks) if self.gap else rank
+
+    def chunk_positions(self, state: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        if self.positions == "absolute":
+            return positions_from_mask(mask, state["n_read"])
+        return self.position(positions_from_mask(mask, state["mask"].sum(-1)))
 
     def read_inputs(
         self, state: dict[str, torch.Tensor], embeds: torch.Tensor, mask: torch.Tensor, write: bool
@@ -107,7 +140,7 @@ class KVMemory(torch.nn.Module):
         return BackboneInputs(
             inputs_embeds=embeds,
             attention_mask=torch.cat([state["mask"].to(mask.dtype), mask], dim=1),
-            position_ids=positions_from_mask(mask, self.next_position(state)),
+            position_ids=self.chunk_positions(state, mask),
             cache=cache,
             text=slice(0, embeds.shape[1]),
         )
@@ -122,39 +155,55 @@ class KVMemory(torch.nn.Module):
             received = torch.stack([(a * query_mask).sum(dim=(1, 2)) for a in attentions])  # (L, B, S+T)
             scores = scores + received.float()
         if self.budget is not None and full_mask.shape[1] > self.budget:
-            new = self.evict(layers, full_mask, scores)
+            keep = self.keep(full_mask, scores)
+            new = self.evict(layers, full_mask, scores, keep)
+            new.update(self.archive(state, layers, full_mask, scores, keep))
         else:
             keys = torch.stack([layer.keys for layer in layers])  # (L, B, H, S+T, Dh)
             values = torch.stack([layer.values for layer in layers])
             new = {"keys": keys, "values": values, "mask": full_mask, "scores": scores}
         new["n_read"] = state["n_read"] + mask.sum(-1)
-        return new
+        return {**state, **new}  # what a subclass keeps beside the entries (a retrieval store) carries over
 
-    def evict(self, layers, mask: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Keep `budget` entries per layer and document: sinks, recent, then the most attended."""
-        budget = self.budget
+    def keep(self, mask: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The `budget` entries each layer keeps, (L, B, budget): sinks, recent, then the most attended.
+
+        Real entries first, in reading order; then padding (documents with fewer entries than the budget).
+        """
         L, S = scores.shape[0], mask.shape[1]  # mask (B, S), scores (L, B, S)
         rank = mask.long().cumsum(-1) - 1  # index among the document's real entries
         count = mask.sum(-1, keepdim=True)
         protected = mask & ((rank < self.sinks) | (rank >= count - self.recent))
         priority = scores.masked_fill(~mask, float("-inf")).masked_fill(protected, float("inf"))
-        keep = priority.topk(budget, dim=-1).indices  # (L, B, budget)
-        # real entries first, in reading order; then the padding
+        keep = priority.topk(self.budget, dim=-1).indices  # (L, B, budget)
         is_pad = (~mask).unsqueeze(0).expand(L, -1, -1).gather(-1, keep)
-        order = (keep + S * is_pad).argsort(-1)
-        keep, is_pad = keep.gather(-1, order), is_pad.gather(-1, order)
+        return keep.gather(-1, (keep + S * is_pad).argsort(-1))
+
+    def evict(
+        self, layers, mask: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The state holding only the entries `keep` of every layer, at their new places."""
+        count = mask.sum(-1, keepdim=True)
         keys = _take(layers, "keys", keep)
-        if self.rotation is not None:  # entry j moves from position rank[j] to its place among the kept
-            shift = torch.arange(budget, device=mask.device) - rank.unsqueeze(0).expand(L, -1, -1).gather(
-                -1, keep
+        if (
+            self.rotation is not None
+        ):  # entry j moves from its place among all entries to its place among the kept
+            rank = (mask.long().cumsum(-1) - 1).unsqueeze(0).expand(keep.shape[0], -1, -1)
+            shift = self.position(torch.arange(keep.shape[-1], device=mask.device)) - self.position(
+                rank.gather(-1, keep)
             )
+            is_pad = ~mask.unsqueeze(0).expand(keep.shape[0], -1, -1).gather(-1, keep)
             keys = self.rotation(keys, shift.masked_fill(is_pad, 0))
         return {
             "keys": keys,
             "values": _take(layers, "values", keep),
-            "mask": torch.arange(budget, device=mask.device)[None, :] < count.clamp(max=budget),
+            "mask": torch.arange(self.budget, device=mask.device)[None, :] < count.clamp(max=self.budget),
             "scores": scores.gather(-1, keep),
         }
+
+    def archive(self, state, layers, mask, scores, keep) -> dict[str, torch.Tensor]:
+        """What becomes of the entries eviction drops: nothing here; a retrieval tier keeps them."""
+        return {}
 
 
 def _take(layers, name: str, keep: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The interface every memory offers the model: what the backbone reads, and how a chunk updates the state."""
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +17,7 @@ class BackboneInputs:
     position_ids: torch.Tensor  # (B, P)
     cache: Cache | None
     text: slice  # where the chunk/prompt tokens sit among the P positions
+    attending: AbstractContextManager | None = None  # entered around every backbone call on this state
 
 
 class Memory(Protocol):

@@ -19,6 +19,7 @@ from .cache import reserved_cache
 from .config import CONFIG_NAME, MemGPTConfig
 from .generation import sample_next
 from .kv import SCORING_ATTENTION, KVMemory, scoring_entries
+from .retrieval import RetrievalMemory
 from .rope import KeyRotation, find_rotary
 from .slots import SlotMemory
 from .state import MemoryState
@@ -188,6 +189,8 @@ class MemGPT(nn.Module):
             sig = {"kind": self.config.memory, "model_type": self.backbone.config.model_type, **shapes}
             if self.config.memory == "slots":
                 sig["num_slots"] = self.config.num_slots
+            if self.config.memory == "retrieval":  # the store's layout
+                sig["block"], sig["reps"] = self.config.retrieval_block, self.config.retrieval_reps
             self._signature = sig
         return dict(self._signature)
 
@@ -274,7 +277,7 @@ class MemGPT(nn.Module):
     def _backbone(self, inputs, use_cache: bool, output_attentions: bool | None = None):
         if output_attentions is None:  # reading: kv memory scores its entries by the attention they receive
             output_attentions = self.memory.needs_attentions
-        with scoring_entries() if output_attentions else nullcontext():
+        with scoring_entries() if output_attentions else nullcontext(), inputs.attending or nullcontext():
             return self.backbone.base_model(
                 inputs_embeds=inputs.inputs_embeds,
                 attention_mask=inputs.attention_mask,
@@ -342,25 +345,26 @@ class MemGPT(nn.Module):
         position = inputs.position_ids[:, -1]
         done = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
         new_tokens = []
-        out = self._backbone(inputs, use_cache=True, output_attentions=False)
-        for _ in range(max_new_tokens):
-            logits = self.backbone.get_output_embeddings()(out.last_hidden_state[:, -1]).float()  # (B, V)
-            token = sample_next(logits, do_sample, temperature, top_k, top_p, generator)
-            token = torch.where(done, torch.full_like(token, pad), token)
-            new_tokens.append(token)
-            if eos is not None:
-                done = done | (token == eos)
-            if done.all():
-                break
-            position = position + 1
-            attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
-            out = self.backbone.base_model(
-                inputs_embeds=self.backbone.get_input_embeddings()(token[:, None]),
-                attention_mask=attn,
-                position_ids=position[:, None],
-                cache=out.cache,
-                use_cache=True,
-            )
+        with inputs.attending or nullcontext():  # a retrieval tier reads its store for every new token too
+            out = self._backbone(inputs, use_cache=True, output_attentions=False)
+            for _ in range(max_new_tokens):
+                logits = self.backbone.get_output_embeddings()(out.last_hidden_state[:, -1]).float()  # (B, V)
+                token = sample_next(logits, do_sample, temperature, top_k, top_p, generator)
+                token = torch.where(done, torch.full_like(token, pad), token)
+                new_tokens.append(token)
+                if eos is not None:
+                    done = done | (token == eos)
+                if done.all():
+                    break
+                position = position + 1
+                attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
+                out = self.backbone.base_model(
+                    inputs_embeds=self.backbone.get_input_embeddings()(token[:, None]),
+                    attention_mask=attn,
+                    position_ids=position[:, None],
+                    cache=out.cache,
+                    use_cache=True,
+                )
         generated = torch.stack(new_tokens, dim=1) if new_tokens else prompt.new_zeros(len(rows), 0)
         return torch.cat([prompt.to(self.device), generated.to(prompt.dtype)], dim=1)
 
@@ -378,22 +382,21 @@ def build_memory(config: MemGPTConfig, backbone: PreTrainedModel) -> nn.Module:
         return SlotMemory(config.num_slots, shapes["hidden_size"], init_std)
     if config.kv_positions == "cache" and config.kv_budget is not None:
         window = hub.position_window(backbone.config)
-        if window is not None and config.kv_budget + config.chunk_size > window:
+        gap = config.retrieval_topk * config.retrieval_block if config.memory == "retrieval" else 0
+        if window is not None and config.kv_budget + config.chunk_size + gap > window:
             raise ValueError(
-                f"kv_budget + chunk_size ({config.kv_budget} + {config.chunk_size}) must fit the backbone's "
-                f"{window}-position window"
+                f"kv_budget + chunk_size{' + retrieval_topk * retrieval_block' if gap else ''} "
+                f"({config.kv_budget} + {config.chunk_size}{f' + {gap}' if gap else ''}) must fit the "
+                f"backbone's {window}-position window"
             )
     rotary = find_rotary(backbone) if config.kv_positions == "cache" else None
-    return KVMemory(
-        shapes["num_layers"],
-        shapes["num_kv_heads"],
-        shapes["head_dim"],
-        config.kv_budget,
-        config.kv_sinks,
-        config.kv_recent,
-        config.kv_positions,
-        KeyRotation(rotary) if rotary is not None else None,
-    )
+    shape = (shapes["num_layers"], shapes["num_kv_heads"], shapes["head_dim"])
+    kv = (config.kv_budget, config.kv_sinks, config.kv_recent, config.kv_positions)
+    rotation = KeyRotation(rotary) if rotary is not None else None
+    if config.memory == "retrieval":
+        tier = {"block": config.retrieval_block, "topk": config.retrieval_topk, "reps": config.retrieval_reps}
+        return RetrievalMemory(*shape, *kv, rotation, **tier)
+    return KVMemory(*shape, *kv, rotation)
 
 
 def _default_tokenizer(config: MemGPTConfig):

@@ -9,6 +9,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+# tensors whose first dimension is the layer (the document is the second)
+LAYER_FIRST = ("keys", "values", "scores", "host_keys", "host_values", "host_scores", "host_reps")
+# tensors that grow with the entries held: the dimension that differs between states (padded when batched)
+ENTRY_DIM = {"keys": 3, "values": 3, "mask": 1, "scores": 2, "host_keys": 3, "host_values": 3, "host_scores": 2,
+             "host_reps": 3}  # fmt: skip
+
 
 @dataclass
 class MemoryState:
@@ -16,6 +22,8 @@ class MemoryState:
 
     slots: memory (B, n, D), n_read (B,)
     kv:    keys/values (L, B, H, S, Dh), mask (B, S), scores (L, B, S), n_read (B,)
+    retrieval: kv's, plus the store in host memory: host_keys/host_values (L, B, H, N, Dh), host_scores
+           (L, B, N), host_reps (L, B, H, N / block, reps, Dh), host_len and host_fill (B,)
     `signature` names the model the state belongs to; loading it into another model fails clearly.
     """
 
@@ -41,7 +49,7 @@ class MemoryState:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     def _batch_dim(self, name: str) -> int:
-        return 1 if name in ("keys", "values", "scores") else 0
+        return 1 if name in LAYER_FIRST else 0
 
     def select(self, index: torch.Tensor | list[int]) -> "MemoryState":
         """The states of the documents at `index`, in that order."""
@@ -51,16 +59,17 @@ class MemoryState:
     def scatter(self, index: torch.Tensor | list[int], other: "MemoryState") -> "MemoryState":
         """A copy of self where the documents at `index` take their state from `other` (batch len(index))."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.n_read.device)
-        a, b = _pad_kv(self, other) if self.kind == "kv" else (self, other)
+        a, b = _pad_entries(self, other)
         return a._map(lambda name, t: t.index_copy(a._batch_dim(name), index, b.tensors[name].to(t.dtype)))
 
     @staticmethod
     def cat(states: list["MemoryState"]) -> "MemoryState":
         """Concatenate states of several batches into one batch."""
         first = states[0]
-        if first.kind == "kv":
-            width = max(s.size() for s in states)
-            states = [_pad_kv_to(s, width) for s in states]
+        widths = {
+            n: max(s.tensors[n].shape[d] for s in states) for n, d in ENTRY_DIM.items() if n in first.tensors
+        }
+        states = [_pad_to(s, widths) for s in states]
         tensors = {
             name: torch.cat([s.tensors[name] for s in states], dim=first._batch_dim(name))
             for name in first.tensors
@@ -71,7 +80,8 @@ class MemoryState:
         return self._map(lambda _, t: t.detach())
 
     def to(self, device: torch.device | str) -> "MemoryState":
-        return self._map(lambda _, t: t.to(device))
+        """On `device`, except a retrieval store (`host_*`), which stays in host memory."""
+        return self._map(lambda name, t: t if name.startswith("host_") else t.to(device))
 
     def _map(self, fn) -> "MemoryState":
         return MemoryState(self.kind, {k: fn(k, v) for k, v in self.tensors.items()}, self.signature)
@@ -100,25 +110,18 @@ class MemoryState:
         return cls(meta["kind"], tensors, json.loads(meta["signature"]))
 
 
-def _pad_kv_to(state: MemoryState, width: int) -> MemoryState:
-    """Pad a kv state with masked-out entries up to `width` entries per layer."""
-    extra = width - state.size()
-    if extra <= 0:
-        return state
-    t = state.tensors
-    pad = {
-        "keys": (0, 0, 0, extra),
-        "values": (0, 0, 0, extra),
-        "mask": (0, extra),
-        "scores": (0, extra),
+def _pad_to(state: MemoryState, widths: dict[str, int]) -> MemoryState:
+    """Pad each tensor with masked-out (zero) entries up to `widths[name]` along its entries dimension."""
+    t = dict(state.tensors)
+    for name, width in widths.items():
+        dim, extra = ENTRY_DIM[name], width - t[name].shape[ENTRY_DIM[name]]
+        if extra > 0:
+            t[name] = torch.nn.functional.pad(t[name], [0, 0] * (t[name].dim() - dim - 1) + [0, extra])
+    return MemoryState(state.kind, t, state.signature)
+
+
+def _pad_entries(a: MemoryState, b: MemoryState) -> tuple[MemoryState, MemoryState]:
+    widths = {
+        n: max(a.tensors[n].shape[d], b.tensors[n].shape[d]) for n, d in ENTRY_DIM.items() if n in a.tensors
     }
-    return MemoryState(
-        state.kind,
-        {k: torch.nn.functional.pad(v, pad[k]) if k in pad else v for k, v in t.items()},
-        state.signature,
-    )
-
-
-def _pad_kv(a: MemoryState, b: MemoryState) -> tuple[MemoryState, MemoryState]:
-    width = max(a.size(), b.size())
-    return _pad_kv_to(a, width), _pad_kv_to(b, width)
+    return _pad_to(a, widths), _pad_to(b, widths)

@@ -12,7 +12,7 @@ CORPUS = REPO / ".." / "shared" / "corpus"
 
 TINY_LLAMA = {
     "model_type": "llama", "vocab_size": 4096, "hidden_size": 64, "intermediate_size": 128,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
     "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1,
 }  # fmt: skip
 FACT_LINE = "Elizabeth | visits | the house\n"  # what the trained fact model says after "\nFacts:\n"

@@ -1,0 +1,160 @@
+"""Retrieval memory: kv memory plus every evicted entry kept in host memory, brought back when a query needs it.
+
+InfLLM (Xiao et al., NeurIPS 2024), training-free. What kv eviction drops goes, per layer, into a store of
+blocks of `block` consecutive evicted entries; each block is summarised by its `reps` most attended keys. In
+every layer, the queries of each chunk (the last SCORE_WINDOW of them) and of each generated token score the
+blocks by their best representative and attend to the `topk` best beside the sinks, the kept entries and the
+recent window. The budget on the device stays as it is; the store grows with the book, in host memory.
+
+Positions: the kept entries sit where kv memory puts them, after a gap of `topk * block` positions behind the
+sinks; retrieved blocks are rotated into that gap (memgpt/rope.py), so every position stays inside the window.
+"""
+
+import torch
+
+from .kv import EXTRA_ENTRIES, SCORE_WINDOW, KVMemory, _take
+from .memory import BackboneInputs
+
+HOST = torch.device("cpu")
+
+
+class RetrievalMemory(KVMemory):
+    kind = "retrieval"
+
+    def __init__(self, *args, block: int, topk: int, reps: int, **kwargs):
+        super().__init__(*args, gap=block * topk, **kwargs)
+        if self.rotation is None or self.budget is None:
+            raise ValueError("retrieval memory needs a RoPE backbone, kv_positions='cache' and a kv_budget")
+        self.block, self.topk, self.reps = block, topk, reps
+        self.rep_position = self.sinks + self.gap // 2  # where block summaries are scored from
+
+    def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        state = super().init(batch_size, device, dtype)
+        L, H, Dh = self.shape
+        state.update(
+            host_keys=torch.zeros(L, batch_size, H, 0, Dh, dtype=dtype),  # un-rotated (position 0)
+            host_values=torch.zeros(L, batch_size, H, 0, Dh, dtype=dtype),
+            host_scores=torch.zeros(L, batch_size, 0),
+            host_reps=torch.zeros(L, batch_size, H, 0, self.reps, Dh, dtype=dtype),  # at rep_position
+            host_len=torch.zeros(batch_size, dtype=torch.long),  # entries stored per document
+            # entries written into these buffers by any state sharing them (updated in place): a state that
+            # finds more than its own host_len was branched from, and writes into a copy instead
+            host_fill=torch.zeros(batch_size, dtype=torch.long),
+        )
+        return state
+
+    def read_inputs(self, state, embeds, mask, write) -> BackboneInputs:
+        inputs = super().read_inputs(state, embeds, mask, write)
+        inputs.attending = Retrieving(self, state, mask)
+        return inputs
+
+    def archive(self, state, layers, mask, scores, keep) -> dict[str, torch.Tensor]:
+        """Append the entries eviction drops, un-rotated, to each document's store; summarise full blocks."""
+        L = keep.shape[0]
+        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, keep, True)
+        dropped = mask.unsqueeze(0) & ~kept  # (L, B, S); as many per document in every layer
+        n_dropped = dropped[0].sum(-1)  # (B,)
+        width = int(n_dropped.max())
+        order = dropped.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[
+            ..., :width
+        ]  # reading order
+        rank = (mask.long().cumsum(-1) - 1).unsqueeze(0).expand(L, -1, -1)
+        keys = self.rotation(_take(layers, "keys", order), -self.position(rank.gather(-1, order)))
+        values = _take(layers, "values", order)
+        return self.store(state, keys, values, scores.gather(-1, order), n_dropped)
+
+    def store(self, state, keys, values, scores, counts) -> dict[str, torch.Tensor]:
+        """Write `counts[b]` new entries of document b behind its stored ones (the buffer doubles when full)."""
+        host = {k: state[k] for k in ("host_keys", "host_values", "host_scores", "host_reps")}
+        start, fill = state["host_len"], state["host_fill"]
+        end = start + counts.cpu()
+        need = int(end.max())
+        capacity = host["host_keys"].shape[3]
+        if need > capacity:  # doubling: a book of N tokens copies its store O(log N) times
+            capacity = max(2 * capacity, -(-need // self.block) * self.block)
+            host, fill = {k: _grow(v, k, capacity, self.block) for k, v in host.items()}, end.clone()
+        elif bool((fill > start).any()):  # another state read on from this one: leave its entries alone
+            host, fill = {k: v.clone() for k, v in host.items()}, end.clone()
+        else:
+            fill.copy_(end)
+        for b in range(len(counts)):
+            s, e = int(start[b]), int(end[b])
+            host["host_keys"][:, b, :, s:e] = keys[:, b, :, : e - s].to(HOST)
+            host["host_values"][:, b, :, s:e] = values[:, b, :, : e - s].to(HOST)
+            host["host_scores"][:, b, s:e] = scores[:, b, : e - s].to(HOST)
+            self.summarise(host, b, s // self.block, e // self.block)
+        return {**host, "host_len": end, "host_fill": fill}
+
+    def summarise(self, host, b: int, first: int, last: int) -> None:
+        """Blocks first..last-1 of document b get their `reps` most attended keys, rotated to rep_position."""
+        if last <= first:
+            return
+        L, _, H, _, Dh = host["host_keys"].shape
+        n, span = last - first, slice(first * self.block, last * self.block)
+        keys = host["host_keys"][:, b, :, span].reshape(L, H, n, self.block, Dh)
+        best = host["host_scores"][:, b, span].reshape(L, n, self.block).topk(self.reps, dim=-1).indices
+        reps = keys.gather(3, best[:, None, :, :, None].expand(L, H, n, self.reps, Dh))  # (L, H, n, r, Dh)
+        shift = torch.full((L, 1, n * self.reps), self.rep_position)
+        reps = self.rotation(reps.reshape(L, 1, H, n * self.reps, Dh), shift)
+        host["host_reps"][:, b, :, first:last] = reps.view(L, H, n, self.reps, Dh)
+
+
+class Retrieving:
+    """Entered around the backbone calls that read one state: each layer attends to its best blocks too."""
+
+    def __init__(self, memory: RetrievalMemory, state: dict[str, torch.Tensor], query_mask: torch.Tensor):
+        self.memory, self.state, self.query_mask = memory, state, query_mask
+        self.tokens: list = []
+
+    def __enter__(self) -> "Retrieving":
+        self.tokens.append(EXTRA_ENTRIES.set(self.extend))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        EXTRA_ENTRIES.reset(self.tokens.pop())
+
+    def extend(self, layer: int, query: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The keys (rotated into the gap), values and additive mask columns of layer `layer`'s best blocks."""
+        m, st = self.memory, self.state
+        blocks = st["host_len"] // m.block  # complete blocks per document, (B,)
+        if int(blocks.max()) == 0:
+            return None
+        B, H, T, Dh = query.shape
+        k = min(m.topk, int(blocks.max()))
+        reps = st["host_reps"][layer][:, :, : int(blocks.max())].float()  # (B, Hkv, n, r, Dh)
+        Hkv = reps.shape[1]
+        q = (query.float() * _window(self.query_mask, T, query.device)[:, None, :, None]).sum(2)  # (B, H, Dh)
+        q = q.to(HOST).view(B, Hkv, H // Hkv, Dh)
+        fit = torch.einsum("bkgd,bknrd->bkgnr", q, reps).amax(-1).sum((1, 2))  # (B, n)
+        fit = fit.masked_fill(torch.arange(fit.shape[1]) >= blocks[:, None], float("-inf"))
+        chosen = fit.topk(k, dim=-1).indices.sort(-1).values  # (B, k), in reading order
+        valid = chosen < blocks[:, None]
+        entries = (chosen[..., None] * m.block + torch.arange(m.block)).flatten(1)  # (B, k * block)
+        index = entries[:, None, :, None].expand(B, Hkv, -1, Dh)
+        keys = st["host_keys"][layer].gather(2, index).to(query.device)
+        values = st["host_values"][layer].gather(2, index).to(query.device)
+        place = torch.arange(m.sinks, m.sinks + k * m.block, device=query.device).expand(1, B, -1)
+        keys = m.rotation(keys[None], place)[0].to(query.dtype)
+        allowed = valid.repeat_interleave(m.block, dim=1).to(query.device)  # (B, k * block)
+        columns = torch.zeros(B, 1, T, k * m.block, device=query.device, dtype=mask.dtype)
+        columns = columns.masked_fill(~allowed[:, None, None, :], torch.finfo(mask.dtype).min)
+        return keys, values.to(query.dtype), columns
+
+
+def _window(query_mask: torch.Tensor, T: int, device) -> torch.Tensor:
+    """Weights averaging each row's last SCORE_WINDOW real queries, (B, T)."""
+    mask = query_mask.to(device).float() if query_mask.shape[1] == T else torch.ones(query_mask.shape[0], T)
+    from_end = mask.flip(-1).cumsum(-1).flip(-1)  # real queries at or after each position
+    w = mask * (from_end <= SCORE_WINDOW)
+    return w / w.sum(-1, keepdim=True).clamp(min=1)
+
+
+def _grow(t: torch.Tensor, name: str, capacity: int, block: int) -> torch.Tensor:
+    """A copy of a store tensor with room for `capacity` entries (capacity / block summaries)."""
+    dim = {"host_keys": 3, "host_values": 3, "host_scores": 2, "host_reps": 3}[name]
+    size = capacity // block if name == "host_reps" else capacity
+    shape = list(t.shape)
+    shape[dim] = size
+    out = t.new_zeros(shape)
+    out.narrow(dim, 0, t.shape[dim]).copy_(t)
+    return out
