@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{machine()}\nmodel {args.model}: window {window:,} positions; {tokens:,} tokens of {args.text.name}"
     )
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     curves = []
     for name in methods:
         options = METHODS[name]
@@ -205,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
             model = MemGPT.from_backbone(backbone, tokenizer=tokenizer, chunk_size=args.chunk, **options)
             losses = loss_curve(model, backbone, ids, args.chunk, limit)
         curves.append(Curve(name, losses, time.time() - start))
+        partial = {c.method: c.losses for c in curves}  # kept as it goes: a long run stopped early loses nothing
+        (out / "streaming.partial.json").write_text(json.dumps({"command": command(), "curves": partial}) + "\n")
         print(
             f"{name}: {limit:,} tokens in {curves[-1].seconds:.0f}s, " + " ".join(f"{x:.2f}" for x in losses)
         )
@@ -218,8 +222,6 @@ def main(argv: list[str] | None = None) -> None:
         f"pays), so kv memory's own work costs {speed['kv'] / speed['cached'] - 1:+.1%}"
     )
     md = table(curves)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "streaming.md").write_text(md + "\n\n" + "\n".join(f"- {g}" for g in goals) + "\n")
     record = {"command": command(), "machine": machine(), "model": args.model, "tokens": tokens, "bin": BIN,
               "curves": {c.method: c.losses for c in curves}, "seconds": {c.method: c.seconds for c in curves},

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import ExtractConfig
+from pipeline.config import MEMORY_KINDS, ExtractConfig
 from pipeline.io import ReadConfig
 from pipeline.prompts import PromptConfig
 
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model",
         help="MemGPT folder, HF model folder, hub id, or 'random' (default: the shipped memgpt-small)",
     )
-    p.add_argument("--memory", choices=["slots", "kv"])
+    p.add_argument("--memory", choices=list(MEMORY_KINDS))
     p.add_argument("--chunk-size", type=int)
     p.add_argument("--workers", type=int, help="actors, each holding one model")
     p.add_argument("--gpus-per-worker", type=float)

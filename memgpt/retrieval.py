@@ -2,7 +2,7 @@
 
 InfLLM (Xiao et al., NeurIPS 2024), training-free. What kv eviction drops goes, per layer, into a store of
 blocks of `block` consecutive evicted entries; each block is summarised by its `reps` most attended keys. In
-every layer, the queries of each chunk (the last SCORE_WINDOW of them) and of each generated token score the
+every layer, the queries of each chunk (the mean of its last QUERY_WINDOW) and of each generated token score the
 blocks by their best representative and attend to the `topk` best beside the sinks, the kept entries and the
 recent window. The budget on the device stays as it is; the store grows with the book, in host memory.
 
@@ -12,10 +12,11 @@ sinks; retrieved blocks are rotated into that gap (memgpt/rope.py), so every pos
 
 import torch
 
-from .kv import EXTRA_ENTRIES, SCORE_WINDOW, KVMemory, _take
+from .kv import EXTRA_ENTRIES, KVMemory, _take
 from .memory import BackboneInputs
 
 HOST = torch.device("cpu")
+QUERY_WINDOW = 8  # the last real queries whose mean picks the blocks (the question, not the filler before it)
 
 
 class RetrievalMemory(KVMemory):
@@ -142,10 +143,10 @@ class Retrieving:
 
 
 def _window(query_mask: torch.Tensor, T: int, device) -> torch.Tensor:
-    """Weights averaging each row's last SCORE_WINDOW real queries, (B, T)."""
+    """Weights averaging each row's last QUERY_WINDOW real queries, (B, T)."""
     mask = query_mask.to(device).float() if query_mask.shape[1] == T else torch.ones(query_mask.shape[0], T)
     from_end = mask.flip(-1).cumsum(-1).flip(-1)  # real queries at or after each position
-    w = mask * (from_end <= SCORE_WINDOW)
+    w = mask * (from_end <= QUERY_WINDOW)
     return w / w.sum(-1, keepdim=True).clamp(min=1)
 
 

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pipeline.io import ReadConfig
 from pipeline.prompts import PromptConfig
 
-MEMORY_KINDS = ("slots", "kv")
+# memgpt.config.MEMORY_KINDS, restated: importing memgpt would load torch into processes that only write tables
+MEMORY_KINDS = ("slots", "kv", "retrieval")
 RANDOM_MODEL = "random"  # model name for a random-init MemGPT of the default config (for trying things)
 
 
@@ -16,7 +17,7 @@ class ExtractConfig:
     input: str
     output: str
     model: str | None = None  # a MemGPT folder, an HF model folder, a hub id or "random"; None: memgpt-small
-    memory: str | None = None  # slots | kv; None: the model's own (kv for plain HF models)
+    memory: str | None = None  # slots | kv | retrieval; None: the model's own (kv for plain HF models)
     chunk_size: int | None = None  # tokens per chunk; None: the model's
     workers: int = 1  # actors, each holding one model
     gpus_per_worker: float = 0.0
