@@ -5,6 +5,7 @@ A real pretrained backbone (SmolLM2-135M-Instruct, 8,192-position window, made r
 - full:           kv_budget=None, exact attention over everything read (inside the window only);
 - kv-512/1024/2048: kv memory at that budget (4 sinks, 256 recent, the rest by attention received),
                   positions within the cache, moved keys re-rotated;
+- kv-1024-decay:  the same budget, the attention an entry received halved at every chunk;
 - kv-1024-absolute: the same budget with document positions (past the window: positions never trained on);
 - window-1024:    a sliding window of the last 1024 entries, no sinks (StreamingLLM's failing baseline);
 - no-memory:      each chunk alone (the bare backbone's chunked forward).
@@ -35,6 +36,7 @@ METHODS = {  # name -> kv options (None: no memory at all)
     "kv-512": {"kv_budget": 512, "kv_sinks": 4, "kv_recent": 256},
     "kv-1024": {"kv_budget": 1024, "kv_sinks": 4, "kv_recent": 256},
     "kv-2048": {"kv_budget": 2048, "kv_sinks": 4, "kv_recent": 256},
+    "kv-1024-decay": {"kv_budget": 1024, "kv_sinks": 4, "kv_recent": 256, "kv_decay": 0.5},
     "kv-1024-absolute": {"kv_budget": 1024, "kv_sinks": 4, "kv_recent": 256, "kv_positions": "absolute"},
     "window-1024": {"kv_budget": 1024, "kv_sinks": 0, "kv_recent": 1024},
     "no-memory": None,
@@ -119,19 +121,31 @@ def summarise(curves: list[Curve], window: int) -> list[str]:
     for c in curves if total > window else []:
         if c.method.startswith(("kv", "window")) and BIN * len(c.losses) == total:
             early, far = mean(c.losses, BIN, window), mean(c.losses, *late)
-            lines.append(
-                f"{c.method}: {late[0] // 1000}-{late[1] // 1000}k {far:.3f} vs its own 2-{window // 1000}k "
+            line = (
+                f"{c.method}: {late[0] // 1024}-{late[1] // 1024}k {far:.3f} vs its own 2-{window // 1024}k "
                 f"{early:.3f}: {far / early - 1:+.1%}"
             )
+            if (
+                "no-memory" in by
+            ):  # the text's own difficulty moves every curve: the gain over no memory does not
+                base_early, base_far = mean(by["no-memory"], BIN, window), mean(by["no-memory"], *late)
+                line += f"; below no-memory by {base_early - early:.3f} then {base_far - far:.3f} nats"
+            lines.append(line)
     return lines
 
 
-def table(curves: list[Curve]) -> str:
+def table(curves: list[Curve], columns: int = 16) -> str:
+    """Mean loss per span of tokens read, at most `columns` spans (each a whole number of BIN)."""
     n = max(len(c.losses) for c in curves)
-    head = "| method | " + " | ".join(f"{i * BIN // 1000}-{(i + 1) * BIN // 1000}k" for i in range(n)) + " |"
-    lines = [head, "|---|" + "---|" * n]
+    group = -(-n // columns)
+    spans = [(i, min(i + group, n)) for i in range(0, n, group)]
+    label = [f"{a * BIN // 1024}-{b * BIN // 1024}k" for a, b in spans]
+    lines = ["| method | " + " | ".join(label) + " |", "|---|" + "---|" * len(spans)]
     for c in curves:
-        cells = [f"{x:.2f}" for x in c.losses] + ["past the window"] * (n - len(c.losses))
+        cells = [
+            f"{sum(c.losses[a:b]) / (b - a):.2f}" if b <= len(c.losses) else "past the window"
+            for a, b in spans
+        ]
         lines.append(f"| {c.method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -169,6 +183,11 @@ def main(argv: list[str] | None = None) -> None:
         "--text", type=Path, default=CORPUS, help="book text (default: Pride and Prejudice from ../shared)"
     )
     p.add_argument("--start", type=int, default=5_000, help="first character read (skips the front matter)")
+    p.add_argument(
+        "--full-at", type=int, nargs="*", default=[],
+        help="also: full attention's loss on the BIN tokens at each of these token offsets, with the window's "
+        "worth of tokens before them as context (a reference for kv memory past the window)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/benchmarks", help="folder for streaming.json / .md / .png")
     args = p.parse_args(argv)
@@ -196,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    curves = []
+    curves, goals = [], []
     for name in methods:
         options = METHODS[name]
         limit = min(tokens, window) if name == "full" else tokens
@@ -207,14 +226,25 @@ def main(argv: list[str] | None = None) -> None:
             model = MemGPT.from_backbone(backbone, tokenizer=tokenizer, chunk_size=args.chunk, **options)
             losses = loss_curve(model, backbone, ids, args.chunk, limit)
         curves.append(Curve(name, losses, time.time() - start))
-        partial = {c.method: c.losses for c in curves}  # kept as it goes: a long run stopped early loses nothing
-        (out / "streaming.partial.json").write_text(json.dumps({"command": command(), "curves": partial}) + "\n")
+        partial = {
+            c.method: c.losses for c in curves
+        }  # kept as it goes: a long run stopped early loses nothing
+        (out / "streaming.partial.json").write_text(
+            json.dumps({"command": command(), "curves": partial}) + "\n"
+        )
         print(
             f"{name}: {limit:,} tokens in {curves[-1].seconds:.0f}s, " + " ".join(f"{x:.2f}" for x in losses)
         )
 
+    full = MemGPT.from_backbone(backbone, tokenizer=tokenizer, chunk_size=args.chunk, kv_budget=None)
+    for at in args.full_at:  # the window before `at` read exactly, then the BIN tokens at `at` scored
+        start = max(0, at - window + BIN)
+        losses = loss_curve(full, backbone, ids[start:], args.chunk, at + BIN - start)
+        goals.append(f"full attention at {at // 1024}-{(at + BIN) // 1024}k, the {(at - start) // 1024}k before "
+                     f"it as context: {losses[-1]:.3f}" + "".join(
+                         f"; {c.method} there {c.losses[at // BIN]:.3f}" for c in curves if len(c.losses) > at // BIN))  # fmt: skip
     speed = throughput(backbone, tokenizer, ids, args.chunk, budget=1024)
-    goals = summarise(curves, window)
+    goals += summarise(curves, window)
     goals.append(
         f"read throughput, kv-1024 vs the bare backbone's chunked forward: {speed['bare'] / speed['kv']:.2f} "
         f"({args.chunk / speed['kv']:,.0f} vs {args.chunk / speed['bare']:,.0f} tokens/s); the bare backbone "

@@ -48,12 +48,10 @@ class MemGPTConfig:
     kv_budget: int | None = 512
     kv_sinks: int = 4
     kv_recent: int = 128
-    kv_positions: str = (
-        "cache"  # "cache": places among the kept entries (re-rotated); "absolute": document index
-    )
-    retrieval_block: int = (
-        32  # on SmolLM2, 16 blocks of 32 found a passkey at 16k tokens where 4 of 128 did not
-    )
+    kv_decay: float = 1.0  # per chunk, on the attention an entry has received (1: H2O's plain sum)
+    kv_positions: str = "cache"  # "cache": places among the kept (re-rotated); "absolute": document index
+    # on SmolLM2, 16 blocks of 32 found a passkey at 16k tokens where 4 blocks of 128 did not
+    retrieval_block: int = 32
     retrieval_topk: int = 16
     retrieval_reps: int = 4
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
@@ -67,6 +65,8 @@ class MemGPTConfig:
             raise ValueError(f"num_slots must be >= 1, got {self.num_slots}")
         if self.bptt_depth < 1:
             raise ValueError(f"bptt_depth must be >= 1, got {self.bptt_depth}")
+        if not 0.0 <= self.kv_decay <= 1.0:
+            raise ValueError(f"kv_decay must be in [0, 1], got {self.kv_decay}")
         if self.kv_positions not in KV_POSITIONS:
             raise ValueError(f"kv_positions must be one of {KV_POSITIONS}, got {self.kv_positions!r}")
         if self.memory == "retrieval" and (self.kv_budget is None or self.kv_positions != "cache"):

@@ -99,11 +99,13 @@ class KVMemory(torch.nn.Module):
         positions: str = "cache",
         rotation: KeyRotation | None = None,
         gap: int = 0,
+        decay: float = 1.0,
     ):
         super().__init__()
         self.shape = (num_layers, num_kv_heads, head_dim)
         self.budget, self.sinks, self.recent = budget, sinks, recent
         self.positions = positions
+        self.decay = decay
         self.gap = (
             gap  # positions left free after the sinks (where a retrieval tier puts what it brings back)
         )
@@ -148,7 +150,8 @@ class KVMemory(torch.nn.Module):
     def update(self, state, inputs, hidden, mask, attentions) -> dict[str, torch.Tensor]:
         layers = inputs.cache.layers  # each (B, H, S+T, Dh): the kept entries, then this chunk's
         full_mask = torch.cat([state["mask"], mask.bool()], dim=1)  # (B, S+T)
-        scores = torch.nn.functional.pad(state["scores"], (0, mask.shape[1]))  # (L, B, S+T)
+        # (L, B, S+T); decay < 1 forgets old attention, so entries heavy long ago do not crowd out newer ones
+        scores = torch.nn.functional.pad(state["scores"] * self.decay, (0, mask.shape[1]))
         if attentions is not None:
             window = attentions[0].shape[2]
             query_mask = mask[:, -window:].to(attentions[0].dtype)[:, None, :, None]  # (B, 1, w, 1)

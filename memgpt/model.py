@@ -395,8 +395,8 @@ def build_memory(config: MemGPTConfig, backbone: PreTrainedModel) -> nn.Module:
     rotation = KeyRotation(rotary) if rotary is not None else None
     if config.memory == "retrieval":
         tier = {"block": config.retrieval_block, "topk": config.retrieval_topk, "reps": config.retrieval_reps}
-        return RetrievalMemory(*shape, *kv, rotation, **tier)
-    return KVMemory(*shape, *kv, rotation)
+        return RetrievalMemory(*shape, *kv, rotation, decay=config.kv_decay, **tier)
+    return KVMemory(*shape, *kv, rotation, decay=config.kv_decay)
 
 
 def _default_tokenizer(config: MemGPTConfig):

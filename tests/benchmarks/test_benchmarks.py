@@ -47,3 +47,25 @@ def test_gpu_benchmark_refuses_a_long_document_shorter_than_its_comparison():
         [sys.executable, "-m", "benchmarks.gpu", "--long", "2000"], cwd=REPO, capture_output=True, text=True
     )
     assert out.returncode == 2 and "--long must be at least 10000" in out.stderr
+
+
+def test_streaming_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
+    text = run_benchmark(
+        "benchmarks.streaming", "--model", str(smollm2_path), "--tokens", "4096", "--methods", "full", "kv-1024",
+        "no-memory", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert "inside the window (0-4k): kv-1024" in text
+    throughput = float(re.search(r"chunked forward: ([0-9.]+)", text).group(1))
+    assert 0.2 < throughput < 1.5
+    for name in ("streaming.md", "streaming.json", "streaming.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_passkey_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
+    text = run_benchmark(
+        "benchmarks.passkey", "--model", str(smollm2_path), "--lengths", "1024", "--depths", "0.5",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert "| retrieval | 1/1 |" in text and "| full | 1/1 |" in text  # 1k tokens: inside every context
+    for name in ("passkey.md", "passkey.json", "passkey.png"):
+        assert (tmp_path / name).stat().st_size > 0
