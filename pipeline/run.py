@@ -10,7 +10,7 @@ import ray
 import transformers
 from transformers.utils import logging as hf_logging
 
-from memgpt.hub import custom_code, resolve, unknown_model_type
+from memgpt.hub import custom_code, find_gguf, resolve, unknown_model_type
 from pipeline.actor import Extractor, load_model, model_name, model_path
 from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import RANDOM_MODEL, ExtractConfig
@@ -76,6 +76,8 @@ def check_model(config: ExtractConfig) -> None:
     if config.model == RANDOM_MODEL:
         return
     name = model_name(config)
+    if find_gguf(model_path(config)) is not None:  # a GGUF file that exists; it holds weights, never code
+        return
     path = resolve(model_path(config), config.trust_remote_code)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model {name!r} has no config.json: not a MemGPT or Hugging Face model")

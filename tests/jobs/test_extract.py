@@ -151,6 +151,12 @@ def test_model_folder_without_config(capsys, small_corpus, tmp_path):
     assert f"model {str(model)!r} has no config.json" in err and not out.exists()
 
 
+def test_missing_gguf_model(capsys, small_corpus, tmp_path):
+    model, out = tmp_path / "model.gguf", tmp_path / "o"
+    _, err = fail(capsys, ["--input", str(small_corpus), "--output", str(out), "--model", str(model)])
+    assert f"GGUF file {str(model)!r} does not exist" in err and not out.exists()
+
+
 def test_missing_input_leaves_no_output(capsys, tmp_path):
     _, err = fail(capsys, ["--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "out")])
     assert "does not exist" in err and not (tmp_path / "out").exists()
