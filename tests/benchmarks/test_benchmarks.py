@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).parents[2]
+CORPUS = REPO.parent / "shared" / "corpus" / "pride_and_prejudice.txt"  # benchmarks.streaming reads it
 
 
 def run_benchmark(*args: str) -> str:
@@ -49,6 +52,7 @@ def test_gpu_benchmark_refuses_a_long_document_shorter_than_its_comparison():
     assert out.returncode == 2 and "--long must be at least 10000" in out.stderr
 
 
+@pytest.mark.skipif(not CORPUS.is_file(), reason=f"needs the book text at {CORPUS}")
 def test_streaming_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
     text = run_benchmark(
         "benchmarks.streaming", "--model", str(smollm2_path), "--tokens", "4096", "--methods", "full", "kv-1024",
