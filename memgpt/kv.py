@@ -106,9 +106,8 @@ class KVMemory(torch.nn.Module):
         self.budget, self.sinks, self.recent = budget, sinks, recent
         self.positions = positions
         self.decay = decay
-        self.gap = (
-            gap  # positions left free after the sinks (where a retrieval tier puts what it brings back)
-        )
+        # positions left free after the sinks, where a retrieval tier puts what it brings back
+        self.gap = gap
         # RoPE keys carry their position: moved entries are rotated to their new place (None: no RoPE)
         self.rotation = rotation if positions == "cache" else None
         self.needs_attentions = budget is not None
