@@ -47,12 +47,13 @@ def sdpa_with_window_scores(module, query, key, value, attention_mask, scaling=N
     """
     kwargs.pop("output_attentions", None)  # not every architecture passes it: the context says instead
     extra = EXTRA_ENTRIES.get()
-    found = extra(module.layer_idx, query, _full_mask(attention_mask, query, key)) if extra else None
+    cache_mask = _full_mask(attention_mask, query, key) if extra else None
+    found = extra(module.layer_idx, query, cache_mask) if extra else None
     if found is None:
         out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     else:
         keys, values, columns = found
-        mask = torch.cat([_full_mask(attention_mask, query, key), columns], dim=-1)
+        mask = torch.cat([cache_mask, columns], dim=-1)
         both = (torch.cat([key, keys], dim=2), torch.cat([value, values], dim=2))
         out, _ = sdpa_attention_forward(module, query, *both, mask, scaling=scaling, **kwargs)
     if not _SCORING.get():
