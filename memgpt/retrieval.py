@@ -14,6 +14,7 @@ import torch
 
 from .kv import EXTRA_ENTRIES, KVMemory, _take
 from .memory import BackboneInputs
+from .state import ENTRY_DIM
 
 HOST = torch.device("cpu")
 QUERY_WINDOW = 8  # the last real queries whose mean picks the blocks (the question, not the filler before it)
@@ -144,7 +145,10 @@ class Retrieving:
 
 def _window(query_mask: torch.Tensor, T: int, device) -> torch.Tensor:
     """Weights averaging each row's last QUERY_WINDOW real queries, (B, T)."""
-    mask = query_mask.to(device).float() if query_mask.shape[1] == T else torch.ones(query_mask.shape[0], T)
+    if query_mask.shape[1] == T:
+        mask = query_mask.to(device).float()
+    else:  # a generated token: every query is real
+        mask = torch.ones(query_mask.shape[0], T, device=device)
     from_end = mask.flip(-1).cumsum(-1).flip(-1)  # real queries at or after each position
     w = mask * (from_end <= QUERY_WINDOW)
     return w / w.sum(-1, keepdim=True).clamp(min=1)
@@ -152,7 +156,7 @@ def _window(query_mask: torch.Tensor, T: int, device) -> torch.Tensor:
 
 def _grow(t: torch.Tensor, name: str, capacity: int, block: int) -> torch.Tensor:
     """A copy of a store tensor with room for `capacity` entries (capacity / block summaries)."""
-    dim = {"host_keys": 3, "host_values": 3, "host_scores": 2, "host_reps": 3}[name]
+    dim = ENTRY_DIM[name]
     size = capacity // block if name == "host_reps" else capacity
     shape = list(t.shape)
     shape[dim] = size

@@ -66,9 +66,7 @@ class MemoryState:
     def cat(states: list["MemoryState"]) -> "MemoryState":
         """Concatenate states of several batches into one batch."""
         first = states[0]
-        widths = {
-            n: max(s.tensors[n].shape[d] for s in states) for n, d in ENTRY_DIM.items() if n in first.tensors
-        }
+        widths = _widths(states)
         states = [_pad_to(s, widths) for s in states]
         tensors = {
             name: torch.cat([s.tensors[name] for s in states], dim=first._batch_dim(name))
@@ -120,8 +118,12 @@ def _pad_to(state: MemoryState, widths: dict[str, int]) -> MemoryState:
     return MemoryState(state.kind, t, state.signature)
 
 
+def _widths(states: list[MemoryState]) -> dict[str, int]:
+    """The most entries any of `states` holds, per tensor that grows with them."""
+    names = [n for n in ENTRY_DIM if n in states[0].tensors]
+    return {n: max(s.tensors[n].shape[ENTRY_DIM[n]] for s in states) for n in names}
+
+
 def _pad_entries(a: MemoryState, b: MemoryState) -> tuple[MemoryState, MemoryState]:
-    widths = {
-        n: max(a.tensors[n].shape[d], b.tensors[n].shape[d]) for n, d in ENTRY_DIM.items() if n in a.tensors
-    }
+    widths = _widths([a, b])
     return _pad_to(a, widths), _pad_to(b, widths)

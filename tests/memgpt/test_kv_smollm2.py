@@ -5,20 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.streaming import BIN, loss_curve
 from memgpt import MemGPT
 
 BOOK = Path(__file__).parents[3] / "shared" / "corpus" / "pride_and_prejudice.txt"
 CHUNK = 512
-
-
-def losses_per_token(model: MemGPT, ids: torch.Tensor) -> torch.Tensor:
-    """The loss of each chunk read in turn, (chunks,)."""
-    state, losses = model.init_state(1), []
-    for start in range(0, len(ids), CHUNK):
-        piece = ids[None, start : start + CHUNK]
-        out = model(piece, memory=state, labels=piece)
-        state, losses = out.memory, losses + [float(out.loss)]
-    return torch.tensor(losses)
 
 
 @pytest.mark.slow
@@ -27,10 +18,8 @@ def test_loss_past_the_window_stays_that_inside_it(smollm2):
     window = smollm2.backbone.config.max_position_embeddings
     text = BOOK.read_text(encoding="utf-8")[5_000:]
     ids = torch.tensor(smollm2.tokenizer.encode(text)[: 2 * window])  # twice the window
-    inside, past = (
-        slice(4, window // CHUNK),
-        slice(window // CHUNK, None),
-    )  # from 2k tokens read: context warmed
+    # spans of BIN tokens: inside from 2k tokens read (the context warmed), past from the window on
+    inside, past = slice(1, window // BIN), slice(window // BIN, None)
     results = {}
     for positions in ("cache", "absolute"):
         model = MemGPT.from_backbone(
@@ -38,7 +27,7 @@ def test_loss_past_the_window_stays_that_inside_it(smollm2):
             kv_positions=positions,
         )  # fmt: skip
         with torch.inference_mode():
-            losses = losses_per_token(model, ids)
+            losses = torch.tensor(loss_curve(model, smollm2.backbone, ids, CHUNK, len(ids)))
         results[positions] = float(losses[past].mean() / losses[inside].mean())
     assert abs(results["cache"] - 1) < 0.05, results
     assert results["absolute"] > 1.10, results  # positions past the window: what the test guards against
