@@ -1,26 +1,33 @@
-"""Choosing the next token: greedy, or sampling with temperature, top-k and top-p."""
+"""Generation options: the keyword arguments of transformers' `generate`, resolved into one GenerationConfig.
 
-import torch
+MemGPT.generate hands the memory to transformers' own generation loop as the cache the prompt continues from,
+so every option transformers offers (processors, stopping criteria, streamers, scores) applies unchanged.
+"""
+
+import copy
+
+from transformers import GenerationConfig
+
+DEFAULT_MAX_NEW_TOKENS = 32
 
 
-def sample_next(
-    logits: torch.Tensor,
-    do_sample: bool,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """(B, V) logits -> (B,) token ids."""
-    if not do_sample:
-        return logits.argmax(-1)
-    logits = logits / max(temperature, 1e-5)
-    if top_k:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+def generation_config(
+    base: GenerationConfig,
+    given: GenerationConfig | None,
+    prompt_length: int,
+    max_length: int | None,
+    options: dict,
+) -> GenerationConfig:
+    """`given` (or the backbone's own `base`) updated with `options`; lengths count the whole prompt.
+
+    The loop sees only the prompt's last chunk (the rest is in memory), so `max_length` becomes new tokens
+    here (a negative `eos_token_id` never stops, as in transformers)."""
+    config = copy.deepcopy(given if given is not None else base)
+    unknown = config.update(**options)
+    if unknown:
+        raise TypeError(f"generate got unexpected options: {sorted(unknown)}")
+    if max_length is not None and options.get("max_new_tokens") is None:
+        config.max_new_tokens = max(0, max_length - prompt_length)
+    elif config.max_new_tokens is None:
+        config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+    return config

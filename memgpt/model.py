@@ -12,12 +12,19 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
+from transformers import (
+    GenerationConfig,
+    LogitsProcessorList,
+    PreTrainedModel,
+    StoppingCriteriaList,
+)
+from transformers.generation.streamers import BaseStreamer
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from . import hub
 from .cache import reserved_cache
 from .config import CONFIG_NAME, MemGPTConfig
-from .generation import sample_next
+from .generation import generation_config as generation_config_for
 from .kv import SCORING_ATTENTION, KVMemory, scoring_entries
 from .retrieval import RetrievalMemory
 from .rope import KeyRotation, find_rotary
@@ -303,25 +310,27 @@ class MemGPT(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         memory: MemoryState | None = None,
+        generation_config: GenerationConfig | None = None,
+        logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
+        streamer: BaseStreamer | None = None,
         max_length: int | None = None,
-        max_new_tokens: int | None = None,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | None = None,
-        pad_token_id: int | None = None,
         seed: int | None = None,
-    ) -> torch.Tensor:
-        """Continue left-padded prompts (B, T) from `memory`; returns (B, T + new) like HF `generate`.
+        **options,
+    ) -> torch.Tensor | GenerateDecoderOnlyOutput:
+        """Continue left-padded prompts (B, T) from `memory`: (B, T + new), like transformers' `generate`.
 
-        A prompt longer than one chunk is read into memory first, all but its last (partial) chunk.
-        """
+        A prompt longer than one chunk is read into memory first, all but its last (partial) chunk; the rest
+        runs through transformers' own loop with the memory as the cache it continues from, so its options
+        apply (`do_sample`, `repetition_penalty`, `logits_processor`, `streamer`, `return_dict_in_generate`,
+        ...). Processors see the prompt's last chunk, not the tokens already read into memory. Defaults are the
+        backbone's `generation_config`; `seed` makes sampling repeatable."""
         prompt = input_ids if input_ids.dim() == 2 else input_ids.unsqueeze(0)
-        if max_new_tokens is None:
-            max_new_tokens = 32 if max_length is None else max(0, max_length - prompt.shape[1])
-        eos = self._eos_id() if eos_token_id is None else eos_token_id
-        pad = (self.tokenizer_pad_id if eos is None else eos) if pad_token_id is None else pad_token_id
+        if options.get("pad_token_id") is None:
+            options["pad_token_id"] = self._pad_for_generate(options.get("eos_token_id"))
+        config = generation_config_for(
+            self.backbone.generation_config, generation_config, prompt.shape[1], max_length, options
+        )
         rows = _rows(prompt, attention_mask)
         if any(len(r) == 0 for r in rows):
             raise ValueError("generate needs at least one prompt token per row")
@@ -332,41 +341,52 @@ class MemGPT(nn.Module):
             state = self.read([r[:s] for r, s in zip(rows, split, strict=True)], memory=state)
         self.check_state(state)
         tail_ids, tail_mask = _left_pad(
-            [r[s:] for r, s in zip(rows, split, strict=True)], self.tokenizer_pad_id
+            [r[s:] for r, s in zip(rows, split, strict=True)], config.pad_token_id
         )
         tail_ids, tail_mask = tail_ids.to(self.device), tail_mask.to(self.device)
+        if config.max_new_tokens == 0:
+            return prompt.to(self.device)
 
         embeds = self.backbone.get_input_embeddings()(tail_ids)
         inputs = self.memory.read_inputs(state.tensors, embeds, tail_mask, write=False)
-        if inputs.cache is None:
-            inputs.cache = reserved_cache()
-        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
-        attn = inputs.attention_mask
-        position = inputs.position_ids[:, -1]
-        done = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
-        new_tokens = []
-        with inputs.attending or nullcontext():  # a retrieval tier reads its store for every new token too
-            out = self._backbone(inputs, use_cache=True, output_attentions=False)
-            for _ in range(max_new_tokens):
-                logits = self.backbone.get_output_embeddings()(out.last_hidden_state[:, -1]).float()  # (B, V)
-                token = sample_next(logits, do_sample, temperature, top_k, top_p, generator)
-                token = torch.where(done, torch.full_like(token, pad), token)
-                new_tokens.append(token)
-                if eos is not None:
-                    done = done | (token == eos)
-                if done.all():
-                    break
-                position = position + 1
-                attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
-                out = self.backbone.base_model(
-                    inputs_embeds=self.backbone.get_input_embeddings()(token[:, None]),
-                    attention_mask=attn,
-                    position_ids=position[:, None],
-                    cache=out.cache,
+        cache = inputs.cache if inputs.cache is not None else reserved_cache()
+        prefix = inputs.text.start  # positions a memory adds before the prompt (slots): into the cache first
+        rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        with inputs.attending or nullcontext(), rng if seed is not None else nullcontext():
+            if seed is not None:
+                torch.manual_seed(seed)
+            if prefix:
+                self.backbone.base_model(
+                    inputs_embeds=inputs.inputs_embeds[:, :prefix],
+                    attention_mask=inputs.attention_mask[:, :prefix],
+                    position_ids=inputs.position_ids[:, :prefix],
+                    cache=cache,
                     use_cache=True,
                 )
-        generated = torch.stack(new_tokens, dim=1) if new_tokens else prompt.new_zeros(len(rows), 0)
-        return torch.cat([prompt.to(self.device), generated.to(prompt.dtype)], dim=1)
+            out = self.backbone.generate(
+                input_ids=tail_ids,
+                attention_mask=inputs.attention_mask,  # (B, memory + T): longer than the ids, so none is skipped
+                position_ids=inputs.position_ids[:, inputs.text],
+                cache=cache,
+                generation_config=config,
+                logits_processor=logits_processor,
+                stopping_criteria=stopping_criteria,
+                streamer=streamer,
+            )
+        sequences = out.sequences if isinstance(out, GenerateDecoderOnlyOutput) else out
+        sequences = torch.cat([prompt.to(self.device), sequences[:, tail_ids.shape[1] :]], dim=1)
+        if isinstance(out, GenerateDecoderOnlyOutput):
+            out.sequences = sequences
+            return out
+        return sequences
+
+    def _pad_for_generate(self, eos: int | list[int] | None) -> int:
+        """The pad id of finished rows: the tokenizer's, else the EOS (as transformers falls back to)."""
+        if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
+            return int(self.tokenizer.pad_token_id)
+        eos = self._eos_id() if eos is None else eos
+        eos = eos[0] if isinstance(eos, list) else eos
+        return self.tokenizer_pad_id if eos is None or eos < 0 else int(eos)
 
     def _eos_id(self) -> int | None:
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:

@@ -1,8 +1,7 @@
-"""Facts: parse generated `subject | relation | object` lines, ground them in their chunk, de-duplicate them,
-and roll their entities up across the corpus."""
+"""Facts: parse generated `subject | relation | object` lines, ground them in their chunk and de-duplicate them
+(their entities are merged and rolled up in `pipeline.entities`)."""
 
 import re
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -69,26 +68,3 @@ def dedupe(rows: Iterable[dict]) -> list[dict]:
             seen.add(key)
             out.append(row)
     return out
-
-
-def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
-    """The `entities` table: each normalised subject/object with its aliases, document and mention counts."""
-    aliases, docs, mentions = defaultdict(set), defaultdict(set), defaultdict(int)
-    for row in facts:
-        for name in (row["subject"], row["object"]):
-            key = normalize(name)
-            if not key:
-                continue
-            aliases[key].add(_SPACE.sub(" ", name).strip())
-            docs[key].add(row["doc_id"])
-            mentions[key] += 1
-    return [
-        {
-            "entity": k,
-            "aliases": sorted(aliases[k]),
-            "n_documents": len(docs[k]),
-            "n_mentions": mentions[k],
-            "run_id": run_id,
-        }
-        for k in sorted(aliases)
-    ]

@@ -14,7 +14,7 @@ from memgpt.hub import custom_code, find_gguf, resolve, unknown_model_type
 from pipeline.actor import Extractor, load_model, model_name, model_path
 from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import RANDOM_MODEL, ExtractConfig
-from pipeline.facts import entity_rows
+from pipeline.entities import entity_rows
 from pipeline.io import Document, Output, list_inputs, read_corpus
 from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table
 from pipeline.sink import ResultSink

@@ -45,7 +45,7 @@ FACTS = pa.schema(
 
 ENTITIES = pa.schema(
     [
-        pa.field("entity", pa.string(), nullable=False),  # normalised name
+        pa.field("entity", pa.string(), nullable=False),  # normalised canonical name (pipeline/entities.py)
         pa.field("aliases", pa.list_(pa.string())),
         pa.field("n_documents", pa.int64()),
         pa.field("n_mentions", pa.int64()),

@@ -153,7 +153,7 @@ def test_positions_stay_inside_the_window_over_ten_times_its_length(arch):
     with torch.no_grad():
         state = model.read([doc])
         model.generate(doc[None, -40:], memory=state, max_new_tokens=20, eos_token_id=-1)
-    assert len(seen) > 40 + 20 and max(seen) < WINDOW
+    assert len(seen) >= 40 + 20 and max(seen) < WINDOW  # 40 chunks read, then the prompt and 19 tokens
     assert state.n_read.tolist() == [10 * WINDOW]
 
 

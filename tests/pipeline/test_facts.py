@@ -1,4 +1,4 @@
-from pipeline.facts import Triple, dedupe, entity_rows, fact_key, ground, normalize, parse_facts
+from pipeline.facts import Triple, dedupe, fact_key, ground, normalize, parse_facts
 
 
 def test_parse_counts_bad_lines_and_skips_blanks():
@@ -65,18 +65,3 @@ def test_ground_offsets_survive_case_folding_that_changes_length():
     text = "Straße STRASSE İstanbul whale"
     s, e, _ = ground(Triple("whale", "is", "whale"), text, 0, len(text))
     assert text[s:e] == "whale"
-
-
-def test_entity_rollup_across_documents():
-    facts = [
-        {"doc_id": "a", "subject": "Captain Ahab", "object": "the White Whale"},
-        {"doc_id": "a", "subject": "captain  ahab", "object": "the Pequod"},
-        {"doc_id": "b", "subject": "The white whale", "object": "Ahab"},
-    ]
-    rows = {r["entity"]: r for r in entity_rows(facts, run_id="r1")}
-    assert list(rows) == sorted(rows)
-    assert rows["captain ahab"]["aliases"] == ["Captain Ahab", "captain ahab"]
-    assert rows["captain ahab"]["n_mentions"] == 2 and rows["captain ahab"]["n_documents"] == 1
-    assert rows["white whale"]["aliases"] == ["The white whale", "the White Whale"]
-    assert rows["white whale"]["n_documents"] == 2 and rows["white whale"]["run_id"] == "r1"
-    assert rows["ahab"]["n_mentions"] == 1

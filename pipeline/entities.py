@@ -1,0 +1,267 @@
+"""Entities: merge the surface names of facts into entities and roll them up into the `entities` table.
+
+Rules (every surface form stays listed in its entity's `aliases`, so a merge can always be undone):
+
+1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
+2. A group is a *name* when one of its forms, after the honorifics are stripped, is made of capitalised words
+   (lowercase particles such as "de", "van" allowed inside) and does not start with a pronoun or article:
+   "Mr. Darcy", "Lady Catherine de Bourgh". Other groups ("the house", "he", "His Majesty", "Captain" alone)
+   stay entities of their own, keyed by `normalize` as before.
+3. Leading honorifics (Mr, Mrs, Miss, Ms, Dr, Sir, Lady, Lord, Captain, Colonel, ..., with or without a dot)
+   become the name's *title*; the rest are its *tokens* (case-folded, a possessive "'s" dropped). Names with
+   the same title and tokens are one name: "Mr. Darcy" = "Mr Darcy" = "MR. DARCY".
+4. Names are merged longest first (most distinct tokens; titled before untitled; then most mentions). A name
+   joins an existing entity only if its tokens are a subset of that entity's longest name; titles decide:
+   - a titled name never joins an entity with another title (different titles are different people:
+     "Mr. Bennet" vs "Mrs. Bennet"). It joins the one candidate with its own title ("Mr. Darcy" -> "Mr.
+     Fitzwilliam Darcy"), or else an untitled only candidate ("Miss Eliza" -> "Eliza Bennet"), but only when
+     no other title comes with the same tokens: with "Mr. Bingley" and "Miss Bingley" about, "Caroline
+     Bingley" could be either, so neither joins her. Otherwise it stays alone. An untitled entity that a
+     titled name joins takes its title;
+   - an untitled name joins its only candidate ("Elizabeth" -> "Elizabeth Bennet"); among several it joins one
+     only when that one clearly dominates: at least DOMINANCE times the mentions of all the others (plus one,
+     so that a handful of mentions never decides), counting only names that contain the short name's tokens.
+     So "Darcy" joins Mr. (Fitzwilliam) Darcy (~270 mentions) despite Georgiana Darcy, Miss Darcy and Lady
+     Anne Darcy (~40), while "Bennet" (Mrs. 150, Mr. 85, Miss 65 ...) stays on its own.
+   Different given names never merge: "Jane Bennet" and "Elizabeth Bennet" are not subsets of each other.
+5. The canonical name is the entity's longest full form (its first name in rule 4's order; its most frequent
+   spelling): every alias is a subset of it, so it is the most specific, and unlike the most frequent form
+   ("Darcy", "Elizabeth") it is never also the key of another, unmerged entity. The `entity` column is its
+   `normalize`d form.
+
+Not handled (on purpose, no fuzzy matching): nicknames ("Lizzy"), misspellings, a change of title on marriage.
+Merging is corpus-wide, like the roll-up it replaces: one name in two documents is one entity.
+"""
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from pipeline.facts import normalize
+
+TITLES = frozenset(
+    "mr mrs miss ms mx master madam madame mme mlle mademoiselle monsieur dr doctor prof professor sir dame "
+    "lady lord captain capt colonel col general gen major lieutenant lt sergeant sgt admiral commander "
+    "commodore rev reverend father king queen prince princess duke duchess earl count countess baron "
+    "baroness".split()
+)
+PARTICLES = frozenset("de del della der di du da la le van von ten ter bin ibn al st".split())
+# capitalised at a sentence's start, but a name does not start with them ("He", "His Majesty")
+STOPWORDS = frozenset(
+    "i me he him his she her hers it its we us they them their you your this that the a an".split()
+)
+# how many times the others' mentions (plus one) the leading candidate needs to take an untitled short name
+DOMINANCE = 3
+_SPACE = re.compile(r"\s+")
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
+_EDGE = "\"'`.,;:!?()[]{}<>\u201c\u201d\u2018\u2019"
+_POSSESSIVE = re.compile(r"['\u2019]s$", re.IGNORECASE)
+
+NameKey = tuple[str, tuple[str, ...]]  # (title, tokens); title "" when there is none
+
+
+def parse_name(surface: str) -> NameKey | None:
+    """(title, tokens) of a personal or proper name, or None when `surface` is no name (see rule 2)."""
+    words = _ARTICLE.sub("", _SPACE.sub(" ", surface).strip().strip(_EDGE).strip()).split()
+    title = []
+    while len(words) > 1 and words[0].rstrip(".").casefold() in TITLES:
+        title.append(words.pop(0).rstrip(".").casefold())
+    if not words or words[0].rstrip(".").casefold() in TITLES:
+        return None  # a title alone ("Captain", "Mr. Dr.") names nobody in particular
+    words[-1] = _POSSESSIVE.sub("", words[-1])
+    tokens = tuple(w.strip(_EDGE).casefold() for w in words)
+    if not _looks_like_name(words, tokens):
+        return None
+    return " ".join(title), tokens
+
+
+def _looks_like_name(words: list[str], tokens: tuple[str, ...]) -> bool:
+    # capitalised words with lowercase particles only inside ("Catherine de Bourgh", not "de" or "the house")
+    capital = [w[:1].isupper() for w in words]
+    inner = all(c or t in PARTICLES for c, t in zip(capital, tokens, strict=True))
+    return inner and capital[-1] and all(tokens) and tokens[0] not in STOPWORDS
+
+
+@dataclass
+class Entity:
+    """One merged entity: its key (the `entity` column), canonical name, title and what it was built from."""
+
+    key: str
+    name: str
+    title: str
+    aliases: set[str]
+    n_mentions: int
+    docs: set[str]
+
+
+@dataclass
+class _Cluster:
+    root: NameKey  # the longest name; every member's tokens are a subset of its tokens
+    title: str
+    members: list[NameKey] = field(default_factory=list)
+
+
+class EntityIndex:
+    """Surface names merged into entities (module docstring); `entity_of` maps a surface name to one."""
+
+    def __init__(self, mentions: Iterable[tuple[str, str]]):
+        """Build from (surface name, document id) mentions; blank names are ignored."""
+        self._counts: Counter[str] = Counter()
+        self._docs: dict[str, set[str]] = defaultdict(set)
+        for surface, doc in mentions:
+            surface = _SPACE.sub(" ", surface).strip()
+            if normalize(surface):
+                self._counts[surface] += 1
+                self._docs[surface].add(doc)
+        self._by_norm = self._norm_to_name()
+        self._nodes = self._name_nodes()
+        mentions = {name: sum(self._counts[s] for s in forms) for name, forms in self._nodes.items()}
+        self._clusters = _Clusters(mentions)
+        for name in _Clusters.order(mentions):
+            self._clusters.add(name)
+        self.entities: dict[str, Entity] = {}
+        self._entity_of_norm: dict[str, str] = {}
+        self._entity_of_name: dict[NameKey, str] = {}
+        self._build_entities()
+
+    def entity_of(self, surface: str) -> str | None:
+        """The entity key of a surface name: of a seen form or spelling ("Mr Darcy" for "Mr. Darcy"), or of
+        the entity an unseen name would join by rule 4 ("Fitzwilliam Darcy"); None when it belongs to none."""
+        norm = normalize(surface)
+        if norm in self._entity_of_norm:
+            return self._entity_of_norm[norm]
+        name = parse_name(surface)
+        if name is None:
+            return None
+        if name in self._entity_of_name:
+            return self._entity_of_name[name]
+        cluster = self._clusters.find(name)
+        return self._entity_of_name[cluster.root] if cluster else None
+
+    def is_alias(self, surface: str) -> bool:
+        """Whether `surface` (up to `normalize`) was seen as a form of one of the entities."""
+        return normalize(surface) in self._entity_of_norm
+
+    def _norm_to_name(self) -> dict[str, NameKey]:
+        # a normalised group is a name when one of its forms is: "captain ahab" goes with "Captain Ahab"
+        out: dict[str, NameKey] = {}
+        for surface, _ in self._counts.most_common():
+            name = parse_name(surface)
+            if name:
+                out.setdefault(normalize(surface), name)
+        return out
+
+    def _name_nodes(self) -> dict[NameKey, list[str]]:
+        nodes: dict[NameKey, list[str]] = defaultdict(list)
+        for surface in self._counts:
+            name = self._by_norm.get(normalize(surface))
+            if name:
+                nodes[name].append(surface)
+        return nodes
+
+    def _build_entities(self) -> None:
+        for cluster in self._clusters.all:
+            forms = [s for member in cluster.members for s in self._nodes[member]]
+            # the root's most frequent spelling; sorting first makes ties deterministic
+            name = max(sorted(self._nodes[cluster.root]), key=self._counts.__getitem__)
+            key = self._add(normalize(name), name, cluster.title, forms)
+            self._entity_of_name.update((member, key) for member in cluster.members)
+        for surface in self._counts:
+            norm = normalize(surface)
+            if norm not in self._by_norm:
+                self._add(norm, norm, "", [surface])
+
+    def _add(self, key: str, name: str, title: str, forms: list[str]) -> str:
+        # keys never clash: each normalised group belongs to one name, each name to one cluster
+        entity = self.entities.setdefault(key, Entity(key, name, title, set(), 0, set()))
+        for surface in forms:
+            entity.aliases.add(surface)
+            entity.n_mentions += self._counts[surface]
+            entity.docs |= self._docs[surface]
+            self._entity_of_norm[normalize(surface)] = key
+        return key
+
+
+class _Clusters:
+    """Names clustered by rule 4; fed longest first (`order`)."""
+
+    def __init__(self, mentions: dict[NameKey, int]):
+        self.mentions = mentions
+        self.titles: dict[frozenset[str], set[str]] = defaultdict(set)  # the titles seen with a set of tokens
+        for title, tokens in mentions:
+            self.titles[frozenset(tokens)].add(title)
+        self.all: list[_Cluster] = []
+        self.by_token: dict[str, list[_Cluster]] = defaultdict(list)  # clusters whose root holds a token
+
+    @staticmethod
+    def order(mentions: dict[NameKey, int]) -> list[NameKey]:
+        return sorted(mentions, key=lambda n: (-len(set(n[1])), not n[0], -mentions[n], n[1], n[0]))
+
+    def find(self, name: NameKey) -> _Cluster | None:
+        """The cluster `name` would join, or None when it has none or is ambiguous."""
+        title, candidates = name[0], _candidates(name, self.by_token)
+        if title:
+            same = [c for c in candidates if c.title == title]
+            if len(same) == 1:
+                return same[0]
+            # "Mr. Bingley" and "Miss Bingley" are two people: neither may claim untitled "Caroline Bingley"
+            alone = (self.titles.get(frozenset(name[1]), set()) | {title}) - {""} == {title}
+            only = candidates[0] if len(candidates) == 1 else None
+            return only if only and not only.title and alone else None
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        return _dominant(set(name[1]), candidates, self.mentions)
+
+    def add(self, name: NameKey) -> None:
+        target = self.find(name)
+        if target is None:
+            target = _Cluster(root=name, title=name[0])
+            self.all.append(target)
+            for token in set(name[1]):
+                self.by_token[token].append(target)
+        target.members.append(name)
+        target.title = target.title or name[0]
+
+
+def _candidates(name: NameKey, by_token: dict[str, list[_Cluster]]) -> list[_Cluster]:
+    tokens = set(name[1])
+    rarest = min((by_token.get(t, []) for t in tokens), key=len)
+    return [c for c in rarest if tokens <= set(c.root[1])]
+
+
+def _dominant(tokens: set[str], candidates: list[_Cluster], mentions: dict[NameKey, int]) -> _Cluster | None:
+    # count only the members that contain the short name: "Georgiana" alone is no evidence about "Darcy"
+    support = [sum(mentions[m] for m in c.members if tokens <= set(m[1])) for c in candidates]
+    best = max(range(len(candidates)), key=support.__getitem__)
+    others = sum(support) - support[best]
+    return candidates[best] if support[best] >= DOMINANCE * (others + 1) else None
+
+
+def merge_aliases(names: Iterable[str]) -> dict[str, str]:
+    """Each distinct surface name (repeats count as mentions) mapped to its entity key."""
+    names = list(names)
+    index = EntityIndex((n, "") for n in names)
+    return {n: index._entity_of_norm[normalize(n)] for n in dict.fromkeys(names) if normalize(n)}
+
+
+def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
+    """The `entities` table: subjects and objects merged into entities, with aliases, document and mention
+    counts."""
+    index = EntityIndex(_mentions(facts))
+    return [
+        {
+            "entity": e.key,
+            "aliases": sorted(e.aliases),
+            "n_documents": len(e.docs),
+            "n_mentions": e.n_mentions,
+            "run_id": run_id,
+        }
+        for e in sorted(index.entities.values(), key=lambda e: e.key)
+    ]
+
+
+def _mentions(facts: Iterable[dict]) -> Iterator[tuple[str, str]]:
+    for row in facts:
+        yield row["subject"], row["doc_id"]
+        yield row["object"], row["doc_id"]

@@ -1,0 +1,178 @@
+import re
+import time
+from itertools import takewhile
+
+from pipeline_support import corpus_file
+
+from pipeline.entities import EntityIndex, entity_rows, merge_aliases, parse_name
+
+DARCY = ["Mr. Darcy", "Darcy", "Fitzwilliam Darcy", "Mr Darcy", "Mr. Darcy", "Darcy"]
+BENNETS = ["Mr. Bennet", "Mrs. Bennet", "Jane Bennet", "Elizabeth Bennet", "Bennet", "Jane", "Elizabeth"]
+
+
+def test_parse_name_strips_honorifics_into_a_title():
+    assert parse_name("Mr. Darcy") == parse_name("Mr Darcy") == parse_name("MR. DARCY") == ("mr", ("darcy",))
+    assert parse_name("Lady Catherine de Bourgh") == ("lady", ("catherine", "de", "bourgh"))
+    assert parse_name("Lieutenant Colonel Forster") == ("lieutenant colonel", ("forster",))
+    assert parse_name("Darcy's") == ("", ("darcy",))
+    assert parse_name("the White Whale") == ("", ("white", "whale"))
+
+
+def test_non_names_are_not_parsed():
+    for surface in (
+        "the house",
+        "he",
+        "He",
+        "Captain",
+        "the Colonel",
+        "de",
+        "Darcy's sister",
+        "His Majesty",
+        "captain ahab",
+    ):
+        assert parse_name(surface) is None, surface
+
+
+def test_darcy_forms_are_one_entity_with_every_alias():
+    index = EntityIndex((n, "pp") for n in DARCY)
+    assert len(index.entities) == 1
+    (entity,) = index.entities.values()
+    # the longest full form is canonical; every surface form stays listed
+    assert entity.key == "fitzwilliam darcy" and entity.name == "Fitzwilliam Darcy"
+    assert entity.aliases == {"Mr. Darcy", "Darcy", "Fitzwilliam Darcy", "Mr Darcy"}
+    assert entity.n_mentions == len(DARCY) and entity.title == "mr"
+    assert index.entity_of("MR. DARCY") == index.entity_of("darcy") == "fitzwilliam darcy"
+
+
+def test_different_titles_and_given_names_stay_apart():
+    merged = merge_aliases(BENNETS)
+    assert merged["Mr. Bennet"] != merged["Mrs. Bennet"]
+    assert merged["Jane Bennet"] != merged["Elizabeth Bennet"]
+    assert merged["Jane"] == merged["Jane Bennet"] and merged["Elizabeth"] == merged["Elizabeth Bennet"]
+    # "Bennet" alone could be any of four people: it keeps an entity of its own
+    assert merged["Bennet"] == "bennet" and list(merged.values()).count("bennet") == 1
+
+
+def test_a_titled_short_name_joins_only_a_compatible_entity():
+    merged = merge_aliases(["Georgiana Darcy", "Miss Darcy", "Miss Eliza", "Eliza Bennet"])
+    assert merged["Miss Darcy"] == merged["Georgiana Darcy"] == "georgiana darcy"  # the only Darcy
+    assert merged["Miss Eliza"] == merged["Eliza Bennet"]
+    # a Mr. and a Miss Bingley: the untitled Caroline Bingley could be either, so neither joins her
+    merged = merge_aliases(["Caroline Bingley", "Mr. Bingley", "Mr. Bingley", "Miss Bingley", "Caroline"])
+    assert len({merged["Caroline Bingley"], merged["Mr. Bingley"], merged["Miss Bingley"]}) == 3
+    assert merged["Caroline"] == merged["Caroline Bingley"]
+    # a title never joins another title, nor one of several untitled candidates; the one of its own title wins
+    names = ["Miss Jane Bennet", "Mrs. Bennet", "Elizabeth Bennet", "Mr. Bennet", "Miss Bennet", "Mrs. Darcy"]
+    merged = merge_aliases(names + ["Fitzwilliam Darcy", "Georgiana Darcy"])
+    assert len({merged[n] for n in names[:4]}) == 4 and merged["Mrs. Darcy"] == "mrs. darcy"
+    assert merged["Miss Bennet"] == merged["Miss Jane Bennet"]
+    merged = merge_aliases(["Miss Jane Bennet", "Miss Elizabeth Bennet", "Miss Bennet"])
+    assert merged["Miss Bennet"] == "miss bennet"  # two Misses Bennet
+
+
+def test_a_short_name_joins_a_clearly_dominant_entity_only():
+    many = ["Mr. Fitzwilliam Darcy"] + ["Mr. Darcy"] * 20 + ["Georgiana Darcy"] * 2 + ["Darcy"]
+    assert merge_aliases(many)["Darcy"] == "mr. fitzwilliam darcy"
+    few = ["Mr. Fitzwilliam Darcy"] + ["Mr. Darcy"] * 3 + ["Georgiana Darcy"] * 2 + ["Darcy"]
+    assert merge_aliases(few)["Darcy"] == "darcy"
+    # "Georgiana" alone says nothing about which Darcy "Darcy" is
+    given = (
+        ["Mr. Fitzwilliam Darcy"] + ["Mr. Darcy"] * 20 + ["Georgiana Darcy"] + ["Georgiana"] * 30 + ["Darcy"]
+    )
+    assert merge_aliases(given)["Darcy"] == "mr. fitzwilliam darcy"
+    # a handful of mentions never decides: 3 to 1 is no evidence
+    assert merge_aliases(["Mr. Bennet"] * 3 + ["Mrs. Bennet", "Bennet"])["Bennet"] == "bennet"
+
+
+def test_lowercase_non_names_stay_their_own_normalised_entities():
+    merged = merge_aliases(["the house", "The house", "he", "He", "house", "Mr. Darcy"])
+    assert merged == {
+        "the house": "house",
+        "The house": "house",
+        "house": "house",
+        "he": "he",
+        "He": "he",
+        "Mr. Darcy": "mr. darcy",
+    }
+
+
+def test_entity_of_unseen_names():
+    index = EntityIndex(
+        (n, "pp") for n in ["Mr. Fitzwilliam Darcy", "Mr. Bennet", "Mrs. Bennet", "the house"]
+    )
+    assert index.entity_of("Fitzwilliam Darcy") == index.entity_of("Darcy") == "mr. fitzwilliam darcy"
+    assert index.entity_of("Bennet") is None  # ambiguous
+    assert index.entity_of("Mr Bennet") == "mr. bennet" and index.entity_of("Miss Bennet") is None
+    assert index.entity_of("Houses") is None and index.entity_of("THE HOUSE") == "house"
+    assert index.is_alias("Mr. Bennet") and not index.is_alias("Fitzwilliam Darcy")
+
+
+def test_entity_rollup_across_documents():
+    facts = [
+        {"doc_id": "a", "subject": "Captain Ahab", "object": "the White Whale"},
+        {"doc_id": "a", "subject": "captain  ahab", "object": "the Pequod"},
+        {"doc_id": "b", "subject": "The white whale", "object": "Ahab"},
+        {"doc_id": "b", "subject": "he", "object": "  "},
+    ]
+    rows = {r["entity"]: r for r in entity_rows(facts, run_id="r1")}
+    assert list(rows) == ["captain ahab", "he", "pequod", "white whale"]
+    assert rows["captain ahab"]["aliases"] == ["Ahab", "Captain Ahab", "captain ahab"]
+    assert rows["captain ahab"]["n_mentions"] == 3 and rows["captain ahab"]["n_documents"] == 2
+    assert rows["white whale"]["aliases"] == ["The white whale", "the White Whale"]
+    assert rows["white whale"]["n_documents"] == 2 and rows["white whale"]["run_id"] == "r1"
+
+
+TITLE = r"(?:Mr|Mrs|Miss|Lady|Sir|Lord|Colonel|Captain|Dr)\.?"
+SEP = r"(?:[ \t]*\n[ \t]*|[ \t]+)"  # at most one line break: a blank line ends a paragraph, and a name
+WORD = rf"(?:de{SEP})?[A-Z][a-z]+"  # "de Bourgh"
+NAME = re.compile(rf"(?:(?P<title>{TITLE}){SEP})?(?P<name>{WORD}(?:{SEP}{WORD}){{0,2}})")
+
+
+def name_mentions(text: str) -> list[str]:
+    """Optional title + 1-3 capitalised words; words the book also writes in lowercase ("But", "Park") are cut
+    off, since a sentence's first word is capitalised too."""
+    common = set(re.findall(r"\b[a-z]+\b", text)) - {"de"}
+    out = []
+    for m in NAME.finditer(text):
+        title, words = m["title"], m["name"].split()
+        if words[0] == "de" and not title:
+            continue  # "de Bourgh" needs its title
+        if words[0].lower() in common:
+            title, words = None, words[1:]  # "But Elizabeth": a title before "But" would be odd anyway
+        words = list(takewhile(lambda w: w.lower() not in common, words))
+        if words:
+            out.append(" ".join([title, *words] if title else words))
+    return out
+
+
+def test_pride_and_prejudice_names():
+    text = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
+    start = time.perf_counter()
+    mentions = name_mentions(text)
+    index = EntityIndex((n, "pride_and_prejudice") for n in mentions)
+    assert time.perf_counter() - start < 5
+    counts = {
+        n: mentions.count(n) for n in ("Darcy", "Mr. Darcy", "Mr. Fitzwilliam Darcy", "Georgiana Darcy")
+    }
+    assert counts["Darcy"] > 80 and counts["Mr. Darcy"] > 200
+    assert counts["Mr. Fitzwilliam Darcy"] == 1  # the book's only full form of his name, across a line break
+    assert (
+        counts["Georgiana Darcy"] >= 1
+    )  # another Darcy: "Darcy" alone joins by dominance, not as the only one
+    darcy = index.entity_of("Mr. Fitzwilliam Darcy")
+    assert (
+        darcy
+        == index.entity_of("Darcy")
+        == index.entity_of("Mr. Darcy")
+        == index.entity_of("Fitzwilliam Darcy")
+    )
+    assert index.entity_of("Georgiana Darcy") != darcy and index.entity_of("Miss Darcy") != darcy
+    assert {"Darcy", "Mr. Darcy", "Mr. Fitzwilliam Darcy"} <= index.entities[darcy].aliases
+    people = [
+        index.entity_of(n) for n in ("Mr. Bennet", "Mrs. Bennet", "Jane", "Elizabeth", "Lydia", "Bennet")
+    ]
+    assert None not in people and len(set(people)) == len(people)
+    assert index.entity_of("Jane") == index.entity_of("Miss Jane Bennet")
+    assert index.entity_of("Elizabeth") == index.entity_of("Elizabeth Bennet")
+    assert index.entity_of("Lady Catherine") == index.entity_of("Lady Catherine de Bourgh")
+    assert index.entity_of("Miss de Bourgh") != index.entity_of("Lady Catherine")  # her daughter
