@@ -188,7 +188,9 @@ class Extractor:
     ) -> tuple[list[str], list[int]]:
         """Greedy continuations of `prompts` from `state`: the texts and the number of tokens generated."""
         ids, mask = _left_pad(prompts, self.pad_id)
-        out = self.model.generate(ids, attention_mask=mask, memory=state, max_new_tokens=max_new, do_sample=False)
+        out = self.model.generate(
+            ids, attention_mask=mask, memory=state, max_new_tokens=max_new, do_sample=False
+        )
         texts, counts = [], []
         for row in out[:, ids.shape[1] :].tolist():
             n = row.index(self.eos_id) if self.eos_id in row else len(row)

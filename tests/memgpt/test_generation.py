@@ -65,7 +65,9 @@ def test_processor_stopping_criteria_and_streamer_as_in_transformers(smollm2, ca
 
 def test_generation_config_and_scores_as_in_transformers(smollm2):
     prompt = chat_prompt(smollm2.tokenizer, "Name three colours.")
-    config = GenerationConfig(max_new_tokens=8, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    config = GenerationConfig(
+        max_new_tokens=8, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
     ours = smollm2.generate(prompt, generation_config=config)
     theirs = smollm2.backbone.generate(prompt, generation_config=config)
     assert torch.equal(ours.sequences, theirs.sequences)
