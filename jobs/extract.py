@@ -17,10 +17,10 @@ import yaml
 
 from pipeline.config import MEMORY_KINDS, ExtractConfig
 from pipeline.io import ReadConfig
-from pipeline.prompts import PromptConfig
+from pipeline.prompts import NotesConfig, PromptConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "extract.yaml"
-SECTIONS = {"read": ReadConfig, "prompts": PromptConfig}
+SECTIONS = {"read": ReadConfig, "prompts": PromptConfig, "notes": NotesConfig}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,10 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", help="folder for the tables; local path or URI")
     p.add_argument(
         "--model",
-        help="MemGPT folder, HF model folder, hub id, or 'random' (default: the shipped memgpt-small)",
+        help="MemGPT folder, HF model folder, hub id, 'memgpt-small' (the shipped story model) or 'random' "
+        "(default: SmolLM2-135M-Instruct, made ready offline on first use)",
     )
     p.add_argument("--memory", choices=list(MEMORY_KINDS))
     p.add_argument("--chunk-size", type=int)
+    p.add_argument("--kv-budget", type=int, help="kv entries kept per layer (kv and retrieval memory)")
     p.add_argument("--workers", type=int, help="actors, each holding one model")
     p.add_argument("--gpus-per-worker", type=float)
     p.add_argument("--cpus-per-worker", type=float)
@@ -53,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens-facts", type=int)
     p.add_argument("--max-new-tokens-summary", type=int)
     p.add_argument("--no-facts", dest="facts", action="store_const", const=False, help="summaries only")
+    p.add_argument("--facts-grammar", choices=["auto", "text", "lines", "none"], help="constrain fact lines")
+    p.add_argument("--notes-every", type=int, help="notes.every: update the running notes every K chunks")
     p.add_argument("--seed", type=int)
     p.add_argument("--run-id")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
@@ -79,6 +83,8 @@ def load_config(args: argparse.Namespace) -> ExtractConfig:
         raise ValueError(f"config file {str(path)!r} must hold a mapping of settings")
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("config", "traceback")}
     read = dict(data.pop("read", None) or {})
+    if "notes_every" in flags:
+        data["notes"] = dict(data.get("notes") or {}) | {"every": flags.pop("notes_every")}
     for flag in ("format", "id_column", "text_column", "max_chars"):
         if flag in flags:
             read[flag] = flags.pop(flag)
@@ -86,7 +92,11 @@ def load_config(args: argparse.Namespace) -> ExtractConfig:
     for key in ("input", "output"):
         if not data.get(key):
             raise ValueError(f"--{key} is required (or set {key!r} in {path})")
-    sections = {"read": read, "prompts": data.pop("prompts", None) or {}}
+    sections = {
+        "read": read,
+        "prompts": data.pop("prompts", None) or {},
+        "notes": data.pop("notes", None) or {},
+    }
     _check_keys(data, ExtractConfig, path)
     for name, cls in SECTIONS.items():
         _check_keys(sections[name], cls, path, f"{name}.")

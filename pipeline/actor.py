@@ -6,18 +6,23 @@ generates the summary from the memory. A document's memory lives only inside the
 actor that Ray restarts (re-running __init__) loses nothing but the call in flight, which Ray retries.
 """
 
+import re
 import time
 from collections import defaultdict
 from itertools import groupby
 
 import pyarrow as pa
 import torch
+from transformers import LogitsProcessorList
 
 from memgpt import DEFAULT_MODEL, MemGPT, MemGPTConfig, MemoryState
+from memgpt.notes import RunningNotes
+from memgpt.offline import ensure_smollm2
 from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
-from pipeline.config import RANDOM_MODEL, ExtractConfig
+from pipeline.config import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL, TEXT_MODEL_SETTINGS, ExtractConfig
 from pipeline.facts import dedupe, ground, parse_facts
+from pipeline.grammar import FactsGrammar, fact_grammar, names_in
 from pipeline.io import error_row
 from pipeline.prompts import Prompts
 from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
@@ -29,9 +34,7 @@ def load_model(config: ExtractConfig, device: str | None = None) -> MemGPT:
     """The run's MemGPT on `device` (CUDA when this process has a GPU); the seed fixes random weights."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(config.seed)
-    options = {
-        k: v for k, v in (("memory", config.memory), ("chunk_size", config.chunk_size)) if v is not None
-    }
+    options = model_options(config)
     if config.model == RANDOM_MODEL:
         return MemGPT(MemGPTConfig(**options), device=device).eval()
     model = MemGPT.from_pretrained(
@@ -40,16 +43,34 @@ def load_model(config: ExtractConfig, device: str | None = None) -> MemGPT:
     return model.eval()
 
 
-def model_path(config: ExtractConfig) -> str:
-    """Where the run's model loads from: `config.model`, or the shipped memgpt-small when it is None."""
-    return str(DEFAULT_MODEL) if config.model is None else config.model
+def model_options(config: ExtractConfig) -> dict:
+    """Memory settings given by the run, over the default model's own when the run names no model."""
+    given = {"memory": config.memory, "chunk_size": config.chunk_size, "kv_budget": config.kv_budget}
+    base = dict(TEXT_MODEL_SETTINGS) if config.model is None else {}
+    return base | {k: v for k, v in given.items() if v is not None}
+
+
+def model_path(config: ExtractConfig, progress=None) -> str:
+    """Where the run's model loads from: the offline copy of the text model when the run names none."""
+    if config.model is None:
+        return str(ensure_smollm2(progress=progress))  # made once per machine, then a file check
+    return str(DEFAULT_MODEL) if config.model == STORY_MODEL else config.model
 
 
 def model_name(config: ExtractConfig) -> str:
     """The model as the tables name it (the same on every machine, so the tables are too)."""
     if config.model == RANDOM_MODEL:
         return f"random-init(seed={config.seed})"
-    return DEFAULT_MODEL.name if config.model is None else config.model
+    return TEXT_MODEL if config.model is None else config.model
+
+
+def model_reason(config: ExtractConfig) -> str:
+    """Why the run uses its model, for the run report."""
+    if config.model is None:
+        return "the default for text: an instruct model that knows English (offline copy; --model to change)"
+    if config.model == STORY_MODEL:
+        return "named by --model: trained on the synthetic stories of jobs.quickstart only"
+    return "named by --model"
 
 
 class Extractor:
@@ -63,12 +84,28 @@ class Extractor:
         if self.tokenizer is None:
             raise ValueError(f"model {model_name(config)!r} has no tokenizer")
         self.prompts = Prompts(self.tokenizer, config.prompts, self.model.config.memory)
+        self.notes_every = config.notes.every_for(self.prompts.style)
+        self.notes = None
+        if self.notes_every:
+            self.notes = RunningNotes(self.model, config.notes.max_new_tokens, config.notes.instruction)
+        self.grammar_mode = config.facts_grammar
+        if self.grammar_mode == "auto":
+            self.grammar_mode = "text" if self.prompts.style == "chat" else "lines"
+        self.grammar = None
+        if config.facts and self.grammar_mode != "none":
+            self.grammar = FactsGrammar(
+                self.tokenizer, self.model.backbone.get_output_embeddings().weight.shape[0]
+            )
         overhead = self.prompts.facts_overhead if config.facts else 0
+        if config.facts and self.notes:  # the notes go into every facts prompt
+            overhead += (
+                config.notes.max_new_tokens + len(self.prompts.facts([], "x")) - len(self.prompts.facts([]))
+            )
         self.text_chunk = self.model.config.chunk_size - overhead  # chunk + facts prompt fit one chunk
         if self.text_chunk < MIN_TEXT_CHUNK:
             raise ValueError(
                 f"chunk_size {self.model.config.chunk_size} leaves {self.text_chunk} tokens of text "
-                f"next to the {overhead}-token facts prompt; use a larger chunk_size"
+                f"next to the {overhead}-token facts prompt (with the notes); use a larger chunk_size"
             )
         self.device = _device_name(self.model.device)
         self.checkpoints = Checkpoints(config.output)
@@ -106,18 +143,21 @@ class Extractor:
         if resumed is None:
             state, first, before = self.model.init_state(len(docs)), 0, 0.0
             facts, unparsed, generated = defaultdict(list), [0] * len(docs), [0] * len(docs)
+            notes, noted = [""] * len(docs), [0] * len(docs)  # notes, and the character they reach
         else:
             state, progress = resumed
             first, before = progress["next_chunk"], progress["seconds"]
             facts = defaultdict(list, enumerate(progress["facts"]))
             unparsed, generated = progress["unparsed"], progress["generated"]
+            notes, noted = progress["notes"], progress["noted"]
         self.resumed_from[key] = first
         for t in range(first, n_steps):
             active = [i for i, c in enumerate(chunks) if t < len(c)]
             if self.config.facts:
-                prompts = [self.prompts.facts(chunks[i][t].token_ids) for i in active]
+                prompts = [self.prompts.facts(chunks[i][t].token_ids, notes[i]) for i in active]
+                grammars = [self.fact_grammar(docs[i], chunks[i][t], notes[i]) for i in active]
                 texts, counts = self.generate(
-                    prompts, _select(state, active), self.config.max_new_tokens_facts
+                    prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
                 )
                 for i, text, n in zip(active, texts, counts, strict=True):
                     rows, bad = self.fact_rows(docs[i], chunks[i][t], text)
@@ -125,6 +165,13 @@ class Extractor:
                     unparsed[i], generated[i] = unparsed[i] + bad, generated[i] + n
             ids, mask = _right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
             state = self.model.step(state, ids, mask)
+            if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
+                due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
+                if due:
+                    passages = [docs[i]["text"][noted[i] : chunks[i][t].char_end] for i in due]
+                    new, counts = self.notes.update([notes[i] for i in due], passages)
+                    for i, text, n in zip(due, new, counts, strict=True):
+                        notes[i], noted[i], generated[i] = text, chunks[i][t].char_end, generated[i] + n
             every = self.config.checkpoint_every
             if every and (t + 1) % every == 0 and t + 1 < n_steps:
                 progress = {
@@ -134,12 +181,17 @@ class Extractor:
                     "facts": [facts[i] for i in range(len(docs))],
                     "unparsed": unparsed,
                     "generated": generated,
+                    "notes": notes,
+                    "noted": noted,
                     "seconds": before + time.perf_counter() - start,
                 }
                 self.checkpoints.save(key, t + 1, state, progress)
-        summaries, counts = self.generate(
-            [self.prompts.summary()] * len(docs), state, self.config.max_new_tokens_summary
-        )
+        if self.notes:  # the last notes are the summary of the whole document
+            summaries, counts = list(notes), [0] * len(docs)
+        else:
+            summaries, counts = self.generate(
+                [self.prompts.summary()] * len(docs), state, self.config.max_new_tokens_summary
+            )
         seconds = before + time.perf_counter() - start
         n_tokens = [sum(len(c.token_ids) for c in cs) for cs in chunks]
         generated = [g + n for g, n in zip(generated, counts, strict=True)]
@@ -183,13 +235,33 @@ class Extractor:
             return None
         return state, progress
 
+    def fact_grammar(self, doc: dict, chunk: Chunk, notes: str) -> str | None:
+        """The grammar a chunk's fact lines follow (pipeline/grammar.py), or None when unconstrained."""
+        if self.grammar is None:
+            return None
+        passage = doc["text"][chunk.char_start : chunk.char_end]
+        mode, lines, relations = self.grammar_mode, self.config.facts_max_lines, self.config.facts_relations
+        read = doc["text"][: chunk.char_end]  # a name of the notes counts only if the text has said it
+        names = [n for n in names_in(notes) if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", read)]
+        return fact_grammar(mode, lines, passage, "\n".join(names), relations)
+
     def generate(
-        self, prompts: list[list[int]], state: MemoryState, max_new: int
+        self, prompts: list[list[int]], state: MemoryState, max_new: int, grammars: list | None = None
     ) -> tuple[list[str], list[int]]:
-        """Greedy continuations of `prompts` from `state`: the texts and the number of tokens generated."""
+        """Greedy continuations of `prompts` from `state`: the texts and the number of tokens generated.
+
+        With `grammars` (one per prompt), each row's tokens follow its grammar."""
         ids, mask = _left_pad(prompts, self.pad_id)
+        processors = []
+        if grammars and grammars[0] is not None:
+            processors = [self.grammar.processor(grammars, self.config.facts_max_lines)]
         out = self.model.generate(
-            ids, attention_mask=mask, memory=state, max_new_tokens=max_new, do_sample=False
+            ids,
+            attention_mask=mask,
+            memory=state,
+            max_new_tokens=max_new,
+            do_sample=False,
+            logits_processor=LogitsProcessorList(processors),
         )
         texts, counts = [], []
         for row in out[:, ids.shape[1] :].tolist():

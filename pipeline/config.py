@@ -5,27 +5,40 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from pipeline.io import ReadConfig
-from pipeline.prompts import PromptConfig
+from pipeline.prompts import NotesConfig, PromptConfig
 
 # memgpt.config.MEMORY_KINDS, restated: importing memgpt would load torch into processes that only write tables
 MEMORY_KINDS = ("slots", "kv", "retrieval")
+FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py, restated for the same reason
 RANDOM_MODEL = "random"  # model name for a random-init MemGPT of the default config (for trying things)
+# The default for real text: an instruct model that knows English, loaded from its offline copy (memgpt.offline)
+TEXT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TEXT_MODEL_SETTINGS = {"memory": "kv", "chunk_size": 512, "kv_budget": 1024}  # what its settings default to
+# The shipped model of the synthetic stories (jobs.quickstart's corpus); it knows nothing else
+STORY_MODEL = "memgpt-small"
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
     input: str
     output: str
-    model: str | None = None  # a MemGPT folder, an HF model folder, a hub id or "random"; None: memgpt-small
+    # a MemGPT folder, an HF model folder, a hub id, "memgpt-small" or "random"; None: SmolLM2-135M-Instruct
+    model: str | None = None
     memory: str | None = None  # slots | kv | retrieval; None: the model's own (kv for plain HF models)
     chunk_size: int | None = None  # tokens per chunk; None: the model's
+    kv_budget: int | None = None  # kv entries kept per layer (kv and retrieval memory); None: the model's
     workers: int = 1  # actors, each holding one model
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     batch_size: int = 4  # documents read in lockstep by one actor
     checkpoint_every: int = 8  # save a group's memory state every K chunks (resume a half-read book); 0: off
     facts: bool = True  # extract facts per chunk (the expensive part: one generation per chunk)
-    max_new_tokens_facts: int = 48
+    # text: facts copied from the chunk (names, pronouns resolved to names); lines: any words in 3 fields;
+    # none: unconstrained; auto: text for the chat prompt style, lines for the task style (pipeline/grammar.py)
+    facts_grammar: str = "auto"
+    facts_relations: tuple[str, ...] | None = None  # a fixed relation vocabulary; None: free
+    facts_max_lines: int = 8  # fact lines per chunk, at most (under a grammar)
+    max_new_tokens_facts: int = 128
     max_new_tokens_summary: int = 96
     seed: int = 0
     trust_remote_code: bool = False
@@ -33,6 +46,7 @@ class ExtractConfig:
     address: str | None = None  # Ray address; None: RAY_ADDRESS or a local in-process Ray
     read: ReadConfig = field(default_factory=ReadConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    notes: NotesConfig = field(default_factory=NotesConfig)
 
     def __post_init__(self):
         if self.memory is not None and self.memory not in MEMORY_KINDS:
@@ -44,8 +58,20 @@ class ExtractConfig:
             raise ValueError(f"checkpoint_every must be >= 0 (0: off), got {self.checkpoint_every}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
             raise ValueError("gpus_per_worker and cpus_per_worker must be >= 0")
+        if self.kv_budget is not None and self.kv_budget < 1:
+            raise ValueError(f"kv_budget must be >= 1, got {self.kv_budget}")
         if self.chunk_size is not None and self.chunk_size < 8:
             raise ValueError(f"chunk_size must be >= 8, got {self.chunk_size}")
+        if self.facts_grammar not in FACT_GRAMMARS:
+            raise ValueError(f"facts_grammar must be one of {FACT_GRAMMARS}, got {self.facts_grammar!r}")
+        if self.facts_relations is not None:
+            object.__setattr__(self, "facts_relations", tuple(self.facts_relations))  # from YAML: a list
+            if not self.facts_relations or not all(
+                isinstance(r, str) and r.strip() for r in self.facts_relations
+            ):
+                raise ValueError(f"facts_relations must be a list of words, got {self.facts_relations!r}")
+        if self.facts_max_lines < 1:
+            raise ValueError(f"facts_max_lines must be >= 1, got {self.facts_max_lines}")
         if self.max_new_tokens_facts < 1 or self.max_new_tokens_summary < 1:
             raise ValueError("max_new_tokens_facts and max_new_tokens_summary must be >= 1")
 

@@ -51,7 +51,9 @@ def ground(t: Triple, text: str, char_start: int, char_end: int) -> tuple[int, i
     spans = []
     for name in (t.subject, t.object):
         # whole words only, so "He" does not match inside "the"
-        m = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE).search(text, char_start, char_end)
+        # any whitespace between words: a fact is written on one line, the text may break it
+        pattern = r"\s+".join(map(re.escape, name.split()))
+        m = re.compile(rf"(?<!\w){pattern}(?!\w)", re.IGNORECASE).search(text, char_start, char_end)
         if m:
             spans.append(m.span())
     if not spans:

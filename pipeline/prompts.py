@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 STYLES = ("auto", "chat", "task")
 _SLOT = "\x00CHUNK\x00"  # stands for the chunk inside a rendered chat template
+_NOTES = "\x00NOTES\x00"  # stands for the running notes (memgpt/notes.py) inside it
+NOTES_HEADING = "Notes on the text so far:\n"
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,25 @@ class PromptConfig:
     def __post_init__(self):
         if self.style not in STYLES:
             raise ValueError(f"prompt style must be one of {STYLES}, got {self.style!r}")
+
+
+@dataclass(frozen=True)
+class NotesConfig:
+    """Running notes (memgpt/notes.py): a summary-so-far the model rewrites every `every` chunks."""
+
+    every: int | None = None  # chunks between updates; 0: off; None: 2 for the chat style, off for task
+    max_new_tokens: int = 96  # the notes' bound, in tokens: an update costs the same however long the book
+    instruction: str = (
+        "You keep notes on a long text while reading it. Rewrite the notes so far to include the new passage: "
+        "a few short sentences saying who is who (full names) and what happened. Write only the notes."
+    )
+
+    def __post_init__(self):
+        if (self.every is not None and self.every < 0) or self.max_new_tokens < 1:
+            raise ValueError(f"notes.every must be >= 0 and notes.max_new_tokens >= 1, got {self}")
+
+    def every_for(self, style: str) -> int:
+        return (2 if style == "chat" else 0) if self.every is None else self.every
 
 
 def choose_style(config: PromptConfig, tokenizer, memory_kind: str) -> str:
@@ -44,19 +65,26 @@ class Prompts:
         if self.style == "chat" and not getattr(tokenizer, "chat_template", None):
             raise ValueError("prompt style 'chat' needs a tokenizer with a chat template")
         if self.style == "chat":
-            self._before, self._after = self._chat_parts(f"{config.facts_instruction}\n\n{_SLOT}")
-            self._summary = sum(self._chat_parts(config.summary_instruction), [])
+            rendered = self._render(f"{_NOTES}{config.facts_instruction}\n\n{_SLOT}")
+            head, _, rest = rendered.partition(_NOTES)
+            middle, _, after = rest.partition(_SLOT)
+            self._head, self._before, self._after = map(self._encode, (head, middle, after))
+            self._summary = self._encode(self._render(config.summary_instruction))
         else:
-            self._before, self._after = [], self._encode(config.facts_marker)
+            self._head, self._before, self._after = [], [], self._encode(config.facts_marker)
             self._summary = self._encode(config.summary_marker)
 
     @property
     def facts_overhead(self) -> int:
-        """Tokens the facts prompt adds to a chunk."""
-        return len(self._before) + len(self._after)
+        """Tokens the facts prompt adds to a chunk (without notes)."""
+        return len(self._head) + len(self._before) + len(self._after)
 
-    def facts(self, chunk_ids: list[int]) -> list[int]:
-        return self._before + list(chunk_ids) + self._after
+    def facts(self, chunk_ids: list[int], notes: str = "") -> list[int]:
+        """The facts prompt of a chunk; with running notes, they come before the instruction."""
+        if self.style != "chat" and notes:
+            raise ValueError("running notes need the chat prompt style")
+        notes_ids = self._encode(f"{NOTES_HEADING}{notes}\n\n") if notes else []
+        return self._head + notes_ids + self._before + list(chunk_ids) + self._after
 
     def summary(self) -> list[int]:
         return list(self._summary)
@@ -64,10 +92,7 @@ class Prompts:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _chat_parts(self, content: str) -> tuple[list[int], list[int]]:
-        """Token ids of the rendered template before and after the chunk slot (all of it before, if none)."""
-        rendered = self.tokenizer.apply_chat_template(
+    def _render(self, content: str) -> str:
+        return self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
-        before, _, after = rendered.partition(_SLOT)
-        return self._encode(before), self._encode(after)

@@ -2,6 +2,7 @@
 
 import os
 import posixpath
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -11,7 +12,7 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 from memgpt.hub import custom_code, find_gguf, resolve, unknown_model_type
-from pipeline.actor import Extractor, load_model, model_name, model_path
+from pipeline.actor import Extractor, load_model, model_name, model_options, model_path, model_reason
 from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import RANDOM_MODEL, ExtractConfig
 from pipeline.entities import entity_rows
@@ -26,6 +27,7 @@ WRITE_CPUS = 0
 
 def run(config: ExtractConfig) -> "Report":
     """Extract summaries, facts and entities from `config.input` into `config.output`; resumes a killed run."""
+    model_path(config, progress=lambda message: print(f"model: {message}", file=sys.stderr, flush=True))
     check_model(config)
     list_inputs(config.input, config.read)  # a missing input fails here, before anything is written
     out = Output(config.output)
@@ -60,6 +62,7 @@ def run(config: ExtractConfig) -> "Report":
     n_entities = write_entities(out, run_id)
     return make_report(
         out,
+        config,
         run_id,
         len(docs),
         len(docs) - len(todo),
@@ -181,6 +184,9 @@ class Report:
     """What a run did and cost; tokens and seconds count this run's work only."""
 
     run_id: str
+    model: str
+    model_reason: str  # why the run uses this model
+    memory: str  # the memory settings the run asked for (the model's own for those not given)
     documents: int  # good input documents
     skipped: int  # already finished by an earlier run
     processed: int
@@ -196,6 +202,7 @@ class Report:
 
     def format(self) -> str:
         lines = [
+            f"model {self.model} ({self.memory}): {self.model_reason}",
             f"run {self.run_id}: {self.documents} documents ({self.processed} processed, {self.skipped} "
             f"already done, {self.failed} failed), {self.read_errors} read problems",
             f"tokens read {self.tokens_read:,}, generated {self.tokens_generated:,} in {self.seconds:.1f}s "
@@ -205,11 +212,15 @@ class Report:
         return "\n".join(lines)
 
 
-def make_report(out, run_id, n_docs, skipped, read_errors, n_entities, stats, seconds) -> Report:
+def make_report(out, config, run_id, n_docs, skipped, read_errors, n_entities, stats, seconds) -> Report:
     """The run report (also written to <output>/report.json); tokens/s counts tokens read and generated."""
     read, generated = stats.get("tokens_read", 0), stats.get("tokens_generated", 0)
+    options = model_options(config)
     report = Report(
         run_id=run_id,
+        model=model_name(config),
+        model_reason=model_reason(config),
+        memory=", ".join(f"{k} {v}" for k, v in options.items()) or "the model's own settings",
         documents=n_docs,
         skipped=skipped,
         processed=stats.get("documents", 0),

@@ -1,0 +1,61 @@
+"""Running notes: a memory kept as text, `M_t = f(M_{t-1}, x_t)`, rewritten by the model every few chunks.
+
+The notes of a document are a short summary of what it has said so far, names first. Every few chunks the
+model reads its notes and the chunks since the last update and writes new notes (the incremental-updating
+strategy of book-length summarisation: BooookScore, Chang et al. 2024). The notes are bounded by
+`max_new_tokens`, so each update costs the same however long the book is. They are read back by being put in
+a prompt (the facts prompt of every chunk, so "he" in chapter 20 can resolve to a name from chapter 2), and the
+last notes are the document's summary.
+
+Unlike the tensor memories (`memgpt/slots.py`, `memgpt/kv.py`) the state is a string a person can read, and it
+is written by generation, not by a forward pass; it complements them (facts are still generated from the kv
+memory) rather than replacing them.
+"""
+
+import torch
+
+NOTES_INSTRUCTION = (
+    "You keep notes on a long text while reading it. Rewrite the notes so far to include the new passage: "
+    "a few short sentences saying who is who (full names) and what happened. Write only the notes."
+)
+
+
+class RunningNotes:
+    """Notes for a batch of documents, updated by the model through its chat template."""
+
+    def __init__(self, model, max_new_tokens: int = 96, instruction: str = NOTES_INSTRUCTION):
+        if not getattr(model.tokenizer, "chat_template", None):
+            raise ValueError("running notes need an instruct model whose tokenizer has a chat template")
+        self.model, self.max_new_tokens, self.instruction = model, max_new_tokens, instruction
+
+    def prompt(self, notes: str, passage: str) -> list[int]:
+        """The update prompt: the notes so far and the new passage, in the model's chat template."""
+        content = f"{self.instruction}\n\nNotes so far:\n{notes or '(none yet)'}\n\nNew passage:\n{passage}"
+        messages = [{"role": "user", "content": content}]
+        tok = self.model.tokenizer
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    @torch.inference_mode()
+    def update(self, notes: list[str], passages: list[str]) -> tuple[list[str], list[int]]:
+        """New notes per document from the old ones and the passages read since, and the tokens generated.
+
+        Only the text is read: the update starts from an empty memory, so what the notes say comes from the
+        notes and the passage, and the cost stays bounded."""
+        prompts = [self.prompt(n, p) for n, p in zip(notes, passages, strict=True)]
+        tok = self.model.tokenizer
+        pad = self.model.tokenizer_pad_id
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        out = self.model.generate(
+            ids, attention_mask=mask, max_new_tokens=self.max_new_tokens, do_sample=False,
+            repetition_penalty=1.2,  # small models loop on their own sentences without it
+        )  # fmt: skip
+        new, generated = [], []
+        eos = tok.eos_token_id
+        for row in out[:, width:].tolist():
+            n = row.index(eos) if eos in row else len(row)
+            new.append(tok.decode(row[:n], skip_special_tokens=True).strip())
+            generated.append(n)
+        return new, generated

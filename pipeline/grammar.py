@@ -1,0 +1,217 @@
+"""Fact lines under a grammar: every line the model writes parses as `subject | relation | object`.
+
+Generation is constrained token by token with llguidance (a Lark grammar per document row, compiled in
+milliseconds; no dependencies of its own). Three modes:
+
+- text (the default): facts copied from the passage. After a name met in the passage, the words that follow
+  it in its sentence split into relation and object ("Inspector Halvorsen | keeps the ledger in | the
+  observatory of Bergen"); after "he" or "she", the subject is any name met in the passage or the running
+  notes, which the model must choose, so the pronoun is resolved. With a fixed relation vocabulary
+  (`facts_relations` in the YAML) the subject is a name, the relation one of the vocabulary and the object a
+  phrase of the passage. Every fact can so be found in the text it came from, or in the notes.
+- lines: any words in each of the three fields (the relation from the vocabulary, if one is given);
+- none: unconstrained generation, parsed afterwards (lines that are no fact are counted as unparsed).
+
+The model chooses which facts to write and where to split them; with a small model that choice is most of
+the quality (docs/knowledge.md).
+"""
+
+import json
+import re
+from functools import cached_property
+
+import llguidance
+import llguidance.hf
+import llguidance.torch
+import torch
+from transformers import LogitsProcessor
+
+from pipeline.entities import STOPWORDS, TITLES
+
+GRAMMARS = ("text", "lines", "none")
+PRONOUNS = ("he", "she", "He", "She")
+MAX_RELATION_WORDS = 4
+MAX_PHRASE_WORDS = 5
+_WORD = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")
+_NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-]+){0,3}")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(]\s*|\n\s*)$")
+_SENTENCE = re.compile(r"[^.!?;:\"\u201c\u201d()]+")  # a clause: up to its punctuation (line breaks inside)
+# words an object does not end with ("in the", "of"): a phrase cut there says nothing
+_DETERMINERS = frozenset("the a an his her their its my your our this that".split())
+_OPEN_WORDS = frozenset(
+    "the a an of in on at to for from with by and or but his her their its my your our".split()
+)
+_FREE = r"[^| \n]+( [^| \n]+){0,7}"  # one to eight words without "|" or a line break
+_RELATION = r"[a-z]+( [a-z]+){0,3}"
+
+
+def names_in(text: str) -> list[str]:
+    """Capitalised names in `text` ("Mr. Darcy", "Elizabeth Bennet").
+
+    A capital tells a name only inside a sentence: at a sentence's start, a first word the text also writes in
+    lower case ("To", "My") is dropped, and a single word seen only there ("Since") is no name."""
+    lowercase = {w.casefold() for w in _WORD.findall(text) if w[0].islower()}
+    found, inside = set(), set()
+    for m in _NAME.finditer(text):
+        words = _split_at_sentence_end(m.group().split())
+        at_start = bool(_SENTENCE_START.search(text[max(0, m.start() - 3) : m.start()]))
+        while words and (words[0].casefold() in STOPWORDS or (at_start and words[0].casefold() in lowercase)):
+            words.pop(0)
+        if not words or words[-1].rstrip(".").casefold() in TITLES:
+            continue
+        name = " ".join(words).rstrip("'\u2019")
+        found.add(name)
+        if not at_start or len(words) > 1:
+            inside.add(name)
+    return sorted(n for n in found if n in inside)
+
+
+def _split_at_sentence_end(words: list[str]) -> list[str]:
+    """The words up to the first that ends a sentence ("Melk." in "Melk. But"); a title's dot does not."""
+    for i, w in enumerate(words):
+        if w.endswith(".") and w.rstrip(".").casefold() not in TITLES:
+            return words[:i] + [w.rstrip(".")]
+    return words
+
+
+def phrases_in(text: str, max_words: int = MAX_PHRASE_WORDS) -> list[str]:
+    """Every run of 1..max_words consecutive words inside a sentence of `text`."""
+    phrases = set()
+    for sentence in _SENTENCE.findall(text):
+        words = _WORD.findall(sentence)
+        for i in range(len(words)):
+            for n in range(1, min(max_words, len(words) - i) + 1):
+                phrases.add(" ".join(words[i : i + n]))
+    return sorted(phrases)
+
+
+def fact_grammar(
+    mode: str,
+    max_lines: int,
+    passage: str = "",
+    notes: str = "",
+    relations: tuple[str, ...] | None = None,
+) -> str:
+    """The llguidance grammar of fact lines about `passage` (see the module docstring).
+
+    At most `max_lines` lines, except in text mode without a vocabulary, where the lines follow the passage's
+    order, each place of it used once (so no line repeats), and GrammarProcessor enforces the bound."""
+    if mode not in ("text", "lines"):
+        raise ValueError(f"facts_grammar must be one of {GRAMMARS}, got {mode!r}")
+    # the delimiter goes inside each lexeme: llguidance's lexer is greedy, so a field that may go on with a
+    # space ("Maria" / "Maria Lopez") must not be followed by a separate " | " token
+    relation = _one_of(relations, " | ") if relations else rf"/{_RELATION} \| /"
+    subject, obj = rf"/{_FREE} \| /", rf"/{_FREE}\n/"
+    names = names_in(f"{notes}\n{passage}") if mode == "text" else []
+    if names and not relations:
+        anchors = copied_anchors(passage, names)
+        if anchors:
+            rules = [f"a{k}: L{k}\nL{k}: {_one_of(lines, '')}" for k, lines in enumerate(anchors)]
+            start = " ".join(f"a{k}?" for k in range(len(anchors)))
+            return llguidance.grammar_from("lark", f"start: {start}\n" + "\n".join(rules) + "\n")
+    if names:
+        subject = _one_of(names, " | ")
+        obj = _one_of(sorted(set(phrases_in(passage)) | set(names)), "\n")
+    lark = f"start: line{{1,{max_lines}}}\nline: SUBJECT RELATION OBJECT\n"
+    lark += f"SUBJECT: {subject}\nRELATION: {relation}\nOBJECT: {obj}\n"
+    return llguidance.grammar_from("lark", lark)
+
+
+def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
+    """The fact lines each place of the passage allows, in reading order: after a name, that name and the
+    words that follow it, split into relation and object; after "he"/"she", any of `names` and what follows."""
+    found = []
+    for name in names:
+        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", passage):
+            found.append((m.start(), _splits(name, _words_after(passage, m.end()))))
+    for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?!\w)", passage):
+        rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, m.end()))]
+        found.append((m.start(), [f"{n} | {rest}" for n in names for rest in rests]))
+    anchors, seen = [], set()
+    for _, lines in sorted(found, key=lambda x: x[0]):
+        lines = [line for line in dict.fromkeys(lines) if line not in seen]  # a line is allowed once
+        seen.update(lines)
+        if lines:
+            anchors.append(lines)
+    return anchors
+
+
+def _words_after(passage: str, at: int) -> list[str]:
+    """The words from `at` to the end of its clause, at most MAX_RELATION_WORDS + MAX_PHRASE_WORDS of them."""
+    clause = _SENTENCE.match(passage, at)
+    words = _WORD.findall(clause.group()) if clause else []
+    return words[: MAX_RELATION_WORDS + MAX_PHRASE_WORDS]
+
+
+def _splits(subject: str, words: list[str]) -> list[str]:
+    out = []
+    for i in range(1, min(MAX_RELATION_WORDS, len(words) - 1) + 1):
+        if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase
+            continue
+        for j in range(i + 1, min(i + MAX_PHRASE_WORDS, len(words)) + 1):
+            if words[j - 1].casefold() in _OPEN_WORDS:
+                continue
+            out.append(f"{subject} | {' '.join(words[:i])} | {' '.join(words[i:j])}\n")
+    return out
+
+
+def _one_of(options, end: str) -> str:
+    alternatives = "(" + " | ".join(json.dumps(o) for o in options) + ")"
+    return f"{alternatives} {json.dumps(end)}" if end else alternatives
+
+
+class FactsGrammar:
+    """The tokenizer converted once for llguidance (about a second); a processor per generate call."""
+
+    def __init__(self, tokenizer, vocab_size: int):
+        self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
+        self.hf_tokenizer, self.vocab_size = tokenizer, vocab_size
+
+    def processor(self, grammars: list[str], max_lines: int) -> "GrammarProcessor":
+        return GrammarProcessor(self.tokenizer, grammars, self.vocab_size, max_lines, self.newlines)
+
+    @cached_property
+    def newlines(self) -> torch.Tensor:
+        """(V,) bool: the tokens whose text holds a line break."""
+        ends = torch.zeros(self.vocab_size, dtype=torch.bool)
+        for i in range(min(self.vocab_size, len(self.hf_tokenizer))):
+            ends[i] = "\n" in self.hf_tokenizer.decode([i])
+        return ends
+
+
+class GrammarProcessor(LogitsProcessor):
+    """One llguidance matcher per batch row: tokens the row's grammar does not allow get -inf.
+
+    EOS is allowed only after a whole line, and is the only choice after `max_lines` lines. For one call."""
+
+    def __init__(
+        self, tokenizer, grammars: list[str], vocab_size: int, max_lines: int, newlines: torch.Tensor
+    ):
+        self.matchers = [llguidance.LLMatcher(tokenizer, g, log_level=0) for g in grammars]
+        for m in self.matchers:
+            if m.is_error():
+                raise ValueError(f"fact grammar does not compile: {m.get_error()}")
+        self.bitmask = llguidance.torch.allocate_token_bitmask(len(grammars), vocab_size)
+        self.bits = torch.arange(32, dtype=torch.int32)
+        self.eos = tokenizer.eos_token
+        self.max_lines, self.newlines = max_lines, newlines
+        self.lines = torch.zeros(len(grammars), dtype=torch.long)
+        self.started = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.started:  # the token chosen at the last step
+            last = input_ids[:, -1].cpu()
+            self.lines += self.newlines[last.clamp(max=len(self.newlines) - 1)]
+            for i, m in enumerate(self.matchers):
+                if not m.is_stopped():
+                    m.consume_token(int(last[i]))
+        self.started = True
+        for i, m in enumerate(self.matchers):
+            llguidance.torch.fill_next_token_bitmask(m, self.bitmask, i)
+        allowed = (self.bitmask.unsqueeze(-1) >> self.bits) & 1  # (B, V / 32, 32)
+        allowed = allowed.bool().view(len(self.matchers), -1)[:, : scores.shape[-1]]
+        full = self.lines >= self.max_lines
+        if full.any():  # enough lines: only the end
+            allowed[full] = False
+            allowed[full, self.eos] = True
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
