@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-facts", dest="facts", action="store_const", const=False, help="summaries only")
     p.add_argument("--facts-grammar", choices=["auto", "text", "lines", "none"], help="constrain fact lines")
     p.add_argument("--notes-every", type=int, help="notes.every: update the running notes every K chunks")
+    p.add_argument(
+        "--save-states", action="store_const", const=True, help="keep each document's memory (jobs.ask)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--run-id")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
 
 # tensors whose first dimension is the layer (the document is the second)
@@ -84,11 +85,26 @@ class MemoryState:
     def _map(self, fn) -> "MemoryState":
         return MemoryState(self.kind, {k: fn(k, v) for k, v in self.tensors.items()}, self.signature)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, info: dict | None = None) -> None:
+        """safetensors at `path`; `info` (JSON) travels with it, read back by `read_info`."""
+        save_file(self._cpu_tensors(), str(path), metadata=self._metadata(info))
+
+    def to_bytes(self, info: dict | None = None) -> bytes:
+        """The bytes `save` would write."""
+        return save_bytes(self._cpu_tensors(), metadata=self._metadata(info))
+
+    def _cpu_tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}
+
+    def _metadata(self, info: dict | None) -> dict[str, str]:
         meta = {"kind": self.kind, "signature": json.dumps(self.signature, sort_keys=True)}
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, str(path), metadata=meta
-        )
+        return meta | ({"info": json.dumps(info, sort_keys=True)} if info else {})
+
+    @staticmethod
+    def read_info(path: str | Path) -> dict:
+        """The `info` saved with a state ({} if none), without loading its tensors."""
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("info", "{}"))
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "MemoryState":

@@ -23,10 +23,11 @@ from pipeline.chunking import Chunk, chunk_text
 from pipeline.config import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL, TEXT_MODEL_SETTINGS, ExtractConfig
 from pipeline.facts import dedupe, ground, parse_facts
 from pipeline.grammar import FactsGrammar, fact_grammar, names_in
-from pipeline.io import error_row
+from pipeline.io import error_row, safe_name
 from pipeline.prompts import Prompts
 from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
 
+STATES = "states"  # <output>/states/<doc id>.safetensors: final memories kept with --save-states
 MIN_TEXT_CHUNK = 8  # tokens of document text per chunk, at least, once the facts prompt is added
 
 
@@ -203,10 +204,22 @@ class Extractor:
             summary = self.summary_row(
                 d, summaries[i], len(chunks[i]), n_tokens[i], generated[i], len(doc_facts), unparsed[i], share
             )
-            results.append(
-                self.result(d, [summary], doc_facts, [], "ok", n_tokens[i], share, None) | {"checkpoint": key}
-            )
+            saved = self.save_state(d, state.select([i]), summaries[i]) if self.config.save_states else None
+            result = self.result(d, [summary], doc_facts, [], "ok", n_tokens[i], share, None, saved)
+            results.append(result | {"checkpoint": key})
         return results
+
+    def save_state(self, doc: dict, state: MemoryState, summary: str) -> str:
+        """Write a document's final memory under <output>/states/ (atomically; named by its id, so a retry
+        replaces it), with what `jobs.ask` needs to load the same model; its path for the manifest."""
+        info = {
+            "doc_id": doc["doc_id"],
+            "model": model_name(self.config),
+            "options": {k: v for k, v in model_options(self.config).items()},
+            "summary": summary,
+        }
+        relpath = f"{STATES}/{safe_name(doc['doc_id'])}.safetensors"
+        return self.checkpoints.out.write_bytes(relpath, state.to_bytes(info))
 
     def resume(self, key: str, docs: list[dict]) -> tuple[MemoryState, dict] | None:
         """The group's last checkpoint (state on the model's device, progress), or None to start at chunk 0.
@@ -318,7 +331,7 @@ class Extractor:
             "checkpoint": group_key([doc["doc_id"]])
         }
 
-    def result(self, doc, summaries, facts, errors, status, n_tokens, seconds, error) -> dict:
+    def result(self, doc, summaries, facts, errors, status, n_tokens, seconds, error, state=None) -> dict:
         """One document's rows for every table, checked against their schemas."""
         manifest = {
             "doc_id": doc["doc_id"],
@@ -328,6 +341,7 @@ class Extractor:
             "seconds": seconds,
             "error": error,
             "run_id": self.run_id,
+            "state": state,
         }
         rows = {"summaries": summaries, "facts": facts, "errors": errors, "manifest": [manifest]}
         for name in RESULT_TABLES:

@@ -40,6 +40,7 @@ class ExtractConfig:
     facts_max_lines: int = 8  # fact lines per chunk, at most (under a grammar)
     max_new_tokens_facts: int = 128
     max_new_tokens_summary: int = 96
+    save_states: bool = False  # keep each document's final memory under <output>/states/ (for jobs.ask)
     seed: int = 0
     trust_remote_code: bool = False
     run_id: str | None = None  # None: derived from the config, so a re-run of the same job resumes it
@@ -88,6 +89,7 @@ class ExtractConfig:
             "address",
             "run_id",
             "checkpoint_every",
+            "save_states",
         ):
             keep.pop(k)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]

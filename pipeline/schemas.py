@@ -73,6 +73,7 @@ MANIFEST = pa.schema(
         pa.field("seconds", pa.float64()),
         pa.field("error", pa.string()),
         pa.field("run_id", pa.string()),
+        pa.field("state", pa.string()),  # with --save-states: the document's memory file under the output
     ]
 )
 

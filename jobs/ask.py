@@ -1,0 +1,98 @@
+"""Ask a book that was read once: answer a question from a memory state kept by `jobs.extract --save-states`.
+
+    python -m jobs.ask --state out/states/book.txt.safetensors "Where does Inspector Halvorsen keep the ledger?"
+        [--model PATH_OR_HUB_ID] [--max-new-tokens N]
+
+The state names the model and memory settings that wrote it, so the same model is loaded (the offline SmolLM2
+for the default); the book is not read again. The answer streams to standard output.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobs.chat import OneLineParser, generate_options, one_line, status
+
+PROG = "jobs.ask"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("question")
+    p.add_argument("--state", required=True, help="a memory file written by jobs.extract --save-states")
+    p.add_argument("--model", help="the model to answer with (default: the one the state names)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--traceback", action="store_true", help="show the full traceback of a failure")
+    return p.parse_args(argv)
+
+
+def load(state_file: Path, model: str | None):
+    """The state and the model it was written by (or `model`), checked against each other."""
+    import torch
+    import transformers
+
+    from memgpt import MemGPT, MemoryState
+    from memgpt.offline import ensure_smollm2
+    from pipeline.config import STORY_MODEL, TEXT_MODEL
+
+    torch.set_grad_enabled(False)
+    transformers.utils.logging.disable_progress_bar()
+    if not state_file.is_file():
+        raise FileNotFoundError(f"memory state file not found: {state_file}")
+    info = MemoryState.read_info(state_file)
+    name = model or info.get("model")
+    if name is None:
+        raise ValueError(f"{state_file} does not name the model that wrote it; pass --model")
+    if name == TEXT_MODEL and model is None:
+        path = ensure_smollm2(progress=lambda m: status(f"{PROG}: {m}"))
+    else:
+        from memgpt import DEFAULT_MODEL
+
+        path = DEFAULT_MODEL if name == STORY_MODEL else name
+    lm = MemGPT.from_pretrained(path, **info.get("options", {})).eval()
+    state = MemoryState.load(state_file, device=lm.device)
+    try:
+        lm.check_state(state)
+    except ValueError as e:
+        raise ValueError(f"{state_file} was not written by model {name!r}: {e}") from None
+    return lm, state, info
+
+
+def ask(model, state, question: str, max_new_tokens: int, out=None) -> str:
+    """The answer to `question` from `state`, streamed to `out` as it is generated."""
+    from transformers import TextStreamer
+
+    out = out or sys.stdout
+    tok = model.tokenizer
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                       add_generation_prompt=True)  # fmt: skip
+    else:
+        text = f"{question}\n"
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    streamer.on_finalized_text = lambda piece, stream_end=False: print(piece, end="" if not stream_end else "\n",
+                                                                         file=out, flush=True)  # fmt: skip
+    options = generate_options(model, argparse.Namespace(sample=False, seed=None))
+    generated = model.generate(ids, memory=state, max_new_tokens=max_new_tokens, streamer=streamer, **options)
+    return tok.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        model, state, info = load(Path(args.state), args.model)
+        status(
+            f"{PROG}: {info.get('doc_id', args.state)}: {int(state.n_read[0]):,} tokens read by {model.name}"
+        )
+        ask(model, state, args.question, args.max_new_tokens)
+    except Exception as e:  # one line for the user; --traceback for the details
+        if args.traceback:
+            raise
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
