@@ -53,7 +53,7 @@ def score(docs: list[PlantedDocument], summaries: pd.DataFrame, facts: pd.DataFr
 
     texts = {f"{d.doc_id}.txt": d.text for d in docs}
     lines = summaries["n_facts"].sum() + summaries["n_unparsed"].sum()
-    grounded = [_grounded(row, texts[row.doc_id]) for row in facts.itertuples()]
+    grounded = [is_grounded(row, texts[row.doc_id]) for row in facts.itertuples()]
     found = follow = n_follow = final = 0
     for d in docs:
         rows = facts[facts["doc_id"] == f"{d.doc_id}.txt"]
@@ -82,7 +82,8 @@ def score(docs: list[PlantedDocument], summaries: pd.DataFrame, facts: pd.DataFr
     }
 
 
-def _grounded(row, text: str) -> bool:
+def is_grounded(row, text: str) -> bool:
+    """Subject and object found in the text: the subject in the evidence span or said before it."""
     chunk = text[row.char_start : row.char_end]  # the evidence span: both names, or the whole chunk
 
     def found(name: str, where: str) -> bool:  # noqa: E306

@@ -14,10 +14,7 @@ memory) rather than replacing them.
 
 import torch
 
-NOTES_INSTRUCTION = (
-    "You keep notes on a long text while reading it. Rewrite the notes so far to include the new passage: "
-    "a few short sentences saying who is who (full names) and what happened. Write only the notes."
-)
+NOTES_INSTRUCTION = "Write a short summary of the text below. Name the people and say what they do."
 
 
 class RunningNotes:
@@ -30,7 +27,8 @@ class RunningNotes:
 
     def prompt(self, notes: str, passage: str) -> list[int]:
         """The update prompt: the notes so far and the new passage, in the model's chat template."""
-        content = f"{self.instruction}\n\nNotes so far:\n{notes or '(none yet)'}\n\nNew passage:\n{passage}"
+        so_far = f"Summary so far: {notes}\n\n" if notes else ""
+        content = f"{self.instruction}\n\n{so_far}Text:\n{passage}"
         messages = [{"role": "user", "content": content}]
         tok = self.model.tokenizer
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -50,7 +48,6 @@ class RunningNotes:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         out = self.model.generate(
             ids, attention_mask=mask, max_new_tokens=self.max_new_tokens, do_sample=False,
-            repetition_penalty=1.2,  # small models loop on their own sentences without it
         )  # fmt: skip
         new, generated = [], []
         eos = tok.eos_token_id

@@ -91,7 +91,7 @@ class Extractor:
             self.notes = RunningNotes(self.model, config.notes.max_new_tokens, config.notes.instruction)
         self.grammar_mode = config.facts_grammar
         if self.grammar_mode == "auto":
-            self.grammar_mode = "text" if self.prompts.style == "chat" else "lines"
+            self.grammar_mode = "text" if self.prompts.style == "chat" else "none"
         self.grammar = None
         if config.facts and self.grammar_mode != "none":
             self.grammar = FactsGrammar(

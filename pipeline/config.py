@@ -34,7 +34,8 @@ class ExtractConfig:
     checkpoint_every: int = 8  # save a group's memory state every K chunks (resume a half-read book); 0: off
     facts: bool = True  # extract facts per chunk (the expensive part: one generation per chunk)
     # text: facts copied from the chunk (names, pronouns resolved to names); lines: any words in 3 fields;
-    # none: unconstrained; auto: text for the chat prompt style, lines for the task style (pipeline/grammar.py)
+    # none: unconstrained; auto: text for the chat prompt style, none for the task style (its models are trained
+    # on the format: a grammar would only turn their rare broken lines into parsed junk; pipeline/grammar.py)
     facts_grammar: str = "auto"
     facts_relations: tuple[str, ...] | None = None  # a fixed relation vocabulary; None: free
     facts_max_lines: int = 8  # fact lines per chunk, at most (under a grammar)

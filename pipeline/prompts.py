@@ -35,10 +35,7 @@ class NotesConfig:
 
     every: int | None = None  # chunks between updates; 0: off; None: 2 for the chat style, off for task
     max_new_tokens: int = 96  # the notes' bound, in tokens: an update costs the same however long the book
-    instruction: str = (
-        "You keep notes on a long text while reading it. Rewrite the notes so far to include the new passage: "
-        "a few short sentences saying who is who (full names) and what happened. Write only the notes."
-    )
+    instruction: str = "Write a short summary of the text below. Name the people and say what they do."
 
     def __post_init__(self):
         if (self.every is not None and self.every < 0) or self.max_new_tokens < 1:
