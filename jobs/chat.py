@@ -5,13 +5,12 @@
 
 Each turn, the user's and the model's, is framed by the model's chat template and read into the memory, so
 a turn costs the same however long the conversation: only the new turn is tokenised, and the reply is
-generated from the memory. Commands: /save, /reset, /quit. With --state the memory (and, in STATE.json, the
+generated from the memory. Commands: /save, /reset, /quit. With --state the memory (and, inside the file, the
 number of turns) is saved when the session ends, every --save-every turns and on /save, and resumed next
 time. When standard input is not a terminal, each line is one user turn and each reply one line on stdout.
 """
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -217,25 +216,16 @@ class LineStreamer(TextStreamer):
 # ---- saving and resuming -------------------------------------------------------------------------------
 
 
-def sidecar(path: Path) -> Path:
-    """Where the turn count lives: MemoryState.save writes tensors and the model's signature only."""
-    return path.with_name(path.name + ".json")
-
-
 def save(chat: Chat, path: Path) -> None:
-    """The state and its turn count, each written to a temporary file and renamed into place (atomic)."""
+    """The state, with its turn count inside the file, written to a temporary file and renamed (atomic)."""
     info = {"turns": chat.n_turns, "tokens": chat.tokens, "model": chat.model.name}
-    tmp_state, tmp_info = (p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (path, sidecar(path)))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        chat.state.save(tmp_state)
-        tmp_info.write_text(json.dumps(info) + "\n")
-        # state first: a crash between the renames leaves a count whose tokens no longer match (detected)
-        os.replace(tmp_state, path)
-        os.replace(tmp_info, sidecar(path))
+        chat.state.save(tmp, info=info)
+        os.replace(tmp, path)
         chat.saved_turns = chat.n_turns
     finally:
-        for tmp in (tmp_state, tmp_info):
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def resume(chat: Chat, path: Path) -> None:
@@ -250,20 +240,8 @@ def resume(chat: Chat, path: Path) -> None:
     if state.batch_size != 1:
         raise ValueError(f"{path} holds {state.batch_size} memories; a chat resumes from one")
     chat.state = state.to(chat.model.device)
-    info = _read_json(sidecar(path))
-    chat.n_turns = int(info.get("turns", 0))
-    if info.get("tokens") != chat.tokens:  # missing, or left from an earlier save (a crash between renames)
-        status(f"{PROG}: warning: no turn count for {path.name} in {sidecar(path).name}; counting from 0")
-        chat.n_turns = 0
+    chat.n_turns = int(MemoryState.read_info(path).get("turns", 0))  # 0 for a state saved by another job
     chat.saved_turns = chat.n_turns
-
-
-def _read_json(file: Path) -> dict:
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 # ---- the session ---------------------------------------------------------------------------------------

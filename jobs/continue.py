@@ -49,7 +49,7 @@ def read_text(source: str) -> str:
     return text
 
 
-def continue_text(model, ids, max_new_tokens: int, options: dict, out=sys.stdout) -> int:
+def continue_text(model, ids, max_new_tokens: int, options: dict, out=None) -> int:
     """Read `ids` (1-D) into memory, stream the continuation to `out`; the number of tokens written."""
     import torch
 
@@ -65,7 +65,7 @@ def continue_text(model, ids, max_new_tokens: int, options: dict, out=sys.stdout
             prompt,
             memory=state,
             max_new_tokens=max_new_tokens,
-            streamer=LineStreamer(model.tokenizer, out, single_line=False),
+            streamer=LineStreamer(model.tokenizer, out or sys.stdout, single_line=False),
             **options,
         )
     n = seq.shape[1] - prompt.shape[1]

@@ -39,7 +39,7 @@ class ExtractConfig:
     facts_grammar: str = "auto"
     facts_relations: tuple[str, ...] | None = None  # a fixed relation vocabulary; None: free
     facts_max_lines: int = 8  # fact lines per chunk, at most (under a grammar)
-    max_new_tokens_facts: int = 128
+    max_new_tokens_facts: int = 192  # room for facts_max_lines lines
     max_new_tokens_summary: int = 96
     save_states: bool = False  # keep each document's final memory under <output>/states/ (for jobs.ask)
     seed: int = 0

@@ -16,6 +16,7 @@ The model chooses which facts to write and where to split them; with a small mod
 the quality (docs/knowledge.md).
 """
 
+import bisect
 import json
 import re
 from functools import cached_property
@@ -34,6 +35,9 @@ MAX_RELATION_WORDS = 4
 MAX_PHRASE_WORDS = 5
 _WORD = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")
 _NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-]+){0,3}")
+_CLAUSE_START = re.compile(
+    r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
+)
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(]\s*|\n\s*)$")
 _SENTENCE = re.compile(r"[^.!?;:\"\u201c\u201d()]+")  # a clause: up to its punctuation (line breaks inside)
 # words an object does not end with ("in the", "of"): a phrase cut there says nothing
@@ -104,10 +108,10 @@ def fact_grammar(
     subject, obj = rf"/{_FREE} \| /", rf"/{_FREE}\n/"
     names = names_in(f"{notes}\n{passage}") if mode == "text" else []
     if names and not relations:
-        anchors = copied_anchors(passage, names)
-        if anchors:
-            rules = [f"a{k}: L{k}\nL{k}: {_one_of(lines, '')}" for k, lines in enumerate(anchors)]
-            start = " ".join(f"a{k}?" for k in range(len(anchors)))
+        anchors = copied_anchors(passage, names)[:max_lines]
+        if anchors:  # one line for each sentence with a subject, in order: every sentence is covered
+            rules = [f"L{k}: {_one_of(lines, '')}" for k, lines in enumerate(anchors)]
+            start = " ".join(f"L{k}" for k in range(len(anchors)))
             return llguidance.grammar_from("lark", f"start: {start}\n" + "\n".join(rules) + "\n")
     if names:
         subject = _one_of(names, " | ")
@@ -118,22 +122,34 @@ def fact_grammar(
 
 
 def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
-    """The fact lines each place of the passage allows, in reading order: after a name, that name and the
-    words that follow it, split into relation and object; after "he"/"she", any of `names` and what follows."""
+    """The fact lines each sentence of the passage allows, in reading order: where a name opens a clause, that
+    name and the words that follow it, split into relation and object; where "he"/"she" does, any of `names`
+    and what follows. A sentence without such a subject has no line."""
     found = []
     for name in names:
         for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", passage):
-            found.append((m.start(), _splits(name, _words_after(passage, m.end()))))
+            if _opens_clause(passage, m.start()):
+                found.append((m.start(), _splits(name, _words_after(passage, m.end()))))
     for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?!\w)", passage):
-        rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, m.end()))]
-        found.append((m.start(), [f"{n} | {rest}" for n in names for rest in rests]))
+        if _opens_clause(passage, m.start()):
+            rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, m.end()))]
+            found.append((m.start(), [f"{n} | {rest}" for n in names for rest in rests]))
+    ends = [m.end() for m in re.finditer(r"[.!?]", passage)]
+    sentences: dict[int, list[str]] = {}
+    for at, lines in sorted(found, key=lambda x: x[0]):
+        sentences.setdefault(bisect.bisect(ends, at), []).extend(lines)
     anchors, seen = [], set()
-    for _, lines in sorted(found, key=lambda x: x[0]):
+    for _, lines in sorted(sentences.items()):
         lines = [line for line in dict.fromkeys(lines) if line not in seen]  # a line is allowed once
         seen.update(lines)
         if lines:
             anchors.append(lines)
     return anchors
+
+
+def _opens_clause(passage: str, at: int) -> bool:
+    """Whether position `at` starts a sentence or clause, where a name or pronoun is its subject."""
+    return _CLAUSE_START.search(passage, max(0, at - 10), at) is not None
 
 
 def _words_after(passage: str, at: int) -> list[str]:

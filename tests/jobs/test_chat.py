@@ -1,7 +1,6 @@
 """jobs.chat on the real SmolLM2-135M-Instruct: turns framed by its chat template, the memory kept across a
 restart, a real terminal, a state from another model refused."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs.chat import Turns
-from memgpt import MemGPT, load_tokenizer
+from memgpt import MemGPT, MemoryState, load_tokenizer
 
 REPO = Path(__file__).parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -52,9 +51,9 @@ def test_a_fact_told_is_recalled_after_a_restart(tmp_path):
     assert told.returncode == 0, told.stderr[-2000:]
     assert len(told.stdout.splitlines()) == 1, told.stdout  # one reply, no prompt or banner on stdout
     assert "new conversation" in told.stderr
-    info = json.loads((tmp_path / "chat.safetensors.json").read_text())
+    info = MemoryState.read_info(state)
     assert info["turns"] == 2 and info["tokens"] > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.safetensors", "chat.safetensors.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.safetensors"]  # no temporary file left
 
     # the same question from the resumed memory, then from an empty one (/reset): only the first can know
     asked = chat("--state", str(state), "--max-new-tokens", "32", "--system", system,  # after /reset only
@@ -63,7 +62,7 @@ def test_a_fact_told_is_recalled_after_a_restart(tmp_path):
     assert f"resumed {state}: 2 turns, {info['tokens']} tokens" in asked.stderr
     recalled, forgotten = asked.stdout.splitlines()
     assert "4821" in recalled and "4821" not in forgotten, asked.stdout
-    assert json.loads((tmp_path / "chat.safetensors.json").read_text())["turns"] == 2  # after the reset
+    assert MemoryState.read_info(state)["turns"] == 2  # after the reset
 
 
 @pytest.mark.slow

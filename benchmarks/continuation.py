@@ -1,0 +1,86 @@
+"""Continuing a long text: the loss of a book's true next passage given the memory of everything before it.
+
+python -m benchmarks.continuation                     # Pride and Prejudice, at 16k and 32k tokens
+python -m benchmarks.continuation --at 16384 65536 --model path/to/model
+
+At each position the book so far is in kv memory (read chunk by chunk, as `jobs.continue` reads); the next 256
+tokens are scored with the memory, against the backbone alone seeing only the last window of tokens before
+them (its best without memory). Also the cost per generated token: `MemGPT.generate` from the memory against
+the backbone's plain `generate` over that last window.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .common import command, machine, print_table
+from .planted_text import book_text
+
+SCORED = 256
+
+
+def passage_loss(logits: torch.Tensor, target: torch.Tensor) -> float:
+    return float(F.cross_entropy(logits[0, :-1].float(), target[1:]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from memgpt import MemGPT, hub
+    from memgpt.offline import ensure_smollm2
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="an HF model folder or hub id (default: SmolLM2 offline)")
+    p.add_argument("--book", default="pride_and_prejudice.txt")
+    p.add_argument("--at", type=int, nargs="+", default=[16384, 32768], help="token positions")
+    p.add_argument("--new-tokens", type=int, default=32, help="tokens generated for the cost figure")
+    p.add_argument(
+        "--save", default=str(Path(__file__).parents[1] / "docs" / "benchmark" / "continuation.json")
+    )
+    args = p.parse_args(argv)
+    torch.set_grad_enabled(False)
+    model = MemGPT.from_pretrained(
+        args.model or ensure_smollm2(), memory="kv", chunk_size=512, kv_budget=1024
+    )
+    model.eval()
+    window = hub.position_window(model.backbone.config)
+    ids = torch.tensor(model.tokenizer.encode(book_text(args.book), add_special_tokens=False))
+    C, rows = model.config.chunk_size, []
+    state, read = model.init_state(1), 0
+    for at in sorted(args.at):
+        at = at // C * C
+        if at + SCORED > len(ids):
+            raise ValueError(f"{args.book} has {len(ids)} tokens, fewer than {at + SCORED}")
+        state = model.read([ids[read:at]], memory=state, progress=True)  # only what is new since the last
+        read = at
+        target = ids[at : at + SCORED]
+        with_memory = passage_loss(model(target[None], memory=state).logits, target)
+        context = ids[max(0, at - (window - SCORED)) : at + SCORED]
+        truncated = passage_loss(model.backbone(context[None]).logits[:, -SCORED:], target)
+        prompt = ids[at - 8 : at]  # generation continues from the memory plus the last few tokens
+        t0 = time.perf_counter()
+        model.generate(prompt[None], memory=state, max_new_tokens=args.new_tokens, do_sample=False,
+                       eos_token_id=-1)  # fmt: skip
+        ours = (time.perf_counter() - t0) / args.new_tokens
+        last = ids[max(0, at - (window - args.new_tokens)) : at][None]
+        t0 = time.perf_counter()
+        model.backbone.generate(last, max_new_tokens=args.new_tokens, do_sample=False, min_new_tokens=args.new_tokens,
+                                pad_token_id=model.tokenizer.eos_token_id)  # fmt: skip
+        theirs = (time.perf_counter() - t0) / args.new_tokens
+        rows.append({"at": at, "loss memory": with_memory, "loss last window": truncated,
+                     "ms/token memory": 1000 * ours, "ms/token last window": 1000 * theirs,
+                     "cost ratio": ours / theirs})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    print_table(
+        rows, f"continuation of {args.book}: next {SCORED} tokens, kv-1024 memory vs last {window} tokens"
+    )
+    if args.save:
+        Path(args.save).write_text(
+            json.dumps({"command": command(), "machine": machine(), "results": rows}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Fact lines under a grammar (llguidance) on the real SmolLM2: every line parses and comes from the text."""
+
+import torch
+
+from pipeline.facts import parse_facts
+from pipeline.grammar import FactsGrammar, copied_anchors, fact_grammar, names_in
+
+PASSAGE = (
+    "It was a cold morning when Mr. Darcy rode to Netherfield. Since the rain had stopped, Elizabeth Bennet\n"
+    "walked to the village. Inspector Halvorsen keeps the ledger in the observatory of Bergen. Years later,\n"
+    "he moved the ledger to the lighthouse at Tromsø. My dear Jane wrote to Elizabeth Bennet every week."
+)
+
+
+def test_names_are_capitalised_words_inside_sentences():
+    assert names_in(PASSAGE) == [
+        "Bergen",
+        "Elizabeth Bennet",
+        "Inspector Halvorsen",
+        "Jane",
+        "Mr. Darcy",
+        "Netherfield",
+        "Tromsø",
+    ]  # fmt: skip  ("It", "Since", "Years", "My" start sentences; "My dear" is no name)
+
+
+def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
+    anchors = copied_anchors(PASSAGE, names_in(PASSAGE))
+    lines = [line for anchor in anchors for line in anchor]
+    assert "Inspector Halvorsen | keeps the ledger in | the observatory of Bergen\n" in lines
+    assert "Inspector Halvorsen | moved the ledger to | the lighthouse at Tromsø\n" in lines  # "he", resolved
+    assert "Mr. Darcy | rode to | Netherfield\n" in lines
+    assert len(lines) == len(set(lines))
+    assert not any(line.rstrip("\n").endswith((" the", " of", " in")) for line in lines)
+
+
+def prompt_ids(tok, passage: str) -> torch.Tensor:
+    content = f"List the facts stated in the passage below, one per line, as: subject | relation | object.\n\n{passage}"
+    return tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                   return_tensors="pt", return_dict=True)["input_ids"]  # fmt: skip
+
+
+def test_text_grammar_lines_parse_and_are_copied_from_the_passage(smollm2):
+    tok = smollm2.tokenizer
+    grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
+    other = "Countess Vasquez lives in Zurich with her brother Tomas, who owns a bakery near the lake."
+    ids = [prompt_ids(tok, p)[0] for p in (PASSAGE, other)]
+    width = max(len(i) for i in ids)
+    batch = torch.stack([torch.cat([torch.full((width - len(i),), tok.pad_token_id), i]) for i in ids])
+    mask = torch.stack([torch.cat([torch.zeros(width - len(i)), torch.ones(len(i))]) for i in ids]).long()
+    grammars = [fact_grammar("text", 3, p) for p in (PASSAGE, other)]
+    out = smollm2.generate(batch, attention_mask=mask, max_new_tokens=96, do_sample=False,
+                           logits_processor=[grammar.processor(grammars, 3)])  # fmt: skip
+    for row, passage in zip(out[:, width:], (PASSAGE, other), strict=True):
+        row = row.tolist()
+        assert tok.eos_token_id in row  # ended by itself, after at most 3 whole lines
+        text = tok.decode(row[: row.index(tok.eos_token_id)])
+        triples, bad = parse_facts(text)
+        allowed = {line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor}
+        assert bad == 0 and 1 <= len(triples) <= 3 and text.endswith("\n")
+        assert all(f"{line}\n" in allowed for line in text.splitlines())
+
+
+def test_a_fixed_relation_vocabulary(smollm2):
+    tok = smollm2.tokenizer
+    grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
+    relations = ("keeps", "moved to", "wrote to")
+    g = fact_grammar("text", 2, PASSAGE, relations=relations)
+    out = smollm2.generate(prompt_ids(tok, PASSAGE), max_new_tokens=64, do_sample=False,
+                           logits_processor=[grammar.processor([g], 2)])  # fmt: skip
+    text = tok.decode(out[0, prompt_ids(tok, PASSAGE).shape[1] :], skip_special_tokens=True)
+    triples, bad = parse_facts(text)
+    assert bad == 0 and triples and all(t.relation in relations for t in triples)
+    assert all(t.subject in names_in(PASSAGE) for t in triples)
