@@ -27,6 +27,7 @@ from pipeline.io import error_row, safe_name
 from pipeline.prompts import Prompts
 from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
 
+ROSTER = 24  # names met in earlier chunks that a chunk's pronouns may resolve to
 STATES = "states"  # <output>/states/<doc id>.safetensors: final memories kept with --save-states
 MIN_TEXT_CHUNK = 8  # tokens of document text per chunk, at least, once the facts prompt is added
 
@@ -145,18 +146,19 @@ class Extractor:
             state, first, before = self.model.init_state(len(docs)), 0, 0.0
             facts, unparsed, generated = defaultdict(list), [0] * len(docs), [0] * len(docs)
             notes, noted = [""] * len(docs), [0] * len(docs)  # notes, and the character they reach
+            names = [[] for _ in docs]  # the names met so far, most recent last (at most ROSTER)
         else:
             state, progress = resumed
             first, before = progress["next_chunk"], progress["seconds"]
             facts = defaultdict(list, enumerate(progress["facts"]))
             unparsed, generated = progress["unparsed"], progress["generated"]
-            notes, noted = progress["notes"], progress["noted"]
+            notes, noted, names = progress["notes"], progress["noted"], progress["names"]
         self.resumed_from[key] = first
         for t in range(first, n_steps):
             active = [i for i, c in enumerate(chunks) if t < len(c)]
             if self.config.facts:
                 prompts = [self.prompts.facts(chunks[i][t].token_ids, notes[i]) for i in active]
-                grammars = [self.fact_grammar(docs[i], chunks[i][t], notes[i]) for i in active]
+                grammars = [self.fact_grammar(docs[i], chunks[i][t], notes[i], names[i]) for i in active]
                 texts, counts = self.generate(
                     prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
                 )
@@ -166,6 +168,9 @@ class Extractor:
                     unparsed[i], generated[i] = unparsed[i] + bad, generated[i] + n
             ids, mask = _right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
             state = self.model.step(state, ids, mask)
+            for i in active:  # bounded, so the grammar of a chunk costs the same at any depth
+                said = names_in(docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end])
+                names[i] = ([n for n in names[i] if n not in said] + said)[-ROSTER:]
             if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
                 due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
                 if due:
@@ -184,6 +189,7 @@ class Extractor:
                     "generated": generated,
                     "notes": notes,
                     "noted": noted,
+                    "names": names,
                     "seconds": before + time.perf_counter() - start,
                 }
                 self.checkpoints.save(key, t + 1, state, progress)
@@ -248,15 +254,19 @@ class Extractor:
             return None
         return state, progress
 
-    def fact_grammar(self, doc: dict, chunk: Chunk, notes: str) -> str | None:
-        """The grammar a chunk's fact lines follow (pipeline/grammar.py), or None when unconstrained."""
+    def fact_grammar(self, doc: dict, chunk: Chunk, notes: str, met: list[str]) -> str | None:
+        """The grammar a chunk's fact lines follow (pipeline/grammar.py), or None when unconstrained.
+
+        A pronoun may resolve to a name of the chunk, of the names met in the chunks before (`met`), or of the
+        running notes (counted only if the text has said it: the notes may be wrong)."""
         if self.grammar is None:
             return None
         passage = doc["text"][chunk.char_start : chunk.char_end]
         mode, lines, relations = self.grammar_mode, self.config.facts_max_lines, self.config.facts_relations
-        read = doc["text"][: chunk.char_end]  # a name of the notes counts only if the text has said it
-        names = [n for n in names_in(notes) if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", read)]
-        return fact_grammar(mode, lines, passage, "\n".join(names), relations)
+        read = doc["text"][: chunk.char_end]
+        noted = [n for n in names_in(notes) if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", read)]
+        known = list(dict.fromkeys(met + noted))
+        return fact_grammar(mode, lines, passage, known, relations)
 
     def generate(
         self, prompts: list[list[int]], state: MemoryState, max_new: int, grammars: list | None = None

@@ -93,10 +93,11 @@ def fact_grammar(
     mode: str,
     max_lines: int,
     passage: str = "",
-    notes: str = "",
+    known: list[str] | tuple[str, ...] = (),
     relations: tuple[str, ...] | None = None,
 ) -> str:
-    """The llguidance grammar of fact lines about `passage` (see the module docstring).
+    """The llguidance grammar of fact lines about `passage` (see the module docstring); `known`: names met
+    before it, which its pronouns may resolve to.
 
     At most `max_lines` lines, except in text mode without a vocabulary, where the lines follow the passage's
     order, each place of it used once (so no line repeats), and GrammarProcessor enforces the bound."""
@@ -106,7 +107,7 @@ def fact_grammar(
     # space ("Maria" / "Maria Lopez") must not be followed by a separate " | " token
     relation = _one_of(relations, " | ") if relations else rf"/{_RELATION} \| /"
     subject, obj = rf"/{_FREE} \| /", rf"/{_FREE}\n/"
-    names = names_in(f"{notes}\n{passage}") if mode == "text" else []
+    names = sorted(set(names_in(passage)) | set(known)) if mode == "text" else []
     if names and not relations:
         anchors = copied_anchors(passage, names)[:max_lines]
         if anchors:  # one line for each sentence with a subject, in order: every sentence is covered

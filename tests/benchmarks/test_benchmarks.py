@@ -1,5 +1,6 @@
 """The benchmarks run from a checkout with one command each; here at sizes that take seconds."""
 
+import json
 import re
 import subprocess
 import sys
@@ -73,3 +74,27 @@ def test_passkey_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
     assert "| retrieval | 1/1 |" in text and "| full | 1/1 |" in text  # 1k tokens: inside every context
     for name in ("passkey.md", "passkey.json", "passkey.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")
+def test_planted_qa_benchmark_asks_planted_facts_inside_every_context(tmp_path):
+    out = tmp_path / "planted_qa.json"
+    text = run_benchmark("benchmarks.planted_qa", "--tokens", "1200", "--docs", "1", "--facts", "2",
+                         "--methods", "full", "kv", "--save", str(out))  # fmt: skip
+    assert "planted facts asked at the end" in text
+    results = json.loads(out.read_text())["results"]
+    assert [r["method"] for r in results] == ["full", "kv"] and all(
+        r["right"].endswith("/2") for r in results
+    )
+
+
+@pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")
+def test_chat_recall_and_continuation_benchmarks_run(tmp_path):
+    recall = tmp_path / "recall.json"
+    text = run_benchmark("benchmarks.chat_recall", "--tokens", "1500", "--facts", "2", "--methods", "kv",
+                         "--save", str(recall))  # fmt: skip
+    assert "chat recall: 2 facts" in text and json.loads(recall.read_text())["results"][0]["tokens"] >= 1500
+    cont = tmp_path / "continuation.json"
+    text = run_benchmark("benchmarks.continuation", "--at", "1024", "--new-tokens", "4", "--save", str(cont))
+    row = json.loads(cont.read_text())["results"][0]
+    assert row["at"] == 1024 and 0 < row["loss memory"] < 10 and row["cost ratio"] > 0

@@ -72,3 +72,10 @@ def test_a_fixed_relation_vocabulary(smollm2):
     triples, bad = parse_facts(text)
     assert bad == 0 and triples and all(t.relation in relations for t in triples)
     assert all(t.subject in names_in(PASSAGE) for t in triples)
+
+
+def test_a_pronoun_may_resolve_to_a_name_met_before_the_chunk():
+    later = "The winter was long. Years later, he moved the ledger to the lighthouse at Tromsø."
+    grammar = fact_grammar("text", 4, later, known=["Inspector Halvorsen"])
+    assert "Inspector Halvorsen | moved the ledger to | the lighthouse at Troms" in grammar  # ø: JSON-escaped
+    assert "Halvorsen" not in fact_grammar("text", 4, later)
