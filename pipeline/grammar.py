@@ -30,6 +30,10 @@ from transformers import LogitsProcessor
 from pipeline.entities import STOPWORDS, TITLES
 
 GRAMMARS = ("text", "lines", "none")
+_HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
+_SHE = frozenset(
+    "mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split()
+)
 PRONOUNS = ("he", "she", "He", "She")
 MAX_RELATION_WORDS = 4
 MAX_PHRASE_WORDS = 5
@@ -134,7 +138,8 @@ def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
     for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?!\w)", passage):
         if _opens_clause(passage, m.start()):
             rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, m.end()))]
-            found.append((m.start(), [f"{n} | {rest}" for n in names for rest in rests]))
+            fits = [n for n in names if _title_gender(n) in ("", m.group().casefold())]
+            found.append((m.start(), [f"{n} | {rest}" for n in fits for rest in rests]))
     ends = [m.end() for m in re.finditer(r"[.!?]", passage)]
     sentences: dict[int, list[str]] = {}
     for at, lines in sorted(found, key=lambda x: x[0]):
@@ -146,6 +151,12 @@ def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
         if lines:
             anchors.append(lines)
     return anchors
+
+
+def _title_gender(name: str) -> str:
+    """ "he" or "she" when the name's title says so ("Mrs. Bennet", "Captain" says nothing), else ""."""
+    title = name.split()[0].rstrip(".").casefold() if " " in name else ""
+    return "he" if title in _HE else "she" if title in _SHE else ""
 
 
 def _opens_clause(passage: str, at: int) -> bool:
