@@ -35,11 +35,13 @@ class RunningNotes:
         return tok(text, add_special_tokens=False)["input_ids"]
 
     @torch.inference_mode()
-    def update(self, notes: list[str], passages: list[str]) -> tuple[list[str], list[int]]:
+    def update(
+        self, notes: list[str], passages: list[str], logits_processor=None
+    ) -> tuple[list[str], list[int]]:
         """New notes per document from the old ones and the passages read since, and the tokens generated.
 
         Only the text is read: the update starts from an empty memory, so what the notes say comes from the
-        notes and the passage, and the cost stays bounded."""
+        notes and the passage, and the cost stays bounded. `logits_processor` constrains what is written."""
         prompts = [self.prompt(n, p) for n, p in zip(notes, passages, strict=True)]
         tok = self.model.tokenizer
         pad = self.model.tokenizer_pad_id
@@ -48,6 +50,7 @@ class RunningNotes:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         out = self.model.generate(
             ids, attention_mask=mask, max_new_tokens=self.max_new_tokens, do_sample=False,
+            logits_processor=logits_processor,
         )  # fmt: skip
         new, generated = [], []
         eos = tok.eos_token_id

@@ -22,7 +22,7 @@ from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
 from pipeline.config import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL, TEXT_MODEL_SETTINGS, ExtractConfig
 from pipeline.facts import dedupe, ground, parse_facts
-from pipeline.grammar import FactsGrammar, fact_grammar, names_in
+from pipeline.grammar import FactsGrammar, fact_grammar, names_in, prose_grammar
 from pipeline.io import error_row, safe_name
 from pipeline.prompts import Prompts
 from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
@@ -175,7 +175,8 @@ class Extractor:
                 due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
                 if due:
                     passages = [docs[i]["text"][noted[i] : chunks[i][t].char_end] for i in due]
-                    new, counts = self.notes.update([notes[i] for i in due], passages)
+                    said = [docs[i]["text"][: chunks[i][t].char_end] for i in due]
+                    new, counts = self.notes.update([notes[i] for i in due], passages, self.prose(said))
                     for i, text, n in zip(due, new, counts, strict=True):
                         notes[i], noted[i], generated[i] = text, chunks[i][t].char_end, generated[i] + n
             every = self.config.checkpoint_every
@@ -197,7 +198,10 @@ class Extractor:
             summaries, counts = list(notes), [0] * len(docs)
         else:
             summaries, counts = self.generate(
-                [self.prompts.summary()] * len(docs), state, self.config.max_new_tokens_summary
+                [self.prompts.summary()] * len(docs),
+                state,
+                self.config.max_new_tokens_summary,
+                processor=self.prose([d["text"] for d in docs]),
             )
         seconds = before + time.perf_counter() - start
         n_tokens = [sum(len(c.token_ids) for c in cs) for cs in chunks]
@@ -268,14 +272,26 @@ class Extractor:
         known = list(dict.fromkeys(met + noted))
         return fact_grammar(mode, lines, passage, known, relations)
 
+    def prose(self, texts: list[str]) -> LogitsProcessorList | None:
+        """For summaries and notes under a grammar: capitalised words only from the names each text has said."""
+        if self.grammar is None:
+            return None
+        grammars = [prose_grammar(names_in(text)) for text in texts]
+        return LogitsProcessorList([self.grammar.processor(grammars, max_lines=1 << 30)])
+
     def generate(
-        self, prompts: list[list[int]], state: MemoryState, max_new: int, grammars: list | None = None
+        self,
+        prompts: list[list[int]],
+        state: MemoryState,
+        max_new: int,
+        grammars: list | None = None,
+        processor: LogitsProcessorList | None = None,
     ) -> tuple[list[str], list[int]]:
         """Greedy continuations of `prompts` from `state`: the texts and the number of tokens generated.
 
-        With `grammars` (one per prompt), each row's tokens follow its grammar."""
+        With `grammars` (one per prompt), each row's fact lines follow its grammar; `processor`: any other."""
         ids, mask = _left_pad(prompts, self.pad_id)
-        processors = []
+        processors = list(processor or [])
         if grammars and grammars[0] is not None:
             processors = [self.grammar.processor(grammars, self.config.facts_max_lines)]
         out = self.model.generate(

@@ -30,6 +30,10 @@ from transformers import LogitsProcessor
 from pipeline.entities import STOPWORDS, TITLES
 
 GRAMMARS = ("text", "lines", "none")
+OPENERS = (
+    "The A An He She They It In At On After When Later Then This That These His Her Their One Years Meanwhile But "
+    "And As So There Here I We You"
+).split()
 _HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
 _SHE = frozenset(
     "mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split()
@@ -123,6 +127,16 @@ def fact_grammar(
         obj = _one_of(sorted(set(phrases_in(passage)) | set(names)), "\n")
     lark = f"start: line{{1,{max_lines}}}\nline: SUBJECT RELATION OBJECT\n"
     lark += f"SUBJECT: {subject}\nRELATION: {relation}\nOBJECT: {obj}\n"
+    return llguidance.grammar_from("lark", lark)
+
+
+def prose_grammar(names: list[str] | tuple[str, ...]) -> str:
+    """Prose whose capitalised words are those of `names` (the names the document has said) or a common
+    sentence opener: a summary can then name no one the document did not. Words are separate lexemes, so
+    "Elizabeth" may end a name or go on to "Elizabeth Bennet"."""
+    capitals = sorted({w for n in names for w in n.split() if w[:1].isupper()} | set(OPENERS))
+    word = f"{_one_of(capitals, '')} | /[a-z][a-z'-]*/ | /[0-9]+/"
+    lark = f"start: WORD (GAP WORD)* GAP?\nWORD: {word}\nGAP: /[ .,;:!?\"'()\\n-]+/\n"
     return llguidance.grammar_from("lark", lark)
 
 

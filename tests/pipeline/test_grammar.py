@@ -1,9 +1,11 @@
 """Fact lines under a grammar (llguidance) on the real SmolLM2: every line parses and comes from the text."""
 
+import re
+
 import torch
 
 from pipeline.facts import parse_facts
-from pipeline.grammar import FactsGrammar, copied_anchors, fact_grammar, names_in
+from pipeline.grammar import OPENERS, FactsGrammar, copied_anchors, fact_grammar, names_in, prose_grammar
 
 PASSAGE = (
     "It was a cold morning when Mr. Darcy rode to Netherfield. Since the rain had stopped, Elizabeth Bennet\n"
@@ -79,3 +81,17 @@ def test_a_pronoun_may_resolve_to_a_name_met_before_the_chunk():
     grammar = fact_grammar("text", 4, later, known=["Inspector Halvorsen"])
     assert "Inspector Halvorsen | moved the ledger to | the lighthouse at Troms" in grammar  # ø: JSON-escaped
     assert "Halvorsen" not in fact_grammar("text", 4, later)
+
+
+def test_prose_names_only_what_the_document_named(smollm2):
+    """Asked about something the document never mentions, the model may still write, but name no one new."""
+    tok = smollm2.tokenizer
+    grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
+    ids = prompt_ids(tok, "Tell me about London Fashion Week and its designers.")
+    free = smollm2.generate(ids, max_new_tokens=24, do_sample=False)
+    prose = smollm2.generate(ids, max_new_tokens=24, do_sample=False,
+                             logits_processor=[grammar.processor([prose_grammar(["Elizabeth Bennet"])], 1 << 30)])  # fmt: skip
+    free, prose = (tok.decode(o[0, ids.shape[1] :], skip_special_tokens=True) for o in (free, prose))
+    assert "London" in free  # unconstrained, it names what the prompt did
+    capitals = {w for w in re.findall(r"[A-Z]\w*", prose)}
+    assert capitals and capitals <= {"Elizabeth", "Bennet"} | set(OPENERS)
