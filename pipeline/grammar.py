@@ -40,7 +40,7 @@ _SHE = frozenset(
 )
 PRONOUNS = ("he", "she", "He", "She")
 MAX_RELATION_WORDS = 4
-MAX_PHRASE_WORDS = 5
+MAX_PHRASE_WORDS = 6
 _WORD = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")
 _NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-]+){0,3}")
 _CLAUSE_START = re.compile(
@@ -186,13 +186,17 @@ def _words_after(passage: str, at: int) -> list[str]:
 
 
 def _splits(subject: str, words: list[str]) -> list[str]:
+    """The lines of one clause: where the relation ends is the model's choice; the object then runs on to the
+    clause's end (at most MAX_PHRASE_WORDS words), for a short object ("keeps | the telescope") drops the place
+    that follows it."""
     out = []
     for i in range(1, min(MAX_RELATION_WORDS, len(words) - 1) + 1):
         if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase
             continue
-        for j in range(i + 1, min(i + MAX_PHRASE_WORDS, len(words)) + 1):
-            if words[j - 1].casefold() in _OPEN_WORDS:
-                continue
+        j = min(i + MAX_PHRASE_WORDS, len(words))
+        while j > i and words[j - 1].casefold() in _OPEN_WORDS:  # nor does it end on "in the"
+            j -= 1
+        if j > i:
             out.append(f"{subject} | {' '.join(words[:i])} | {' '.join(words[i:j])}\n")
     return out
 
