@@ -47,7 +47,9 @@ _CLAUSE_START = re.compile(
     r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
 )
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(]\s*|\n\s*)$")
-_SENTENCE = re.compile(r"[^.!?;:\"\u201c\u201d()]+")  # a clause: up to its punctuation (line breaks inside)
+_SENTENCE = re.compile(
+    r"(?:[^.!?;:,_\"\u201c\u201d()\u2014-]|-(?!-))+"
+)  # a clause: to its punctuation or "--"
 # words an object does not end with ("in the", "of"): a phrase cut there says nothing
 _DETERMINERS = frozenset("the a an his her their its my your our this that".split())
 _OPEN_WORDS = frozenset(
