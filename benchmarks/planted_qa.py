@@ -44,7 +44,7 @@ def answers(model, method: str, doc_ids: list[int], questions: list[list[int]], 
     if method in ("full", "truncated"):
         out = []
         for q in questions:
-            context = (doc_ids + q)[-(window - 24) :] if method == "truncated" else doc_ids + q
+            context = (doc_ids + q)[-(window - 40) :] if method == "truncated" else doc_ids + q
             ids = torch.tensor([context])
             gen = model.backbone.generate(
                 ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.eos_token_id
@@ -54,7 +54,7 @@ def answers(model, method: str, doc_ids: list[int], questions: list[list[int]], 
     state = model.read([torch.tensor(doc_ids)])
     out = []
     for q in questions:
-        gen = model.generate(torch.tensor([q]), memory=state, max_new_tokens=16, do_sample=False)
+        gen = model.generate(torch.tensor([q]), memory=state, max_new_tokens=32, do_sample=False)
         out.append(tok.decode(gen[0, len(q) :], skip_special_tokens=True))
     return out
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             for d in docs:
                 doc_ids = tok.encode(d.text, add_special_tokens=False)
                 questions = [question_ids(tok, f.question) for f in d.facts]
-                if method == "full" and len(doc_ids) + max(map(len, questions)) + 16 > window:
+                if method == "full" and len(doc_ids) + max(map(len, questions)) + 32 > window:
                     break
                 for f, a in zip(
                     d.facts, answers(models[method], method, doc_ids, questions, window), strict=True

@@ -67,7 +67,7 @@ def names_in(text: str) -> list[str]:
     lowercase = {w.casefold() for w in _WORD.findall(text) if w[0].islower()}
     found, inside = set(), set()
     for m in _NAME.finditer(text):
-        words = _split_at_sentence_end(m.group().split())
+        words = _split_at_sentence_end([w.strip("_") for w in m.group().split()])  # _italics_
         at_start = bool(_SENTENCE_START.search(text[max(0, m.start() - 3) : m.start()]))
         while words and (words[0].casefold() in STOPWORDS or (at_start and words[0].casefold() in lowercase)):
             words.pop(0)
