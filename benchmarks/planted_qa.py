@@ -47,7 +47,7 @@ def answers(model, method: str, doc_ids: list[int], questions: list[list[int]], 
             context = (doc_ids + q)[-(window - 40) :] if method == "truncated" else doc_ids + q
             ids = torch.tensor([context])
             gen = model.backbone.generate(
-                ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.eos_token_id
+                ids, max_new_tokens=32, do_sample=False, pad_token_id=tok.eos_token_id
             )
             out.append(tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
         return out
