@@ -28,14 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load(state_file: Path, model: str | None):
     """The state and the model it was written by (or `model`), checked against each other."""
-    import torch
     import transformers
 
     from memgpt import MemGPT, MemoryState
     from memgpt.offline import ensure_smollm2
     from pipeline.config import STORY_MODEL, TEXT_MODEL
 
-    torch.set_grad_enabled(False)
     transformers.utils.logging.disable_progress_bar()
     if not state_file.is_file():
         raise FileNotFoundError(f"memory state file not found: {state_file}")
@@ -79,18 +77,24 @@ def ask(model, state, question: str, max_new_tokens: int, out=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
     args = parse_args(argv)
     try:
-        model, state, info = load(Path(args.state), args.model)
-        status(
-            f"{PROG}: {info.get('doc_id', args.state)}: {int(state.n_read[0]):,} tokens read by {model.name}"
-        )
-        ask(model, state, args.question, args.max_new_tokens)
+        with torch.inference_mode():  # not torch.set_grad_enabled: main may run inside another program
+            return _answer(args)
     except Exception as e:  # one line for the user; --traceback for the details
         if args.traceback:
             raise
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _answer(args: argparse.Namespace) -> int:
+    model, state, info = load(Path(args.state), args.model)
+    doc = info.get("doc_id", args.state)
+    status(f"{PROG}: {doc}: {int(state.n_read[0]):,} tokens read by {model.name}")
+    ask(model, state, args.question, args.max_new_tokens)
     return 0
 
 

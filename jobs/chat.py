@@ -56,13 +56,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace, prog: str):
     """The MemGPT the flags name; the offline SmolLM2 by default (made ready once, with a line to stderr)."""
-    import torch
     import transformers
 
     from memgpt import MemGPT
     from memgpt.offline import ensure_smollm2
 
-    torch.set_grad_enabled(False)  # inference only: no graphs kept across turns
     transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bar is noise in a chat
     name = args.model or ensure_smollm2(progress=lambda m: status(f"{prog}: {m}"))
     options = {"memory": args.memory, "chunk_size": args.chunk_size, "kv_budget": args.kv_budget}
@@ -318,23 +316,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     interactive = sys.stdin.isatty()
     try:
-        chat = start(args)
-        if interactive:
-            import readline  # noqa: F401  (line editing and history for input())
+        import torch
 
-            status(f"{PROG}: commands: {', '.join(COMMANDS)}")
-        try:
-            session(chat, args, interactive)
-        except KeyboardInterrupt:  # at the prompt, or a script's reply: the session ends, finished turns kept
-            status("")
-        if args.state:
-            save(chat, Path(args.state))
-            status(f"{PROG}: saved {args.state}: {chat.describe()}")
+        with torch.inference_mode():  # no graphs kept across turns
+            return _chat(args, interactive)
     except Exception as e:  # one line for the user; --traceback for the details
         if args.traceback:
             raise
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _chat(args: argparse.Namespace, interactive: bool) -> int:
+    chat = start(args)
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+
+        status(f"{PROG}: commands: {', '.join(COMMANDS)}")
+    try:
+        session(chat, args, interactive)
+    except KeyboardInterrupt:  # at the prompt, or a script's reply: the session ends, finished turns kept
+        status("")
+    if args.state:
+        save(chat, Path(args.state))
+        status(f"{PROG}: saved {args.state}: {chat.describe()}")
     return 0
 
 

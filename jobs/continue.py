@@ -56,7 +56,8 @@ def continue_text(model, ids, max_new_tokens: int, options: dict, out=None) -> i
     C = model.config.chunk_size
     split = (len(ids) - 1) // C * C  # whole chunks into memory; the last 1..C tokens stay the visible prompt
     start = time.perf_counter()
-    state = model.read([ids[:split]], progress=True) if split else model.init_state(1)
+    with torch.inference_mode():  # no graph over the book
+        state = model.read([ids[:split]], progress=True) if split else model.init_state(1)
     status(f"{PROG}: read {len(ids):,} tokens in {time.perf_counter() - start:.1f} s")
     prompt = ids[split:].unsqueeze(0)
     start = time.perf_counter()
