@@ -225,7 +225,7 @@ class Extractor:
         info = {
             "doc_id": doc["doc_id"],
             "model": model_name(self.config),
-            "options": {k: v for k, v in model_options(self.config).items()},
+            "options": model_options(self.config),
             "summary": summary,
         }
         relpath = f"{STATES}/{safe_name(doc['doc_id'])}.safetensors"
