@@ -6,7 +6,6 @@ generates the summary from the memory. A document's memory lives only inside the
 actor that Ray restarts (re-running __init__) loses nothing but the call in flight, which Ray retries.
 """
 
-import re
 import time
 from collections import defaultdict
 from itertools import groupby
@@ -147,18 +146,22 @@ class Extractor:
             facts, unparsed, generated = defaultdict(list), [0] * len(docs), [0] * len(docs)
             notes, noted = [""] * len(docs), [0] * len(docs)  # notes, and the character they reach
             names = [[] for _ in docs]  # the names met so far, most recent last (at most ROSTER)
+            seen = [[] for _ in docs]  # every name met so far (what the notes and summary may name)
         else:
             state, progress = resumed
             first, before = progress["next_chunk"], progress["seconds"]
             facts = defaultdict(list, enumerate(progress["facts"]))
             unparsed, generated = progress["unparsed"], progress["generated"]
             notes, noted, names = progress["notes"], progress["noted"], progress["names"]
+            seen = progress["seen"]
         self.resumed_from[key] = first
         for t in range(first, n_steps):
             active = [i for i, c in enumerate(chunks) if t < len(c)]
             if self.config.facts:
                 prompts = [self.prompts.facts(chunks[i][t].token_ids, notes[i]) for i in active]
-                grammars = [self.fact_grammar(docs[i], chunks[i][t], notes[i], names[i]) for i in active]
+                grammars = [
+                    self.fact_grammar(docs[i], chunks[i][t], notes[i], names[i], seen[i]) for i in active
+                ]
                 texts, counts = self.generate(
                     prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
                 )
@@ -171,12 +174,13 @@ class Extractor:
             for i in active:  # bounded, so the grammar of a chunk costs the same at any depth
                 said = names_in(docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end])
                 names[i] = ([n for n in names[i] if n not in said] + said)[-ROSTER:]
+                seen[i] += [n for n in said if n not in seen[i]]
             if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
                 due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
                 if due:
                     passages = [docs[i]["text"][noted[i] : chunks[i][t].char_end] for i in due]
-                    said = [docs[i]["text"][: chunks[i][t].char_end] for i in due]
-                    new, counts = self.notes.update([notes[i] for i in due], passages, self.prose(said))
+                    prose = self.prose([seen[i] for i in due])
+                    new, counts = self.notes.update([notes[i] for i in due], passages, prose)
                     for i, text, n in zip(due, new, counts, strict=True):
                         notes[i], noted[i], generated[i] = text, chunks[i][t].char_end, generated[i] + n
             every = self.config.checkpoint_every
@@ -191,6 +195,7 @@ class Extractor:
                     "notes": notes,
                     "noted": noted,
                     "names": names,
+                    "seen": seen,
                     "seconds": before + time.perf_counter() - start,
                 }
                 self.checkpoints.save(key, t + 1, state, progress)
@@ -201,7 +206,7 @@ class Extractor:
                 [self.prompts.summary()] * len(docs),
                 state,
                 self.config.max_new_tokens_summary,
-                processor=self.prose([d["text"] for d in docs]),
+                processor=self.prose(seen),
             )
         seconds = before + time.perf_counter() - start
         n_tokens = [sum(len(c.token_ids) for c in cs) for cs in chunks]
@@ -258,25 +263,27 @@ class Extractor:
             return None
         return state, progress
 
-    def fact_grammar(self, doc: dict, chunk: Chunk, notes: str, met: list[str]) -> str | None:
+    def fact_grammar(
+        self, doc: dict, chunk: Chunk, notes: str, met: list[str], seen: list[str]
+    ) -> str | None:
         """The grammar a chunk's fact lines follow (pipeline/grammar.py), or None when unconstrained.
 
         A pronoun may resolve to a name of the chunk, of the names met in the chunks before (`met`), or of the
-        running notes (counted only if the text has said it: the notes may be wrong)."""
+        running notes (counted only if the text has said it, `seen`: the notes may be wrong)."""
         if self.grammar is None:
             return None
         passage = doc["text"][chunk.char_start : chunk.char_end]
         mode, lines, relations = self.grammar_mode, self.config.facts_max_lines, self.config.facts_relations
-        read = doc["text"][: chunk.char_end]
-        noted = [n for n in names_in(notes) if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", read)]
+        noted = [n for n in names_in(notes) if n in seen]
         known = list(dict.fromkeys(met + noted))
         return fact_grammar(mode, lines, passage, known, relations)
 
-    def prose(self, texts: list[str]) -> LogitsProcessorList | None:
-        """For summaries and notes under a grammar: capitalised words only from the names each text has said."""
+    def prose(self, seen: list[list[str]]) -> LogitsProcessorList | None:
+        """For summaries and notes under a grammar: capitalised words only from the names each document has
+        said so far (`seen`, gathered chunk by chunk: no rescan of the text read, which would be quadratic)."""
         if self.grammar is None:
             return None
-        grammars = [prose_grammar(names_in(text)) for text in texts]
+        grammars = [prose_grammar(names) for names in seen]
         return LogitsProcessorList([self.grammar.processor(grammars, max_lines=1 << 30)])
 
     def generate(
