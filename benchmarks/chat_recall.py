@@ -11,6 +11,7 @@ state. Methods: kv and retrieval memory, and the backbone alone with the convers
 """
 
 import argparse
+import copy
 import json
 import random
 import tempfile
@@ -22,14 +23,39 @@ import torch
 from .common import command, machine, print_table
 from .planted_text import book_text
 
-THINGS = [
-    "locker", "bike lock", "garage door", "hotel safe", "suitcase", "mailbox", "gym locker", "alarm", "office door",
-    "storage unit", "gate", "phone", "laptop", "school locker", "padlock", "piggy bank", "diary", "cabinet",
-    "basement door", "boat lock",
+# (what the user says, the question, the reply opened for --opened, the answers one is drawn from): facts of
+# different kinds, as a user tells them; twenty codes alike proved a test of telling codes apart, which the
+# 135M backbone fails with the whole conversation in its window
+FACTS = [
+    ("My sister's name is {}.", "What is my sister's name?", "Your sister's name is", ["Clara", "Ingrid", "Beatrix", "Yolanda"]),
+    ("I was born in {}.", "Where was I born?", "You were born in", ["Lisbon", "Winnipeg", "Nairobi", "Tbilisi"]),
+    ("My dog is called {}.", "What is my dog called?", "Your dog is called", ["Biscuit", "Nugget", "Pickles", "Waffles"]),
+    ("I drive a {}.", "What car do I drive?", "You drive a", ["Volvo", "Subaru", "Peugeot", "Skoda"]),
+    ("My locker code is {}.", "What is my locker code?", "Your locker code is", ["4821", "7390", "1657", "9043"]),
+    ("I work as a {}.", "What is my job?", "You work as a", ["dentist", "plumber", "librarian", "pilot"]),
+    ("I play the {}.", "Which instrument do I play?", "You play the", ["cello", "banjo", "oboe", "harp"]),
+    ("My wife is from {}.", "Where is my wife from?", "Your wife is from", ["Osaka", "Quito", "Dublin", "Perth"]),
+    ("I am allergic to {}.", "What am I allergic to?", "You are allergic to", ["peanuts", "penicillin", "shellfish", "pollen"]),
+    ("My favourite colour is {}.", "What is my favourite colour?", "Your favourite colour is", ["turquoise", "maroon", "lilac", "amber"]),
+    ("My son studies {}.", "What does my son study?", "Your son studies", ["chemistry", "geology", "linguistics", "architecture"]),
+    ("I live on {} Street.", "Which street do I live on?", "You live on", ["Maple", "Juniper", "Hawthorn", "Willow"]),
+    ("My cat is named {}.", "What is my cat's name?", "Your cat is named", ["Pepper", "Mochi", "Ziggy", "Tofu"]),
+    ("My best friend is called {}.", "What is my best friend called?", "Your best friend is called", ["Tobias", "Anselm", "Rupert", "Casimir"]),
+    ("At home I speak {}.", "Which language do I speak at home?", "At home you speak", ["Portuguese", "Hungarian", "Tagalog", "Welsh"]),
+    ("My flight leaves on {}.", "On which day does my flight leave?", "Your flight leaves on", ["Thursday", "Sunday", "Tuesday", "Saturday"]),
+    ("My grandmother grew up in {}.", "Where did my grandmother grow up?", "Your grandmother grew up in", ["Krakow", "Valparaiso", "Tromso", "Marseille"]),
+    ("My favourite fruit is the {}.", "What is my favourite fruit?", "Your favourite fruit is the", ["mango", "quince", "lychee", "persimmon"]),
+    ("My daughter's teacher is Mr. {}.", "What is the name of my daughter's teacher?", "Your daughter's teacher is Mr.", ["Hargreaves", "Okonkwo", "Lindqvist", "Moreau"]),
+    ("My bike lock code is {}.", "What is my bike lock code?", "Your bike lock code is", ["2468", "8135", "5702", "3391"]),
 ]  # fmt: skip
-FACT = "Please remember: my {thing} code is {code}."
-QUESTION = "What is my {thing} code?"
-ACK = "Noted."
+# replies vary, as a real assistant's do: one repeated reply is copied back at the question instead of a code
+REPLIES = [
+    "That is a vivid passage.", "Thank you for sharing this.", "The writing is dense but rich.",
+    "I enjoyed reading that.", "What a scene!", "Interesting; please go on.", "That says a lot about the narrator.",
+    "A striking paragraph, full of the sea.",
+]  # fmt: skip
+REMEMBERED = "Got it, I will remember that."
+SYSTEM = "You are a helpful assistant. Remember what the user tells you and answer questions about it."
 METHODS = ("kv", "retrieval", "truncated")
 
 
@@ -37,30 +63,38 @@ def conversation(turns, n_tokens: int, n_facts: int, seed: int) -> tuple[list[in
     """Token ids of a conversation of about `n_tokens` with `n_facts` facts told at spread depths."""
     rng = random.Random(seed)
     paragraphs = [p.replace("\n", " ") for p in book_text("moby_dick.txt").split("\n\n") if len(p) > 200]
-    facts = [{"thing": t, "code": str(rng.randrange(1000, 10000))} for t in THINGS[:n_facts]]
+    if n_facts > len(FACTS):
+        raise ValueError(f"at most {len(FACTS)} facts")
+    facts = [{"said": said.format(a := rng.choice(pool)), "question": q, "opening": opening, "answer": a}
+             for said, q, opening, pool in FACTS[:n_facts]]  # fmt: skip
     ids, told, first, i = [], 0, True, rng.randrange(len(paragraphs) // 2)
     while len(ids) < n_tokens:
         depth = len(ids) / n_tokens
         if told < n_facts and depth >= 0.9 * told / n_facts:  # facts spread over the first 90 %
             facts[told]["depth"] = round(depth, 3)
-            text, told = FACT.format(**facts[told]), told + 1
+            text, reply, told = "Please remember: " + facts[told]["said"], REMEMBERED, told + 1
         else:
-            text, i = paragraphs[i % len(paragraphs)], i + 1
-        ids += turns.user(text, first=first) + turns.reply(turns.tokenizer.encode(ACK), set())
+            text, reply, i = paragraphs[i % len(paragraphs)], rng.choice(REPLIES), i + 1
+        ids += turns.user(text, first=first) + turns.reply(turns.tokenizer.encode(reply), set())
         first = False
     return ids, facts
 
 
-def ask(model, state, turns, fact: dict, method: str, history: list[int], window: int) -> str:
-    question = turns.user(QUESTION.format(**fact), first=False) + turns.header
+def ask(model, state, turns, fact: dict, last_window: tuple | None, opened: bool) -> str:
+    """The reply to the fact's question, from the memory, or from the backbone's last window when given."""
+    question = turns.user(fact["question"], first=False) + turns.header
+    if (
+        opened
+    ):  # the reply opened for the model, so the score is what the memory holds, not its will to answer
+        question += model.tokenizer.encode(fact["opening"], add_special_tokens=False)
     tok = model.tokenizer
-    if method == "truncated":  # the backbone alone, the conversation's last window
-        context = torch.tensor([(history + question)[-(window - 16) :]])
-        out = model.backbone.generate(
-            context, max_new_tokens=8, do_sample=False, pad_token_id=tok.eos_token_id
-        )
+    if last_window is not None:  # the backbone alone: the conversation's last window, computed once
+        prefix, cache = last_window
+        context = torch.tensor([prefix + question])
+        out = model.backbone.generate(context, past_key_values=copy.deepcopy(cache), max_new_tokens=16,
+                                      do_sample=False, pad_token_id=tok.eos_token_id)  # fmt: skip
         return tok.decode(out[0, context.shape[1] :], skip_special_tokens=True)
-    out = model.generate(torch.tensor([question]), memory=state, max_new_tokens=8, do_sample=False)
+    out = model.generate(torch.tensor([question]), memory=state, max_new_tokens=16, do_sample=False)
     return tok.decode(out[0, len(question) :], skip_special_tokens=True)
 
 
@@ -70,10 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     from memgpt.offline import ensure_smollm2
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--model", default=None, help="an instruct model's HF folder or hub id (default: SmolLM2 offline)"
+    )
     p.add_argument("--tokens", type=int, default=32768)
     p.add_argument("--facts", type=int, default=20)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--opened", action="store_true", help="open each reply ('Your sister's name is')")
+    p.add_argument(
+        "--system", default=SYSTEM, help="the conversation's system prompt ('' for the template's own)"
+    )
     p.add_argument(
         "--save", default=str(Path(__file__).parents[1] / "docs" / "benchmark" / "chat_recall.json")
     )
@@ -82,19 +123,23 @@ def main(argv: list[str] | None = None) -> None:
     rows, answers = [], {}
     for method in args.methods:
         memory = "kv" if method == "truncated" else method
-        model = MemGPT.from_pretrained(ensure_smollm2(), memory=memory, chunk_size=512, kv_budget=1024).eval()
-        turns = Turns.of(model.tokenizer)
+        path = args.model or ensure_smollm2()
+        model = MemGPT.from_pretrained(path, memory=memory, chunk_size=512, kv_budget=1024).eval()
+        turns = Turns.of(model.tokenizer, args.system or None)
         window = hub.position_window(model.backbone.config)
         ids, facts = conversation(turns, args.tokens, args.facts, args.seed)
         start = time.perf_counter()
-        state = None
-        if method != "truncated":
+        state, last_window = None, None
+        if method == "truncated":  # room left for the longest question and the reply
+            prefix = ids[-(window - 64) :]
+            last_window = prefix, model.backbone(torch.tensor([prefix]), use_cache=True).past_key_values
+        else:
             state = model.read([torch.tensor(ids)], progress=True)
             with tempfile.TemporaryDirectory() as tmp:  # saved and loaded, as jobs.chat does across sessions
                 state.save(Path(tmp) / "chat.safetensors")
                 state = MemoryState.load(Path(tmp) / "chat.safetensors", device=model.device)
-        replies = [ask(model, state, turns, f, method, ids, window) for f in facts]
-        hits = [f["code"] in r for f, r in zip(facts, replies, strict=True)]
+        replies = [ask(model, state, turns, f, last_window, args.opened) for f in facts]
+        hits = [f["answer"].casefold() in r.casefold() for f, r in zip(facts, replies, strict=True)]
         rows.append({"method": method, "tokens": len(ids), "recalled": f"{sum(hits)}/{len(hits)}",
                      "recall": sum(hits) / len(hits), "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
         answers[method] = [{**f, "reply": r, "hit": h} for f, r, h in zip(facts, replies, hits, strict=True)]

@@ -3,10 +3,10 @@
 python -m benchmarks.continuation                     # Pride and Prejudice, at 16k and 32k tokens
 python -m benchmarks.continuation --at 16384 65536 --model path/to/model
 
-At each position the book so far is in kv memory (read chunk by chunk, as `jobs.continue` reads); the next 256
-tokens are scored with the memory, against the backbone alone seeing only the last window of tokens before
-them (its best without memory). Also the cost per generated token: `MemGPT.generate` from the memory against
-the backbone's plain `generate` over that last window.
+At each position the book so far is in memory (kv and retrieval, read chunk by chunk, as `jobs.continue` reads);
+the next 256 tokens are scored with the memory, against the backbone alone seeing only the last window of tokens
+before them (its best without memory). Also the time to read, and the cost per generated token: `MemGPT.generate`
+from the memory against the backbone's plain `generate` over that last window.
 """
 
 import argparse
@@ -39,42 +39,52 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--save", default=str(Path(__file__).parents[1] / "docs" / "benchmark" / "continuation.json")
     )
+    p.add_argument("--memories", nargs="+", default=["kv", "retrieval"], choices=["kv", "retrieval"])
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    model = MemGPT.from_pretrained(
-        args.model or ensure_smollm2(), memory="kv", chunk_size=512, kv_budget=1024
-    )
-    model.eval()
-    window = hub.position_window(model.backbone.config)
-    ids = torch.tensor(model.tokenizer.encode(book_text(args.book), add_special_tokens=False))
-    C, rows = model.config.chunk_size, []
-    state, read = model.init_state(1), 0
-    for at in sorted(args.at):
-        at = at // C * C
-        if at + SCORED > len(ids):
-            raise ValueError(f"{args.book} has {len(ids)} tokens, fewer than {at + SCORED}")
-        state = model.read([ids[read:at]], memory=state, progress=True)  # only what is new since the last
-        read = at
+    path = args.model or ensure_smollm2()
+    models = {
+        m: MemGPT.from_pretrained(path, memory=m, chunk_size=512, kv_budget=1024).eval()
+        for m in args.memories
+    }
+    first = models[args.memories[0]]
+    window = hub.position_window(first.backbone.config)
+    ids = torch.tensor(first.tokenizer.encode(book_text(args.book), add_special_tokens=False))
+    C, rows = first.config.chunk_size, []
+    at_tokens = sorted(a // C * C for a in args.at)
+    if at_tokens[-1] + SCORED > len(ids):
+        raise ValueError(f"{args.book} has {len(ids)} tokens, fewer than {at_tokens[-1] + SCORED}")
+    baseline = {}  # the backbone alone at each position: its loss and its cost per token
+    for at in at_tokens:
         target = ids[at : at + SCORED]
-        with_memory = passage_loss(model(target[None], memory=state).logits, target)
         context = ids[max(0, at - (window - SCORED)) : at + SCORED]
-        truncated = passage_loss(model.backbone(context[None]).logits[:, -SCORED:], target)
-        prompt = ids[at - 8 : at]  # generation continues from the memory plus the last few tokens
-        t0 = time.perf_counter()
-        model.generate(prompt[None], memory=state, max_new_tokens=args.new_tokens, do_sample=False,
-                       eos_token_id=-1)  # fmt: skip
-        ours = (time.perf_counter() - t0) / args.new_tokens
+        loss = passage_loss(first.backbone(context[None]).logits[:, -SCORED:], target)
         last = ids[max(0, at - (window - args.new_tokens)) : at][None]
         t0 = time.perf_counter()
-        model.backbone.generate(last, max_new_tokens=args.new_tokens, do_sample=False, min_new_tokens=args.new_tokens,
-                                pad_token_id=model.tokenizer.eos_token_id)  # fmt: skip
-        theirs = (time.perf_counter() - t0) / args.new_tokens
-        rows.append({"at": at, "loss memory": with_memory, "loss last window": truncated,
-                     "ms/token memory": 1000 * ours, "ms/token last window": 1000 * theirs,
-                     "cost ratio": ours / theirs})  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
+        first.backbone.generate(last, max_new_tokens=args.new_tokens, do_sample=False, min_new_tokens=args.new_tokens,
+                                pad_token_id=first.tokenizer.eos_token_id)  # fmt: skip
+        baseline[at] = loss, (time.perf_counter() - t0) / args.new_tokens
+    for name, model in models.items():
+        state, read, reading = model.init_state(1), 0, 0.0
+        for at in at_tokens:
+            t0 = time.perf_counter()
+            state = model.read([ids[read:at]], memory=state, progress=True)  # only what is new since the last
+            read, reading = at, reading + time.perf_counter() - t0
+            target = ids[at : at + SCORED]
+            with_memory = passage_loss(model(target[None], memory=state).logits, target)
+            prompt = ids[at - 8 : at]  # generation continues from the memory plus the last few tokens
+            t0 = time.perf_counter()
+            model.generate(prompt[None], memory=state, max_new_tokens=args.new_tokens, do_sample=False,
+                           eos_token_id=-1)  # fmt: skip
+            ours = (time.perf_counter() - t0) / args.new_tokens
+            truncated, theirs = baseline[at]
+            rows.append({"memory": name, "at": at, "loss memory": with_memory, "loss last window": truncated,
+                         "read s": round(reading, 1), "ms/token memory": 1000 * ours,
+                         "ms/token last window": 1000 * theirs, "cost ratio": ours / theirs})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
     print_table(
-        rows, f"continuation of {args.book}: next {SCORED} tokens, kv-1024 memory vs last {window} tokens"
+        rows,
+        f"continuation of {args.book}: next {SCORED} tokens, memory (budget 1024) vs last {window} tokens",
     )
     if args.save:
         Path(args.save).write_text(

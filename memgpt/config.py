@@ -36,8 +36,8 @@ class MemGPTConfig:
     kv: at most `kv_budget` key/value entries per layer (None = keep everything, exact);
         `kv_sinks` first entries and `kv_recent` last entries are always kept, the rest by attention received;
         `kv_positions="cache"` keeps every position the backbone sees below kv_budget + chunk_size.
-    retrieval: kv memory plus every evicted entry kept in host memory in blocks of `retrieval_block`, each
-        summarised by `retrieval_reps` keys; every layer attends to the `retrieval_topk` blocks its queries fit best.
+    retrieval: kv memory plus every evicted entry kept in host memory in blocks of `retrieval_block`; every layer
+        attends to the `retrieval_topk` blocks whose best key fits its queries best.
     """
 
     backbone: str | dict[str, Any] = field(default_factory=default_backbone)
@@ -53,7 +53,6 @@ class MemGPTConfig:
     # on SmolLM2, 16 blocks of 32 found a passkey at 16k tokens where 4 blocks of 128 did not
     retrieval_block: int = 32
     retrieval_topk: int = 16
-    retrieval_reps: int = 4
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
 
     def __post_init__(self) -> None:
@@ -71,12 +70,8 @@ class MemGPTConfig:
             raise ValueError(f"kv_positions must be one of {KV_POSITIONS}, got {self.kv_positions!r}")
         if self.memory == "retrieval" and (self.kv_budget is None or self.kv_positions != "cache"):
             raise ValueError("memory='retrieval' needs a kv_budget and kv_positions='cache'")
-        if min(self.retrieval_block, self.retrieval_topk, self.retrieval_reps) < 1:
-            raise ValueError("retrieval_block, retrieval_topk and retrieval_reps must be >= 1")
-        if self.retrieval_reps > self.retrieval_block:
-            raise ValueError(
-                f"retrieval_reps ({self.retrieval_reps}) must be <= retrieval_block ({self.retrieval_block})"
-            )
+        if min(self.retrieval_block, self.retrieval_topk) < 1:
+            raise ValueError("retrieval_block and retrieval_topk must be >= 1")
         if self.kv_budget is not None and self.kv_budget < self.kv_sinks + self.kv_recent:
             raise ValueError(
                 f"kv_budget ({self.kv_budget}) must hold kv_sinks + kv_recent ({self.kv_sinks + self.kv_recent})"
@@ -101,6 +96,7 @@ class MemGPTConfig:
         data = {k: v for k, v in data.items() if k != "model_type"}
         if data.get("kv_positions") in ("auto", "rolling"):  # earlier names: "cache" is what both became
             data["kv_positions"] = "cache"
+        data.pop("retrieval_reps", None)  # earlier: blocks scored by a few keys; every key is scored now
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown MemGPTConfig field(s) {sorted(unknown)}")

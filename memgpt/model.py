@@ -197,7 +197,7 @@ class MemGPT(nn.Module):
             if self.config.memory == "slots":
                 sig["num_slots"] = self.config.num_slots
             if self.config.memory == "retrieval":  # the store's layout
-                sig["block"], sig["reps"] = self.config.retrieval_block, self.config.retrieval_reps
+                sig["block"] = self.config.retrieval_block
             self._signature = sig
         return dict(self._signature)
 
@@ -414,7 +414,7 @@ def build_memory(config: MemGPTConfig, backbone: PreTrainedModel) -> nn.Module:
     kv = (config.kv_budget, config.kv_sinks, config.kv_recent, config.kv_positions)
     rotation = KeyRotation(rotary) if rotary is not None else None
     if config.memory == "retrieval":
-        tier = {"block": config.retrieval_block, "topk": config.retrieval_topk, "reps": config.retrieval_reps}
+        tier = {"block": config.retrieval_block, "topk": config.retrieval_topk}
         return RetrievalMemory(*shape, *kv, rotation, decay=config.kv_decay, **tier)
     return KVMemory(*shape, *kv, rotation, decay=config.kv_decay)
 

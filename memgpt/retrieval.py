@@ -1,10 +1,12 @@
 """Retrieval memory: kv memory plus every evicted entry kept in host memory, brought back when a query needs it.
 
-InfLLM (Xiao et al., NeurIPS 2024), training-free. What kv eviction drops goes, per layer, into a store of
-blocks of `block` consecutive evicted entries; each block is summarised by its `reps` most attended keys. In
-every layer, the queries of each chunk (the mean of its last QUERY_WINDOW) and of each generated token score the
-blocks by their best representative and attend to the `topk` best beside the sinks, the kept entries and the
-recent window. The budget on the device stays as it is; the store grows with the book, in host memory.
+After InfLLM (Xiao et al., NeurIPS 2024), training-free. What kv eviction drops goes, per layer, into a store
+of blocks of `block` consecutive evicted entries. In every layer, the queries of each chunk (the mean of its last
+QUERY_WINDOW) and of each generated token score every block by its best-fitting key and attend to the `topk`
+best beside the sinks, the kept entries and the recent window. InfLLM scores a block by a few representative
+keys (the most attended); on SmolLM2 those are punctuation and the like, and the block holding a passkey
+ranked anywhere among a thousand, so every key is scored: one matrix product over the store per layer. The
+budget on the device stays as it is; the store grows with the book, in host memory.
 
 Positions: the kept entries sit where kv memory puts them, after a gap of `topk * block` positions behind the
 sinks; retrieved blocks are rotated into that gap (memgpt/rope.py), so every position stays inside the window.
@@ -14,7 +16,6 @@ import torch
 
 from .kv import EXTRA_ENTRIES, KVMemory, _take
 from .memory import BackboneInputs
-from .state import ENTRY_DIM
 
 HOST = torch.device("cpu")
 QUERY_WINDOW = 8  # the last real queries whose mean picks the blocks (the question, not the filler before it)
@@ -23,12 +24,12 @@ QUERY_WINDOW = 8  # the last real queries whose mean picks the blocks (the quest
 class RetrievalMemory(KVMemory):
     kind = "retrieval"
 
-    def __init__(self, *args, block: int, topk: int, reps: int, **kwargs):
+    def __init__(self, *args, block: int, topk: int, **kwargs):
         super().__init__(*args, gap=block * topk, **kwargs)
         if self.rotation is None or self.budget is None:
             raise ValueError("retrieval memory needs a RoPE backbone, kv_positions='cache' and a kv_budget")
-        self.block, self.topk, self.reps = block, topk, reps
-        self.rep_position = self.sinks + self.gap // 2  # where block summaries are scored from
+        self.block, self.topk = block, topk
+        self.score_position = self.sinks + self.gap // 2  # where stored keys are scored from
 
     def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         state = super().init(batch_size, device, dtype)
@@ -36,8 +37,6 @@ class RetrievalMemory(KVMemory):
         state.update(
             host_keys=torch.zeros(L, batch_size, H, 0, Dh, dtype=dtype),  # un-rotated (position 0)
             host_values=torch.zeros(L, batch_size, H, 0, Dh, dtype=dtype),
-            host_scores=torch.zeros(L, batch_size, 0),
-            host_reps=torch.zeros(L, batch_size, H, 0, self.reps, Dh, dtype=dtype),  # at rep_position
             host_len=torch.zeros(batch_size, dtype=torch.long),  # entries stored per document
             # entries written into these buffers by any state sharing them (updated in place): a state that
             # finds more than its own host_len was branched from, and writes into a copy instead
@@ -51,7 +50,7 @@ class RetrievalMemory(KVMemory):
         return inputs
 
     def archive(self, state, layers, mask, scores, keep) -> dict[str, torch.Tensor]:
-        """Append the entries eviction drops, un-rotated, to each document's store; summarise full blocks."""
+        """Append the entries eviction drops, un-rotated, to each document's store."""
         L = keep.shape[0]
         kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, keep, True)
         dropped = mask.unsqueeze(0) & ~kept  # (L, B, S); as many per document in every layer
@@ -63,18 +62,18 @@ class RetrievalMemory(KVMemory):
         rank = (mask.long().cumsum(-1) - 1).unsqueeze(0).expand(L, -1, -1)
         keys = self.rotation(_take(layers, "keys", order), -self.position(rank.gather(-1, order)))
         values = _take(layers, "values", order)
-        return self.store(state, keys, values, scores.gather(-1, order), n_dropped)
+        return self.store(state, keys, values, n_dropped)
 
-    def store(self, state, keys, values, scores, counts) -> dict[str, torch.Tensor]:
+    def store(self, state, keys, values, counts) -> dict[str, torch.Tensor]:
         """Write `counts[b]` new entries of document b behind its stored ones (the buffer doubles when full)."""
-        host = {k: state[k] for k in ("host_keys", "host_values", "host_scores", "host_reps")}
+        host = {k: state[k] for k in ("host_keys", "host_values")}
         start, fill = state["host_len"], state["host_fill"]
         end = start + counts.cpu()
         need = int(end.max())
         capacity = host["host_keys"].shape[3]
         if need > capacity:  # doubling: a book of N tokens copies its store O(log N) times
             capacity = max(2 * capacity, -(-need // self.block) * self.block)
-            host, fill = {k: _grow(v, k, capacity, self.block) for k, v in host.items()}, end.clone()
+            host, fill = {k: _grow(v, capacity) for k, v in host.items()}, end.clone()
         elif bool((fill > start).any()):  # another state read on from this one: leave its entries alone
             host, fill = {k: v.clone() for k, v in host.items()}, end.clone()
         else:
@@ -83,22 +82,7 @@ class RetrievalMemory(KVMemory):
             s, e = int(start[b]), int(end[b])
             host["host_keys"][:, b, :, s:e] = keys[:, b, :, : e - s].to(HOST)
             host["host_values"][:, b, :, s:e] = values[:, b, :, : e - s].to(HOST)
-            host["host_scores"][:, b, s:e] = scores[:, b, : e - s].to(HOST)
-            self.summarise(host, b, s // self.block, e // self.block)
         return {**host, "host_len": end, "host_fill": fill}
-
-    def summarise(self, host, b: int, first: int, last: int) -> None:
-        """Blocks first..last-1 of document b get their `reps` most attended keys, rotated to rep_position."""
-        if last <= first:
-            return
-        L, _, H, _, Dh = host["host_keys"].shape
-        n, span = last - first, slice(first * self.block, last * self.block)
-        keys = host["host_keys"][:, b, :, span].reshape(L, H, n, self.block, Dh)
-        best = host["host_scores"][:, b, span].reshape(L, n, self.block).topk(self.reps, dim=-1).indices
-        reps = keys.gather(3, best[:, None, :, :, None].expand(L, H, n, self.reps, Dh))  # (L, H, n, r, Dh)
-        shift = torch.full((L, 1, n * self.reps), self.rep_position)
-        reps = self.rotation(reps.reshape(L, 1, H, n * self.reps, Dh), shift)
-        host["host_reps"][:, b, :, first:last] = reps.view(L, H, n, self.reps, Dh)
 
 
 class Retrieving:
@@ -123,11 +107,9 @@ class Retrieving:
             return None
         B, H, T, Dh = query.shape
         k = min(m.topk, int(blocks.max()))
-        reps = st["host_reps"][layer][:, :, : int(blocks.max())].float()  # (B, Hkv, n, r, Dh)
-        Hkv = reps.shape[1]
+        Hkv = st["host_keys"].shape[2]
         q = (query.float() * _window(self.query_mask, T, query.device)[:, None, :, None]).sum(2)  # (B, H, Dh)
-        q = q.to(HOST).view(B, Hkv, H // Hkv, Dh)
-        fit = torch.einsum("bkgd,bknrd->bkgnr", q, reps).amax(-1).sum((1, 2))  # (B, n)
+        fit = self.fit(layer, q.to(HOST).view(B, Hkv, H // Hkv, Dh), int(blocks.max()))
         fit = fit.masked_fill(torch.arange(fit.shape[1]) >= blocks[:, None], float("-inf"))
         chosen = fit.topk(k, dim=-1).indices.sort(-1).values  # (B, k), in reading order
         valid = chosen < blocks[:, None]
@@ -142,6 +124,19 @@ class Retrieving:
         columns = columns.masked_fill(~allowed[:, None, None, :], torch.finfo(mask.dtype).min)
         return keys, values.to(query.dtype), columns
 
+    def fit(self, layer: int, q: torch.Tensor, n: int) -> torch.Tensor:
+        """How well each of the first `n` blocks fits the queries q (B, Hkv, G, Dh): its best key's score, (B, n)."""
+        m = self.memory
+        B, Hkv, G, Dh = q.shape
+        # q . R(p) k == R(-p) q . k: the query turns back by the scoring position, the stored keys stay as they are
+        back = torch.full((1, B, Hkv * G), -m.score_position)
+        q = m.rotation(q.reshape(1, B, 1, Hkv * G, Dh), back).view(B, Hkv, G, Dh)
+        keys = self.state["host_keys"][layer][:, :, : n * m.block]  # (B, Hkv, n * block, Dh)
+        scores = keys @ q.to(keys.dtype).transpose(
+            -1, -2
+        )  # (B, Hkv, n * block, G); this order copies no keys
+        return scores.view(B, Hkv, n, m.block, G).amax(3).float().sum((1, 3))
+
 
 def _window(query_mask: torch.Tensor, T: int, device) -> torch.Tensor:
     """Weights averaging each row's last QUERY_WINDOW real queries, (B, T)."""
@@ -154,12 +149,8 @@ def _window(query_mask: torch.Tensor, T: int, device) -> torch.Tensor:
     return w / w.sum(-1, keepdim=True).clamp(min=1)
 
 
-def _grow(t: torch.Tensor, name: str, capacity: int, block: int) -> torch.Tensor:
-    """A copy of a store tensor with room for `capacity` entries (capacity / block summaries)."""
-    dim = ENTRY_DIM[name]
-    size = capacity // block if name == "host_reps" else capacity
-    shape = list(t.shape)
-    shape[dim] = size
-    out = t.new_zeros(shape)
-    out.narrow(dim, 0, t.shape[dim]).copy_(t)
+def _grow(t: torch.Tensor, capacity: int) -> torch.Tensor:
+    """A copy of a store tensor (L, B, H, N, Dh) with room for `capacity` entries."""
+    out = t.new_zeros(*t.shape[:3], capacity, t.shape[4])
+    out[:, :, :, : t.shape[3]].copy_(t)
     return out

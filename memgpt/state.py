@@ -11,10 +11,9 @@ from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
 
 # tensors whose first dimension is the layer (the document is the second)
-LAYER_FIRST = ("keys", "values", "scores", "host_keys", "host_values", "host_scores", "host_reps")
+LAYER_FIRST = ("keys", "values", "scores", "host_keys", "host_values")
 # tensors that grow with the entries held: the dimension that differs between states (padded when batched)
-ENTRY_DIM = {"keys": 3, "values": 3, "mask": 1, "scores": 2, "host_keys": 3, "host_values": 3, "host_scores": 2,
-             "host_reps": 3}  # fmt: skip
+ENTRY_DIM = {"keys": 3, "values": 3, "mask": 1, "scores": 2, "host_keys": 3, "host_values": 3}
 
 
 @dataclass
@@ -23,8 +22,8 @@ class MemoryState:
 
     slots: memory (B, n, D), n_read (B,)
     kv:    keys/values (L, B, H, S, Dh), mask (B, S), scores (L, B, S), n_read (B,)
-    retrieval: kv's, plus the store in host memory: host_keys/host_values (L, B, H, N, Dh), host_scores
-           (L, B, N), host_reps (L, B, H, N / block, reps, Dh), host_len and host_fill (B,)
+    retrieval: kv's, plus the store in host memory: host_keys/host_values (L, B, H, N, Dh), host_len and
+           host_fill (B,)
     `signature` names the model the state belongs to; loading it into another model fails clearly.
     """
 

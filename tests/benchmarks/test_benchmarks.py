@@ -91,10 +91,11 @@ def test_planted_qa_benchmark_asks_planted_facts_inside_every_context(tmp_path):
 @pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")
 def test_chat_recall_and_continuation_benchmarks_run(tmp_path):
     recall = tmp_path / "recall.json"
-    text = run_benchmark("benchmarks.chat_recall", "--tokens", "1500", "--facts", "2", "--methods", "kv",
+    text = run_benchmark("benchmarks.chat_recall", "--tokens", "1500", "--facts", "2", "--methods", "kv", "truncated",
                          "--save", str(recall))  # fmt: skip
     assert "chat recall: 2 facts" in text and json.loads(recall.read_text())["results"][0]["tokens"] >= 1500
     cont = tmp_path / "continuation.json"
     text = run_benchmark("benchmarks.continuation", "--at", "1024", "--new-tokens", "4", "--save", str(cont))
-    row = json.loads(cont.read_text())["results"][0]
-    assert row["at"] == 1024 and 0 < row["loss memory"] < 10 and row["cost ratio"] > 0
+    rows = json.loads(cont.read_text())["results"]
+    assert [r["memory"] for r in rows] == ["kv", "retrieval"]
+    assert all(r["at"] == 1024 and 0 < r["loss memory"] < 10 and r["cost ratio"] > 0 for r in rows)

@@ -13,7 +13,7 @@ SINKS, RECENT, BLOCK = 4, 44, 16
 def retrieval_model(**options):
     # sinks + recent fill the budget: the evicted entries, hence the stored blocks, are known tokens in order
     options = {"kv_budget": SINKS + RECENT, "kv_sinks": SINKS, "kv_recent": RECENT, "retrieval_block": BLOCK,
-               "retrieval_topk": 1, "retrieval_reps": 2, **options}  # fmt: skip
+               "retrieval_topk": 1, **options}  # fmt: skip
     return tiny("llama", memory="retrieval", **options)
 
 
@@ -32,8 +32,13 @@ def test_a_matching_block_is_retrieved_and_attended_exactly():
     attention = model.backbone.base_model.layers[0].self_attn
     H, Dh = attention.config.num_attention_heads, attention.head_dim
     groups = H // fresh.keys.shape[1]
-    # a query that fits the block: its own keys, summed, in every head of the group that reads them
-    query = fresh.keys.sum(2, keepdim=True).repeat_interleave(groups, dim=1) * 4  # (1, H, 1, Dh)
+    # a query that fits the block: the key of one of its tokens, as at the position blocks are scored from,
+    # in every head of the group that reads it
+    j = model.memory.score_position - SINKS
+    query = fresh.keys[:, :, j : j + 1].repeat_interleave(groups, dim=1) * 4  # (1, H, 1, Dh)
+    q = query[:, :, 0].reshape(1, fresh.keys.shape[1], groups, Dh)
+    fit = Retrieving(model.memory, state.tensors, torch.ones(1, 1)).fit(0, q, stored // BLOCK)  # (1, blocks)
+    assert int(fit.argmax()) == block
     keys, values = (
         state.tensors["keys"][0],
         state.tensors["values"][0],
