@@ -4,9 +4,15 @@ python -m benchmarks.passkey            # 1k-16k tokens, 3 depths: minutes on 2 
 python -m benchmarks.passkey --full     # 1k-128k tokens (16x SmolLM2's window), 5 depths
 """
 
+import argparse
+import json
 import random
+import time
+from pathlib import Path
 
 import torch
+
+from .common import command, machine
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key. "
@@ -43,14 +49,7 @@ def answer(model, ids: torch.Tensor, method: str, window: int) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-    import time
-    from pathlib import Path
-
     from memgpt import MemGPT
-
-    from .common import command, machine
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -65,7 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/benchmarks", help="folder for passkey.json / .md / .png")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="rows of earlier runs' passkey.json to show beside this run's (alone: only merge them)")  # fmt: skip
     args = p.parse_args(argv)
+    earlier = [r for path in args.merge for r in json.loads(Path(path).read_text())["rows"]]
+    if args.merge and not (args.full or args.lengths or args.depths):
+        return write(earlier, args.out, time.time())
     lengths = args.lengths or ([2**i * 1024 for i in range(8)] if args.full else [1024, 4096, 16384])
     depths = args.depths or ([0.0, 0.25, 0.5, 0.75, 1.0] if args.full else [0.1, 0.5, 0.9])
     torch.set_num_threads(args.threads)
@@ -101,20 +105,27 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"method": method, "tokens": len(ids), "depth": depth, "key": key, "answer": text,
                              "found": key in text, "seconds": round(time.time() - start, 1)})  # fmt: skip
                 print(f"{method:9s} {len(ids):7,} tokens depth {depth:.2f}: {key in text!s:5s} {text!r}")
-    out = Path(args.out)
+    ran = {(r["method"], r["tokens"], r["depth"]) for r in rows}  # this run's rows replace earlier ones
+    write([r for r in earlier if (r["method"], r["tokens"], r["depth"]) not in ran] + rows, args.out, t0)
+
+
+def write(rows: list[dict], folder: str, t0: float) -> None:
+    """passkey.md (the table), passkey.json (every case) and passkey.png (the heatmap) in `folder`."""
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    md = table(rows, args.methods, lengths)
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    md = table(rows, methods)
     (out / "passkey.md").write_text(md + "\n")
     (out / "passkey.json").write_text(
         json.dumps({"command": command(), "machine": machine(), "rows": rows}, indent=1)
     )
-    heatmap(rows, args.methods, out / "passkey.png")
+    heatmap(rows, methods, out / "passkey.png")
     print(
         f"\n{md}\n\ncommand: {command()}\nwrote {out}/passkey.md, passkey.json, passkey.png in {time.time() - t0:.0f}s"
     )
 
 
-def table(rows: list[dict], methods: list[str], lengths: list[int]) -> str:
+def table(rows: list[dict], methods: list[str]) -> str:
     """Share of depths found, per method and length."""
     by_length = sorted({r["tokens"] for r in rows})
     head = "| method | " + " | ".join(f"{n:,} tokens" for n in by_length) + " |"
@@ -123,7 +134,8 @@ def table(rows: list[dict], methods: list[str], lengths: list[int]) -> str:
         cells = []
         for n in by_length:
             found = [r["found"] for r in rows if r["method"] == m and r["tokens"] == n]
-            cells.append(f"{sum(found)}/{len(found)}" if found else "past the window")
+            missing = "past the window" if m == "full" else "not run"
+            cells.append(f"{sum(found)}/{len(found)}" if found else missing)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

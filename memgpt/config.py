@@ -37,7 +37,8 @@ class MemGPTConfig:
         `kv_sinks` first entries and `kv_recent` last entries are always kept, the rest by attention received;
         `kv_positions="cache"` keeps every position the backbone sees below kv_budget + chunk_size.
     retrieval: kv memory plus every evicted entry kept in host memory in blocks of `retrieval_block`; every layer
-        attends to the `retrieval_topk` blocks whose best key fits its queries best.
+        attends to the `retrieval_topk` blocks whose best key fits its queries best (chosen by each chunk, and
+        by every `retrieval_every`-th generated token).
     """
 
     backbone: str | dict[str, Any] = field(default_factory=default_backbone)
@@ -53,6 +54,7 @@ class MemGPTConfig:
     # on SmolLM2, 16 blocks of 32 found a passkey at 16k tokens where 4 blocks of 128 did not
     retrieval_block: int = 32
     retrieval_topk: int = 16
+    retrieval_every: int = 8  # generated tokens choose their blocks anew every N tokens (1: every token)
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
 
     def __post_init__(self) -> None:
@@ -70,8 +72,8 @@ class MemGPTConfig:
             raise ValueError(f"kv_positions must be one of {KV_POSITIONS}, got {self.kv_positions!r}")
         if self.memory == "retrieval" and (self.kv_budget is None or self.kv_positions != "cache"):
             raise ValueError("memory='retrieval' needs a kv_budget and kv_positions='cache'")
-        if min(self.retrieval_block, self.retrieval_topk) < 1:
-            raise ValueError("retrieval_block and retrieval_topk must be >= 1")
+        if min(self.retrieval_block, self.retrieval_topk, self.retrieval_every) < 1:
+            raise ValueError("retrieval_block, retrieval_topk and retrieval_every must be >= 1")
         if self.kv_budget is not None and self.kv_budget < self.kv_sinks + self.kv_recent:
             raise ValueError(
                 f"kv_budget ({self.kv_budget}) must hold kv_sinks + kv_recent ({self.kv_sinks + self.kv_recent})"

@@ -414,7 +414,11 @@ def build_memory(config: MemGPTConfig, backbone: PreTrainedModel) -> nn.Module:
     kv = (config.kv_budget, config.kv_sinks, config.kv_recent, config.kv_positions)
     rotation = KeyRotation(rotary) if rotary is not None else None
     if config.memory == "retrieval":
-        tier = {"block": config.retrieval_block, "topk": config.retrieval_topk}
+        tier = {
+            "block": config.retrieval_block,
+            "topk": config.retrieval_topk,
+            "every": config.retrieval_every,
+        }
         return RetrievalMemory(*shape, *kv, rotation, decay=config.kv_decay, **tier)
     return KVMemory(*shape, *kv, rotation, decay=config.kv_decay)
 

@@ -24,11 +24,11 @@ QUERY_WINDOW = 8  # the last real queries whose mean picks the blocks (the quest
 class RetrievalMemory(KVMemory):
     kind = "retrieval"
 
-    def __init__(self, *args, block: int, topk: int, **kwargs):
+    def __init__(self, *args, block: int, topk: int, every: int = 1, **kwargs):
         super().__init__(*args, gap=block * topk, **kwargs)
         if self.rotation is None or self.budget is None:
             raise ValueError("retrieval memory needs a RoPE backbone, kv_positions='cache' and a kv_budget")
-        self.block, self.topk = block, topk
+        self.block, self.topk, self.every = block, topk, every
         self.score_position = self.sinks + self.gap // 2  # where stored keys are scored from
 
     def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -91,6 +91,7 @@ class Retrieving:
     def __init__(self, memory: RetrievalMemory, state: dict[str, torch.Tensor], query_mask: torch.Tensor):
         self.memory, self.state, self.query_mask = memory, state, query_mask
         self.tokens: list = []
+        self.held: dict[int, tuple[int, tuple]] = {}  # layer -> (calls it has served, its blocks)
 
     def __enter__(self) -> "Retrieving":
         self.tokens.append(EXTRA_ENTRIES.set(self.extend))
@@ -100,7 +101,22 @@ class Retrieving:
         EXTRA_ENTRIES.reset(self.tokens.pop())
 
     def extend(self, layer: int, query: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-        """The keys (rotated into the gap), values and additive mask columns of layer `layer`'s best blocks."""
+        """The keys (rotated into the gap), values and additive mask columns of layer `layer`'s best blocks.
+
+        A generated token (one query) keeps the blocks chosen last for `every` tokens: choosing costs a pass
+        over the whole store, and the prompt's choice is the one its answer needs."""
+        T = query.shape[2]
+        served, blocks = self.held.get(layer, (0, None))
+        if T > 1 or blocks is None or served >= self.memory.every:
+            served, blocks = 0, self.choose(layer, query, mask)
+        self.held[layer] = served + 1, blocks
+        if blocks is None:
+            return None
+        keys, values, columns = blocks
+        return keys, values, columns.expand(-1, -1, T, -1)
+
+    def choose(self, layer: int, query: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """Layer `layer`'s best blocks for these queries: keys, values and mask columns (B, 1, 1, k * block)."""
         m, st = self.memory, self.state
         blocks = st["host_len"] // m.block  # complete blocks per document, (B,)
         if int(blocks.max()) == 0:
@@ -120,7 +136,7 @@ class Retrieving:
         place = torch.arange(m.sinks, m.sinks + k * m.block, device=query.device).expand(1, B, -1)
         keys = m.rotation(keys[None], place)[0].to(query.dtype)
         allowed = valid.repeat_interleave(m.block, dim=1).to(query.device)  # (B, k * block)
-        columns = torch.zeros(B, 1, T, k * m.block, device=query.device, dtype=mask.dtype)
+        columns = torch.zeros(B, 1, 1, k * m.block, device=query.device, dtype=mask.dtype)
         columns = columns.masked_fill(~allowed[:, None, None, :], torch.finfo(mask.dtype).min)
         return keys, values.to(query.dtype), columns
 
@@ -132,9 +148,8 @@ class Retrieving:
         back = torch.full((1, B, Hkv * G), -m.score_position)
         q = m.rotation(q.reshape(1, B, 1, Hkv * G, Dh), back).view(B, Hkv, G, Dh)
         keys = self.state["host_keys"][layer][:, :, : n * m.block]  # (B, Hkv, n * block, Dh)
-        scores = keys @ q.to(keys.dtype).transpose(
-            -1, -2
-        )  # (B, Hkv, n * block, G); this order copies no keys
+        # (B, Hkv, n * block, G): keys on the left, so the stored keys are read in place, not copied
+        scores = keys @ q.to(keys.dtype).transpose(-1, -2)
         return scores.view(B, Hkv, n, m.block, G).amax(3).float().sum((1, 3))
 
 

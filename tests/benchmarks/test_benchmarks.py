@@ -74,6 +74,15 @@ def test_passkey_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
     assert "| retrieval | 1/1 |" in text and "| full | 1/1 |" in text  # 1k tokens: inside every context
     for name in ("passkey.md", "passkey.json", "passkey.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # an earlier run's rows merged beside these: a longer text where only kv ran
+    rows = json.loads((tmp_path / "passkey.json").read_text())["rows"]
+    longer = [{**r, "tokens": 65536, "found": False} for r in rows if r["method"] == "kv"]
+    (tmp_path / "long.json").write_text(json.dumps({"rows": longer}))
+    merged = tmp_path / "merged"
+    text = run_benchmark("benchmarks.passkey", "--merge", str(tmp_path / "passkey.json"), str(tmp_path / "long.json"),
+                         "--out", str(merged))  # fmt: skip
+    assert "| kv | 1/1 | 0/1 |" in text and "| retrieval | 1/1 | not run |" in text
+    assert len(json.loads((merged / "passkey.json").read_text())["rows"]) == len(rows) + 1
 
 
 @pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")

@@ -117,3 +117,29 @@ def test_retrieval_needs_a_budget_and_cache_positions():
         tiny(
             "llama", memory="retrieval", kv_budget=1024, chunk_size=512, retrieval_block=128, retrieval_topk=8
         )
+
+
+def test_generated_tokens_choose_their_blocks_every_n_tokens(monkeypatch):
+    calls = []
+    choose = Retrieving.choose
+
+    def counted(self, layer, query, mask):
+        calls.append((layer, query.shape[2]))
+        return choose(self, layer, query, mask)
+
+    monkeypatch.setattr(Retrieving, "choose", counted)  # the real choice, counted
+    doc = random_doc(400, seed=7)
+    outputs = {}
+    for every in (1, 4):
+        model = retrieval_model(retrieval_every=every)
+        calls.clear()
+        with torch.no_grad():
+            state = model.read([doc])
+            calls.clear()
+            outputs[every] = model.generate(doc[None, -6:], memory=state, max_new_tokens=9, eos_token_id=-1)
+        per_layer = [T for layer, T in calls if layer == 0]
+        # the prompt chooses; then 8 generated tokens re-choose at every token, or at every 4th
+        assert per_layer == [6] + [1] * (8 if every == 1 else 2)
+    assert torch.equal(
+        outputs[1][:, :7], outputs[4][:, :7]
+    )  # the first new token: the prompt's choice in both
