@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     earlier = [r for path in args.merge for r in json.loads(Path(path).read_text())["rows"]]
     if args.merge and not (args.full or args.lengths or args.depths):
-        return write(earlier, args.out, time.time())
+        return write(latest(earlier), args.out, time.time())
     lengths = args.lengths or ([2**i * 1024 for i in range(8)] if args.full else [1024, 4096, 16384])
     depths = args.depths or ([0.0, 0.25, 0.5, 0.75, 1.0] if args.full else [0.1, 0.5, 0.9])
     torch.set_num_threads(args.threads)
@@ -105,8 +105,12 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"method": method, "tokens": len(ids), "depth": depth, "key": key, "answer": text,
                              "found": key in text, "seconds": round(time.time() - start, 1)})  # fmt: skip
                 print(f"{method:9s} {len(ids):7,} tokens depth {depth:.2f}: {key in text!s:5s} {text!r}")
-    ran = {(r["method"], r["tokens"], r["depth"]) for r in rows}  # this run's rows replace earlier ones
-    write([r for r in earlier if (r["method"], r["tokens"], r["depth"]) not in ran] + rows, args.out, t0)
+    write(latest(earlier + rows), args.out, t0)
+
+
+def latest(rows: list[dict]) -> list[dict]:
+    """One row per method, length and depth: the last given (a later run replaces an earlier one)."""
+    return list({(r["method"], r["tokens"], r["depth"]): r for r in rows}.values())
 
 
 def write(rows: list[dict], folder: str, t0: float) -> None:
@@ -155,7 +159,7 @@ def heatmap(rows: list[dict], methods: list[str], path) -> None:
             if r["method"] == m:
                 grid[depths.index(r["depth"]), lengths.index(r["tokens"])] = float(r["found"])
         ax.imshow(grid.numpy(), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(lengths)), [f"{n // 1000}k" for n in lengths], rotation=45)
+        ax.set_xticks(range(len(lengths)), [f"{round(n / 1024)}k" for n in lengths], rotation=45)
         ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
         ax.set_title(m)
         ax.set_xlabel("tokens")

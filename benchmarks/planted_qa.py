@@ -26,9 +26,11 @@ from .planted_text import place_words, planted_corpus
 METHODS = ("full", "truncated", "kv", "retrieval")
 
 
-def question_ids(tok, question: str) -> list[int]:
-    text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+def question_ids(tok, fact, opened: bool) -> list[int]:
+    text = tok.apply_chat_template([{"role": "user", "content": fact.question}], tokenize=False,
                                    add_generation_prompt=True)  # fmt: skip
+    if opened:  # the answer opened for the model: what is scored is what it read, not its will to answer
+        text += f"{fact.person} keeps the {fact.thing} in"
     return tok.encode(text, add_special_tokens=False)
 
 
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--opened", action="store_true", help="open each answer ('Inspector Halvorsen keeps the ledger in')"
+    )
+    p.add_argument(
         "--save", default=str(Path(__file__).parents[1] / "docs" / "benchmark" / "planted_qa.json")
     )
     args = p.parse_args(argv)
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             hits, n, start = 0, 0, time.perf_counter()
             for d in docs:
                 doc_ids = tok.encode(d.text, add_special_tokens=False)
-                questions = [question_ids(tok, f.question) for f in d.facts]
+                questions = [question_ids(tok, f, args.opened) for f in d.facts]
                 if method == "full" and len(doc_ids) + max(map(len, questions)) + 32 > window:
                     break
                 for f, a in zip(

@@ -2,8 +2,8 @@
 
 After InfLLM (Xiao et al., NeurIPS 2024), training-free. What kv eviction drops goes, per layer, into a store
 of blocks of `block` consecutive evicted entries. In every layer, the queries of each chunk (the mean of its last
-QUERY_WINDOW) and of each generated token score every block by its best-fitting key and attend to the `topk`
-best beside the sinks, the kept entries and the recent window. InfLLM scores a block by a few representative
+QUERY_WINDOW) and of every `every`-th generated token score every block by its best-fitting key and attend to
+the `topk` best beside the sinks, the kept entries and the recent window. InfLLM scores a block by a few representative
 keys (the most attended); on SmolLM2 those are punctuation and the like, and the block holding a passkey
 ranked anywhere among a thousand, so every key is scored: one matrix product over the store per layer. The
 budget on the device stays as it is; the store grows with the book, in host memory.
