@@ -26,7 +26,10 @@ from .planted_text import place_words, planted_corpus
 METHODS = ("full", "truncated", "kv", "retrieval")
 
 
-def question_ids(tok, fact, opened: bool) -> list[int]:
+def question_ids(tok, fact, opened: bool, plain: bool = False) -> list[int]:
+    if plain:  # the book's text goes on into the question and the opened answer, as the passkey is asked
+        text = f"\n\nQuestion: {fact.question}\nAnswer: {fact.person} keeps the {fact.thing} in"
+        return tok.encode(text, add_special_tokens=False)
     text = tok.apply_chat_template([{"role": "user", "content": fact.question}], tokenize=False,
                                    add_generation_prompt=True)  # fmt: skip
     if opened:  # the answer opened for the model: what is scored is what it read, not its will to answer
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--facts", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text", action="store_true",
+                   help="ask in plain text after the book, the answer opened, not through the chat template")  # fmt: skip
     p.add_argument(
         "--opened", action="store_true", help="open each answer ('Inspector Halvorsen keeps the ledger in')"
     )
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             hits, n, start = 0, 0, time.perf_counter()
             for d in docs:
                 doc_ids = tok.encode(d.text, add_special_tokens=False)
-                questions = [question_ids(tok, f, args.opened) for f in d.facts]
+                questions = [question_ids(tok, f, args.opened, args.text) for f in d.facts]
                 if method == "full" and len(doc_ids) + max(map(len, questions)) + 32 > window:
                     break
                 for f, a in zip(
