@@ -11,7 +11,6 @@ state. Methods: kv and retrieval memory, and the backbone alone with the convers
 """
 
 import argparse
-import copy
 import json
 import random
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .common import command, machine, print_table
+from .common import answers_after, command, machine, print_table
 from .planted_text import book_text
 
 # (what the user says, the question, the reply opened for --opened, the answers one is drawn from): facts of
@@ -57,6 +56,7 @@ REPLIES = [
 REMEMBERED = "Got it, I will remember that."
 SYSTEM = "You are a helpful assistant. Remember what the user tells you and answer questions about it."
 METHODS = ("kv", "retrieval", "truncated")
+NEW_TOKENS = 16
 
 
 def conversation(turns, n_tokens: int, n_facts: int, seed: int) -> tuple[list[int], list[dict]]:
@@ -80,22 +80,19 @@ def conversation(turns, n_tokens: int, n_facts: int, seed: int) -> tuple[list[in
     return ids, facts
 
 
-def ask(model, state, turns, fact: dict, last_window: tuple | None, opened: bool) -> str:
-    """The reply to the fact's question, from the memory, or from the backbone's last window when given."""
+def question_ids(model, turns, fact: dict, opened: bool) -> list[int]:
     question = turns.user(fact["question"], first=False) + turns.header
     if (
         opened
-    ):  # the reply opened for the model, so the score is what the memory holds, not its will to answer
+    ):  # the reply opened for the model: what is scored is what the memory holds, not its will to answer
         question += model.tokenizer.encode(fact["opening"], add_special_tokens=False)
-    tok = model.tokenizer
-    if last_window is not None:  # the backbone alone: the conversation's last window, computed once
-        prefix, cache = last_window
-        context = torch.tensor([prefix + question])
-        out = model.backbone.generate(context, past_key_values=copy.deepcopy(cache), max_new_tokens=16,
-                                      do_sample=False, pad_token_id=tok.eos_token_id)  # fmt: skip
-        return tok.decode(out[0, context.shape[1] :], skip_special_tokens=True)
-    out = model.generate(torch.tensor([question]), memory=state, max_new_tokens=16, do_sample=False)
-    return tok.decode(out[0, len(question) :], skip_special_tokens=True)
+    return question
+
+
+def ask(model, state, question: list[int]) -> str:
+    """The reply to a question, generated from the memory."""
+    out = model.generate(torch.tensor([question]), memory=state, max_new_tokens=NEW_TOKENS, do_sample=False)
+    return model.tokenizer.decode(out[0, len(question) :], skip_special_tokens=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,16 +126,16 @@ def main(argv: list[str] | None = None) -> None:
         window = hub.position_window(model.backbone.config)
         ids, facts = conversation(turns, args.tokens, args.facts, args.seed)
         start = time.perf_counter()
-        state, last_window = None, None
-        if method == "truncated":  # room left for the longest question and the reply
-            prefix = ids[-(window - 64) :]
-            last_window = prefix, model.backbone(torch.tensor([prefix]), use_cache=True).past_key_values
+        questions = [question_ids(model, turns, f, args.opened) for f in facts]
+        if method == "truncated":  # the backbone alone on the conversation's last window (room for the reply)
+            last = ids[-(window - 64) :]  # room for the longest question and the reply
+            replies = answers_after(model, last, questions, NEW_TOKENS)
         else:
             state = model.read([torch.tensor(ids)], progress=True)
             with tempfile.TemporaryDirectory() as tmp:  # saved and loaded, as jobs.chat does across sessions
                 state.save(Path(tmp) / "chat.safetensors")
                 state = MemoryState.load(Path(tmp) / "chat.safetensors", device=model.device)
-        replies = [ask(model, state, turns, f, last_window, args.opened) for f in facts]
+            replies = [ask(model, state, q) for q in questions]
         hits = [f["answer"].casefold() in r.casefold() for f, r in zip(facts, replies, strict=True)]
         rows.append({"method": method, "tokens": len(ids), "recalled": f"{sum(hits)}/{len(hits)}",
                      "recall": sum(hits) / len(hits), "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip

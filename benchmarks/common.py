@@ -1,6 +1,7 @@
 """What every benchmark shares: the machine it ran on, interleaved timing, peak memory, a table printer."""
 
 import argparse
+import copy
 import platform
 import resource
 import statistics
@@ -117,3 +118,18 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
     return str(v)
+
+
+def answers_after(
+    model: MemGPT, prefix: list[int], questions: list[list[int]], max_new_tokens: int
+) -> list[str]:
+    """The backbone alone: greedy answers to each question after one prefix, whose cache is computed once."""
+    tok = model.tokenizer
+    cache = model.backbone(torch.tensor([prefix]), use_cache=True).past_key_values
+    out = []
+    for q in questions:
+        ids = torch.tensor([prefix + q])
+        gen = model.backbone.generate(ids, past_key_values=copy.deepcopy(cache), max_new_tokens=max_new_tokens,
+                                      do_sample=False, pad_token_id=tok.eos_token_id)  # fmt: skip
+        out.append(tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
+    return out

@@ -12,7 +12,6 @@ where the excerpt fits the window), the backbone on the last window (truncated),
 """
 
 import argparse
-import copy
 import json
 import re
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .common import command, machine, print_table
+from .common import answers_after, command, machine, print_table
 from .planted_text import place_words, planted_corpus
 
 METHODS = ("full", "truncated", "kv", "retrieval")
@@ -49,15 +48,7 @@ def answers(model, method: str, doc_ids: list[int], questions: list[list[int]], 
     tok = model.tokenizer
     if method in ("full", "truncated"):  # the document (or its last window) computed once for every question
         room = window - 40 - max(map(len, questions))
-        prefix = doc_ids[-room:] if method == "truncated" else doc_ids
-        cache = model.backbone(torch.tensor([prefix]), use_cache=True).past_key_values
-        out = []
-        for q in questions:
-            ids = torch.tensor([prefix + q])
-            gen = model.backbone.generate(ids, past_key_values=copy.deepcopy(cache), max_new_tokens=32,
-                                          do_sample=False, pad_token_id=tok.eos_token_id)  # fmt: skip
-            out.append(tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
-        return out
+        return answers_after(model, doc_ids[-room:] if method == "truncated" else doc_ids, questions, 32)
     state = model.read([torch.tensor(doc_ids)])
     out = []
     for q in questions:
