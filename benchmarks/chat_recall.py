@@ -1,13 +1,14 @@
 """Chat recall: facts told early in a long conversation, asked at its end, after the memory was saved and loaded.
 
 python -m benchmarks.chat_recall              # 20 facts in a conversation of 32k tokens (4x SmolLM2's window)
+python -m benchmarks.chat_recall --opened     # each reply opened for the model ("Your sister's name is")
 python -m benchmarks.chat_recall --tokens 16384 --methods kv
 
 The conversation is framed by the model's chat template as jobs.chat frames it (jobs.chat.Turns): the user's
-turns are paragraphs of a book and, at spread depths, facts ("Please remember: my locker code is 4821."); the
-assistant's turns are short acknowledgements (read, not generated, so the benchmark costs one read). The
-memory is saved to a file and loaded back, then every fact is asked ("What is my locker code?") from the loaded
-state. Methods: kv and retrieval memory, and the backbone alone with the conversation truncated to its window.
+turns are paragraphs of a book and, at spread depths, facts of different kinds ("Please remember: my sister's
+name is Clara."); the assistant's turns are short varied replies (read, not generated, so the benchmark costs
+one read). The memory is saved to a file and loaded back, then every fact is asked ("What is my sister's
+name?") from the loaded state. Methods: kv and retrieval memory, and the backbone alone with the conversation truncated to its window.
 """
 
 import argparse

@@ -1,6 +1,8 @@
 """Planted facts in book text, asked at the end: can the memory give back a detail read long ago?
 
 python -m benchmarks.planted_qa                       # 4 excerpts of ~6k and ~16k tokens, 3 facts each
+python -m benchmarks.planted_qa --opened              # each answer opened ("Inspector Halvorsen keeps the ledger in")
+python -m benchmarks.planted_qa --text                # asked in plain text after the book, the answer opened
 python -m benchmarks.planted_qa --tokens 6000 32000 --docs 6
 
 Facts like "Inspector Halvorsen keeps the ledger in the observatory of Bergen." are planted at random depths
