@@ -5,7 +5,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-MEMORY_KINDS = ("slots", "kv", "retrieval")
+MEMORY_KINDS = ("slots", "kv", "retrieval", "archival")
+SEPARATOR_TOKENS = 4  # the most tokens archival memory puts between two recalled passages
 KV_POSITIONS = ("cache", "absolute")
 CONFIG_NAME = "config.json"
 
@@ -39,6 +40,8 @@ class MemGPTConfig:
     retrieval: kv memory plus every evicted entry kept in host memory in blocks of `retrieval_block`; every layer
         attends to the `retrieval_topk` blocks whose best key fits its queries best (chosen by each chunk, and
         by every `retrieval_every`-th generated token).
+    archival: kv memory plus every token read, kept as text; before a prompt, the `archive_topk` passages
+        (windows of 2 * `archive_passage` tokens) that fit it best by BM25 are read again, fresh.
     """
 
     backbone: str | dict[str, Any] = field(default_factory=default_backbone)
@@ -55,6 +58,8 @@ class MemGPTConfig:
     retrieval_block: int = 32
     retrieval_topk: int = 16
     retrieval_every: int = 8  # generated tokens choose their blocks anew every N tokens (1: every token)
+    archive_passage: int = 64  # passages are windows of twice this, one starting every this many tokens
+    archive_topk: int = 4
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
 
     def __post_init__(self) -> None:
@@ -72,6 +77,10 @@ class MemGPTConfig:
             raise ValueError(f"kv_positions must be one of {KV_POSITIONS}, got {self.kv_positions!r}")
         if self.memory == "retrieval" and (self.kv_budget is None or self.kv_positions != "cache"):
             raise ValueError("memory='retrieval' needs a kv_budget and kv_positions='cache'")
+        if self.memory == "archival" and self.kv_positions != "cache":
+            raise ValueError("memory='archival' needs kv_positions='cache'")
+        if min(self.archive_passage, self.archive_topk) < 1:
+            raise ValueError("archive_passage and archive_topk must be >= 1")
         if min(self.retrieval_block, self.retrieval_topk, self.retrieval_every) < 1:
             raise ValueError("retrieval_block, retrieval_topk and retrieval_every must be >= 1")
         if self.kv_budget is not None and self.kv_budget < self.kv_sinks + self.kv_recent:
@@ -83,6 +92,15 @@ class MemGPTConfig:
     def memory_size(self) -> int | None:
         """Slots per document, or kv entries per layer (None: unbounded)."""
         return self.num_slots if self.memory == "slots" else self.kv_budget
+
+    @property
+    def prompt_room(self) -> int:
+        """Positions the memory puts between its kv entries and a prompt: retrieved blocks, recalled passages."""
+        if self.memory == "retrieval":
+            return self.retrieval_topk * self.retrieval_block
+        if self.memory == "archival":
+            return self.archive_topk * (2 * self.archive_passage + SEPARATOR_TOKENS)
+        return 0
 
     def replace(self, **changes: Any) -> "MemGPTConfig":
         unknown = set(changes) - {f.name for f in fields(self)}

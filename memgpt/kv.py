@@ -134,7 +134,12 @@ class KVMemory(torch.nn.Module):
         return self.position(positions_from_mask(mask, state["mask"].sum(-1)))
 
     def read_inputs(
-        self, state: dict[str, torch.Tensor], embeds: torch.Tensor, mask: torch.Tensor, write: bool
+        self,
+        state: dict[str, torch.Tensor],
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        write: bool,
+        input_ids: torch.Tensor | None = None,
     ) -> BackboneInputs:
         keys, values = state["keys"].to(embeds.dtype), state["values"].to(embeds.dtype)
         # room for this chunk's entries behind the kept ones: written in place, no concatenation
@@ -145,6 +150,7 @@ class KVMemory(torch.nn.Module):
             position_ids=self.chunk_positions(state, mask),
             cache=cache,
             text=slice(0, embeds.shape[1]),
+            input_ids=input_ids,
         )
 
     def update(self, state, inputs, hidden, mask, attentions) -> dict[str, torch.Tensor]:

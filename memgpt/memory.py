@@ -18,6 +18,7 @@ class BackboneInputs:
     cache: Cache | None
     text: slice  # where the chunk/prompt tokens sit among the P positions
     attending: AbstractContextManager | None = None  # entered around every backbone call on this state
+    input_ids: torch.Tensor | None = None  # (B, T) the chunk's tokens, for a memory that keeps the text
 
 
 class Memory(Protocol):
@@ -29,7 +30,12 @@ class Memory(Protocol):
     def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]: ...
 
     def read_inputs(
-        self, state: dict[str, torch.Tensor], embeds: torch.Tensor, mask: torch.Tensor, write: bool
+        self,
+        state: dict[str, torch.Tensor],
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        write: bool,
+        input_ids: torch.Tensor | None = None,
     ) -> BackboneInputs: ...
 
     def update(

@@ -22,6 +22,7 @@ from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from . import hub
+from .archival import ArchivalMemory
 from .cache import reserved_cache
 from .config import CONFIG_NAME, MemGPTConfig
 from .generation import generation_config as generation_config_for
@@ -63,11 +64,11 @@ class MemGPT(nn.Module):
                 raise ValueError("a backbone given by name is loaded with MemGPT.from_pretrained(name)")
             backbone = hub.backbone_from_config(config.backbone)
         self.backbone = backbone
-        self.memory = build_memory(config, backbone)
+        self.tokenizer = tokenizer if tokenizer is not None else _default_tokenizer(config)
+        self.memory = build_memory(config, backbone, self.tokenizer)
         self._signature: dict | None = None
         if self.memory.needs_attentions:  # SDPA plus the attention weights of a window of queries
             backbone.set_attn_implementation(SCORING_ATTENTION)
-        self.tokenizer = tokenizer if tokenizer is not None else _default_tokenizer(config)
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -242,7 +243,7 @@ class MemGPT(nn.Module):
                 )
             return MemGPTOutput(logits, _lm_loss(logits, labels, mask), state.scatter(idx, sub.memory))
         embeds = self.backbone.get_input_embeddings()(input_ids)  # (B, T, D)
-        inputs = self.memory.read_inputs(state.tensors, embeds, mask, write=True)
+        inputs = self.memory.read_inputs(state.tensors, embeds, mask, write=True, input_ids=input_ids)
         out = self._backbone(inputs, use_cache=inputs.cache is not None)
         hidden = out.last_hidden_state  # (B, P, D)
         tensors = self.memory.update(state.tensors, inputs, hidden, mask, out.attentions)
@@ -348,7 +349,7 @@ class MemGPT(nn.Module):
             return prompt.to(self.device)
 
         embeds = self.backbone.get_input_embeddings()(tail_ids)
-        inputs = self.memory.read_inputs(state.tensors, embeds, tail_mask, write=False)
+        inputs = self.memory.read_inputs(state.tensors, embeds, tail_mask, write=False, input_ids=tail_ids)
         cache = inputs.cache if inputs.cache is not None else reserved_cache()
         prefix = inputs.text.start  # positions a memory adds before the prompt (slots): into the cache first
         rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
@@ -358,7 +359,8 @@ class MemGPT(nn.Module):
             if prefix:
                 self.backbone.base_model(
                     inputs_embeds=inputs.inputs_embeds[:, :prefix],
-                    attention_mask=inputs.attention_mask[:, :prefix],
+                    # the cached entries' columns, then the prefix's: every column but the prompt's
+                    attention_mask=inputs.attention_mask[:, : -tail_ids.shape[1]],
                     position_ids=inputs.position_ids[:, :prefix],
                     cache=cache,
                     use_cache=True,
@@ -395,18 +397,19 @@ class MemGPT(nn.Module):
         return eos[0] if isinstance(eos, list) else eos
 
 
-def build_memory(config: MemGPTConfig, backbone: PreTrainedModel) -> nn.Module:
+def build_memory(config: MemGPTConfig, backbone: PreTrainedModel, tokenizer=None) -> nn.Module:
     shapes = hub.backbone_shapes(backbone.config)
     if config.memory == "slots":
         init_std = getattr(backbone.config, "initializer_range", 0.02)
         return SlotMemory(config.num_slots, shapes["hidden_size"], init_std)
     if config.kv_positions == "cache" and config.kv_budget is not None:
         window = hub.position_window(backbone.config)
-        gap = config.retrieval_topk * config.retrieval_block if config.memory == "retrieval" else 0
-        if window is not None and config.kv_budget + config.chunk_size + gap > window:
+        room = config.prompt_room
+        if window is not None and config.kv_budget + config.chunk_size + room > window:
+            what = {"retrieval": " + retrieval_topk * retrieval_block", "archival": " + recalled passages"}
             raise ValueError(
-                f"kv_budget + chunk_size{' + retrieval_topk * retrieval_block' if gap else ''} "
-                f"({config.kv_budget} + {config.chunk_size}{f' + {gap}' if gap else ''}) must fit the "
+                f"kv_budget + chunk_size{what.get(config.memory, '')} "
+                f"({config.kv_budget} + {config.chunk_size}{f' + {room}' if room else ''}) must fit the "
                 f"backbone's {window}-position window"
             )
     rotary = find_rotary(backbone) if config.kv_positions == "cache" else None
@@ -420,6 +423,10 @@ def build_memory(config: MemGPTConfig, backbone: PreTrainedModel) -> nn.Module:
             "every": config.retrieval_every,
         }
         return RetrievalMemory(*shape, *kv, rotation, decay=config.kv_decay, **tier)
+    if config.memory == "archival":
+        return ArchivalMemory(*shape, *kv, rotation, decay=config.kv_decay, tokenizer=tokenizer,
+                              embed=lambda ids: backbone.get_input_embeddings()(ids), passage=config.archive_passage,
+                              topk=config.archive_topk)  # fmt: skip
     return KVMemory(*shape, *kv, rotation, decay=config.kv_decay)
 
 

@@ -44,8 +44,8 @@ class RetrievalMemory(KVMemory):
         )
         return state
 
-    def read_inputs(self, state, embeds, mask, write) -> BackboneInputs:
-        inputs = super().read_inputs(state, embeds, mask, write)
+    def read_inputs(self, state, embeds, mask, write, input_ids=None) -> BackboneInputs:
+        inputs = super().read_inputs(state, embeds, mask, write, input_ids)
         inputs.attending = Retrieving(self, state, mask)
         return inputs
 

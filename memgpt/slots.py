@@ -37,7 +37,12 @@ class SlotMemory(nn.Module):
         return {"memory": memory, "n_read": torch.zeros(batch_size, dtype=torch.long, device=device)}
 
     def read_inputs(
-        self, state: dict[str, torch.Tensor], embeds: torch.Tensor, mask: torch.Tensor, write: bool
+        self,
+        state: dict[str, torch.Tensor],
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        write: bool,
+        input_ids: torch.Tensor | None = None,
     ) -> BackboneInputs:
         memory = state["memory"].to(embeds.dtype)  # (B, n, D)
         B, n = memory.shape[:2]

@@ -13,7 +13,9 @@ from safetensors.torch import save_file
 # tensors whose first dimension is the layer (the document is the second)
 LAYER_FIRST = ("keys", "values", "scores", "host_keys", "host_values")
 # tensors that grow with the entries held: the dimension that differs between states (padded when batched)
-ENTRY_DIM = {"keys": 3, "values": 3, "mask": 1, "scores": 2, "host_keys": 3, "host_values": 3}
+ENTRY_DIM = {
+    "keys": 3, "values": 3, "mask": 1, "scores": 2, "host_keys": 3, "host_values": 3, "host_tokens": 1,
+}  # fmt: skip
 
 
 @dataclass
@@ -24,6 +26,7 @@ class MemoryState:
     kv:    keys/values (L, B, H, S, Dh), mask (B, S), scores (L, B, S), n_read (B,)
     retrieval: kv's, plus the store in host memory: host_keys/host_values (L, B, H, N, Dh), host_len and
            host_fill (B,)
+    archival: kv's, plus every token read in host memory: host_tokens (B, N) int32
     `signature` names the model the state belongs to; loading it into another model fails clearly.
     """
 

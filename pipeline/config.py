@@ -8,7 +8,7 @@ from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
 
 # memgpt.config.MEMORY_KINDS, restated: importing memgpt would load torch into processes that only write tables
-MEMORY_KINDS = ("slots", "kv", "retrieval")
+MEMORY_KINDS = ("slots", "kv", "retrieval", "archival")
 FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py, restated for the same reason
 RANDOM_MODEL = "random"  # model name for a random-init MemGPT of the default config (for trying things)
 # The default for real text: an instruct model that knows English, loaded from its offline copy (memgpt.offline)

@@ -50,7 +50,7 @@ def choose_style(config: PromptConfig, tokenizer, memory_kind: str) -> str:
     if config.style != "auto":
         return config.style
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    return "chat" if memory_kind in ("kv", "retrieval") and has_template else "task"
+    return "chat" if memory_kind in ("kv", "retrieval", "archival") and has_template else "task"
 
 
 class Prompts:
