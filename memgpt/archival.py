@@ -79,10 +79,12 @@ class ArchivalMemory(KVMemory):
         """The token ids fed before row `row`'s prompt: its best passages in reading order, (n,)."""
         n = int(state["n_read"][row])
         tokens = state["host_tokens"][row, :n].long()
-        query = self.query_words(prompt.tolist()) or self.query_words(tokens[-QUERY_TOKENS:].tolist())
+        query, before = self.query_words(prompt.tolist()), n
+        if not query:  # the last text read asks: passages that end before it (not the question itself)
+            query, before = self.query_words(tokens[-QUERY_TOKENS:].tolist()), n - QUERY_TOKENS
         if n == 0 or not query:
             return torch.zeros(0, dtype=torch.long)
-        spans = self.search(state, row, tokens, query)
+        spans = self.search(state, row, tokens, query, before)
         pieces = []
         for start, end in spans:
             pieces += [tokens[start:end], torch.tensor(self._separator, dtype=torch.long)]
@@ -93,14 +95,18 @@ class ArchivalMemory(KVMemory):
         found = dict.fromkeys(w for w in WORD.findall(text.casefold()) if w not in STOPWORDS)
         return [w for w in found if w not in self._template_words]
 
-    def search(self, state, row: int, tokens: torch.Tensor, query: list[str]) -> list[tuple[int, int]]:
-        """The token spans of the `topk` passages that fit `query` best, merged where they touch, in order."""
+    def search(
+        self, state, row: int, tokens: torch.Tensor, query: list[str], before: int
+    ) -> list[tuple[int, int]]:
+        """The token spans of the `topk` passages ending by token `before` that fit `query` best by BM25,
+        merged where they touch, in reading order."""
         step = self.passage
         index = self.index(state, row, tokens)
         match = " OR ".join('"' + w.replace('"', "") + '"' for w in query)
+        last = max(0, before - 2 * step) // step  # the last passage that ends by `before`
         best = index.execute(
-            "SELECT rowid FROM passages WHERE passages MATCH ? ORDER BY bm25(passages) LIMIT ?",
-            (match, self.topk),
+            "SELECT rowid FROM passages WHERE passages MATCH ? AND rowid <= ? ORDER BY bm25(passages) LIMIT ?",
+            (match, last, self.topk),
         ).fetchall()
         spans: list[tuple[int, int]] = []
         for start, end in sorted((r * step, min(r * step + 2 * step, len(tokens))) for (r,) in best):
