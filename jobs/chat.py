@@ -1,7 +1,7 @@
 """A terminal conversation with an instruct model whose every turn is read into a fixed-size memory.
 
     python -m jobs.chat [--model PATH_OR_HUB_ID] [--state chat.safetensors] [--save-every N]
-        [--max-new-tokens N] [--sample] [--system TEXT] [--memory kv|retrieval] [--kv-budget N]
+        [--max-new-tokens N] [--sample] [--system TEXT] [--memory kv|retrieval|archival] [--kv-budget N]
 
 Each turn, the user's and the model's, is framed by the model's chat template and read into the memory, so
 a turn costs the same however long the conversation: only the new turn is tokenised, and the reply is
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model options jobs.chat and jobs.continue share."""
     p.add_argument("--model", help="HF model folder, hub id, GGUF file or MemGPT folder (default: SmolLM2)")
-    p.add_argument("--memory", choices=["kv", "retrieval"], default="kv")
+    p.add_argument("--memory", choices=["kv", "retrieval", "archival"], default="kv")
     p.add_argument("--chunk-size", type=int, default=512, help="tokens read per backbone pass")
     p.add_argument("--kv-budget", type=int, default=1024, help="kv entries kept per layer")
     p.add_argument("--sample", action="store_true", help="sample (the model's settings) instead of greedy")
@@ -74,11 +74,11 @@ def check_window(model, max_new_tokens: int) -> None:
     window, c = hub.position_window(model.backbone.config), model.config
     if window is None or c.kv_budget is None:
         return
-    gap = c.retrieval_topk * c.retrieval_block if c.memory == "retrieval" else 0  # room for retrieved blocks
-    if c.kv_budget + c.chunk_size + gap + max_new_tokens > window:
+    room = c.prompt_room  # retrieved blocks or recalled passages go between the kept entries and the reply
+    if c.kv_budget + c.chunk_size + room + max_new_tokens > window:
         raise ValueError(
-            f"kv_budget + chunk_size{' + retrieved blocks' if gap else ''} + max_new_tokens ({c.kv_budget} + "
-            f"{c.chunk_size}{f' + {gap}' if gap else ''} + {max_new_tokens}) must fit the backbone's "
+            f"kv_budget + chunk_size{' + recalled memory' if room else ''} + max_new_tokens ({c.kv_budget} + "
+            f"{c.chunk_size}{f' + {room}' if room else ''} + {max_new_tokens}) must fit the backbone's "
             f"{window}-position window"
         )
 
