@@ -42,11 +42,6 @@ class ArchivalMemory(KVMemory):
         self._separator = tokenizer.encode("\n\n", add_special_tokens=False)[:SEPARATOR_TOKENS]
         self._index: tuple | None = None  # (the archive it was built from, its index): one per state
 
-    @property
-    def room(self) -> int:
-        """The most positions the recalled passages take before a prompt."""
-        return self.topk * (2 * self.passage + SEPARATOR_TOKENS)
-
     def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         state = super().init(batch_size, device, dtype)
         state["host_tokens"] = torch.zeros(batch_size, 0, dtype=torch.int32)  # every token read, (B, N)
