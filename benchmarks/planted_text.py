@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from memgpt.archival import TITLES
+
 CORPUS = Path(__file__).parents[1].parent / "shared" / "corpus"
 
 PEOPLE = [
@@ -74,7 +76,8 @@ def book_text(name: str = "pride_and_prejudice.txt", corpus: Path = CORPUS) -> s
 
 def sentence_ends(text: str) -> list[int]:
     """Offsets just after a sentence's end (". " and the like), where a planted sentence can go."""
-    return [m.end() for m in re.finditer(r"[.!?][\"']?\s+(?=[A-Z\"])", text)]
+    not_after = "".join(rf"(?<!\b{t})" for t in TITLES)  # "Mr. Darcy" is one sentence
+    return [m.end() for m in re.finditer(not_after + r"(?<!\b[A-Z])[.!?][\"']?\s+(?=[A-Z\"])", text)]
 
 
 def plant(

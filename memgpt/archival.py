@@ -6,21 +6,34 @@ full-text index, words stemmed) are fed to the backbone fresh, in reading order,
 the prompt. A small backbone answers from a short, right context better than from a long one, and the kv
 entries it sees are a few hundred tokens of attention sinks and the recent text, not the whole book.
 
+Where the prompt is a chat (it holds the chat template's first token), the passages come as a system turn of
+that template before it: a small chat model reads a system turn as what it knows, and text before a chat as
+a page it may ignore (on SmolLM2, a fact as a system turn was answered 14 times in 24, as bare text 11).
+
 The query is the prompt's text, without the words its chat template always adds; where the prompt holds no
 other word (the reply header of a chat whose question was read into memory), the last text read.
 """
 
+import bisect
+import itertools
 import re
 import sqlite3
 
 import torch
 
-from .config import SEPARATOR_TOKENS
+from .config import FRAME_TOKENS, SEPARATOR_TOKENS
 from .kv import KVMemory
 from .memory import BackboneInputs
 
 QUERY_TOKENS = 64  # the last text read that queries the archive when the prompt says nothing
+PIECE = 256  # the archive is decoded to text this many tokens at a time
 WORD = re.compile(r"\w+")
+NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")  # a capitalised word: the name a second hop looks for
+# a sentence ends after . ! ? (and closing quotes), not after a title or an initial ("Mr. Darcy", "J. Smith")
+TITLES = ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Jr", "Sr", "Col", "Capt", "Gen", "Rev", "Messrs", "Prof", "Lt")
+SENTENCE_END = re.compile(
+    "".join(rf"(?<!\b{t})" for t in TITLES) + r"(?<!\b[A-Z])[.!?][\"'\u201d\u2019)\]]*\s+|\n\s*\n"
+)
 # words that carry no topic: left out of a query (BM25 would weigh them little, but they cost every passage)
 STOPWORDS = frozenset(
     "a an and are as at be been but by did do does for from had has have he her him his how i in is it its me my "
@@ -33,6 +46,7 @@ class ArchivalMemory(KVMemory):
     kind = "archival"
 
     def __init__(self, *args, tokenizer, embed, passage: int, topk: int, **kwargs):
+        """`passage`: the most tokens of one recalled sentence; `topk`: sentences recalled per prompt."""
         super().__init__(*args, **kwargs)
         if tokenizer is None:
             raise ValueError("archival memory needs a tokenizer: it searches the words of the text read")
@@ -40,6 +54,7 @@ class ArchivalMemory(KVMemory):
         self._embed = embed  # the backbone's input embeddings (a callable: not a submodule, so never saved)
         self._template_words = _template_words(tokenizer)
         self._separator = tokenizer.encode("\n\n", add_special_tokens=False)[:SEPARATOR_TOKENS]
+        self._chat_start, self._frame = _system_turn(tokenizer)
         self._index: tuple | None = None  # (the archive it was built from, its index): one per state
 
     def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -71,62 +86,91 @@ class ArchivalMemory(KVMemory):
         return inputs
 
     def recall(self, state: dict[str, torch.Tensor], row: int, prompt: torch.Tensor) -> torch.Tensor:
-        """The token ids fed before row `row`'s prompt: its best passages in reading order, (n,)."""
+        """The token ids fed before row `row`'s prompt: its best sentences in reading order, (n,)."""
         n = int(state["n_read"][row])
         tokens = state["host_tokens"][row, :n].long()
         query, before = self.query_words(prompt.tolist()), n
-        if not query:  # the last text read asks: passages that end before it (not the question itself)
+        if not query:  # the last text read asks: sentences that end before it (not the question itself)
             query, before = self.query_words(tokens[-QUERY_TOKENS:].tolist()), n - QUERY_TOKENS
         if n == 0 or not query:
             return torch.zeros(0, dtype=torch.long)
-        spans = self.search(state, row, tokens, query, before)
-        pieces = []
-        for start, end in spans:
-            pieces += [tokens[start:end], torch.tensor(self._separator, dtype=torch.long)]
-        return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+        found = self.search(state, row, tokens, query, before)
+        if not found:
+            return torch.zeros(0, dtype=torch.long)
+        pieces = [self.tokenizer.encode(text, add_special_tokens=False)[: self.passage] for text in found]
+        ids = [t for p in pieces for t in (*p, *self._separator)]
+        if self._chat_start is not None and bool((prompt == self._chat_start).any()):
+            opening, closing = self._frame
+            ids = [*opening, *ids[: -len(self._separator)], *closing]
+        return torch.tensor(ids, dtype=torch.long)
 
     def query_words(self, ids: list[int]) -> list[str]:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         found = dict.fromkeys(w for w in WORD.findall(text.casefold()) if w not in STOPWORDS)
         return [w for w in found if w not in self._template_words]
 
-    def search(
-        self, state, row: int, tokens: torch.Tensor, query: list[str], before: int
-    ) -> list[tuple[int, int]]:
-        """The token spans of the `topk` passages ending by token `before` that fit `query` best by BM25,
-        merged where they touch, in reading order."""
-        step = self.passage
-        index = self.index(state, row, tokens)
-        match = " OR ".join('"' + w.replace('"', "") + '"' for w in query)
-        last = max(0, before - 2 * step) // step  # the last passage that ends by `before`
-        best = index.execute(
-            "SELECT rowid FROM passages WHERE passages MATCH ? AND rowid <= ? ORDER BY bm25(passages) LIMIT ?",
-            (match, last, self.topk),
-        ).fetchall()
-        spans: list[tuple[int, int]] = []
-        for start, end in sorted((r * step, min(r * step + 2 * step, len(tokens))) for (r,) in best):
-            if spans and start <= spans[-1][1]:
-                spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
-            else:
-                spans.append((start, end))
-        return spans
+    def search(self, state, row: int, tokens: torch.Tensor, query: list[str], before: int) -> list[str]:
+        """The `topk` sentences read before token `before` that fit `query` best by BM25, in reading order.
 
-    def index(self, state, row: int, tokens: torch.Tensor) -> sqlite3.Connection:
-        """The full-text index of row `row`'s passages (windows of 2 * passage tokens, one every `passage`).
+        One of them is a second hop: the best sentence for the query plus the names the best sentence holds
+        (a question about "the ferryman who carried the letter" finds the ferryman's name, then his daughter)."""
+        index, ends = self.index(state, row, tokens)
+        last = len(ends) if before >= len(tokens) else bisect.bisect_right(ends, before)
+        best = self._match(index, query, last, self.topk)
+        if not best:
+            return []
+        names = [w for w in NAME.findall(best[0][1]) if w.casefold() not in query and w.casefold() not in STOPWORDS]
+        chosen = dict(best[: max(1, self.topk - 1)])
+        if names:
+            for rowid, body in self._match(index, [*query, *(w.casefold() for w in names)], last, self.topk):
+                if rowid not in chosen:
+                    chosen[rowid] = body
+                    break
+        for rowid, body in best:
+            if len(chosen) >= self.topk:
+                break
+            chosen.setdefault(rowid, body)
+        return [chosen[r] for r in sorted(chosen)]
+
+    @staticmethod
+    def _match(index: sqlite3.Connection, words: list[str], last: int, limit: int) -> list[tuple[int, str]]:
+        match = " OR ".join('"' + w.replace('"', "") + '"' for w in dict.fromkeys(words))
+        return index.execute(
+            "SELECT rowid, body FROM sentences WHERE sentences MATCH ? AND rowid < ? ORDER BY bm25(sentences) "
+            "LIMIT ?",
+            (match, last, limit),
+        ).fetchall()
+
+    def index(self, state, row: int, tokens: torch.Tensor) -> tuple[sqlite3.Connection, list[int]]:
+        """The full-text index of row `row`'s sentences, and the token each sentence ends by.
 
         Built on first use and kept while the same state is asked again (its questions share one index)."""
         key = (state["host_tokens"].data_ptr(), row, len(tokens), int(tokens.sum()))
         if self._index is not None and self._index[0] == key:
             return self._index[1]
-        pieces = self.tokenizer.batch_decode(
-            [p.tolist() for p in tokens.split(self.passage)], skip_special_tokens=True
-        )
+        pieces = self.tokenizer.batch_decode([p.tolist() for p in tokens.split(PIECE)], skip_special_tokens=True)
+        text, ends, sentences = "".join(pieces), [], []
+        piece_ends = list(itertools.accumulate(map(len, pieces)))
+        for start, end in _sentence_spans(text):
+            sentences.append(" ".join(text[start:end].split()))
+            ends.append((bisect.bisect_left(piece_ends, end) + 1) * PIECE)  # a bound, PIECE tokens at most over
         db = sqlite3.connect(":memory:", check_same_thread=False)
-        db.execute("CREATE VIRTUAL TABLE passages USING fts5(body, tokenize='porter unicode61')")
-        texts = [a + b for a, b in zip(pieces, pieces[1:] + [""], strict=True)]
-        db.executemany("INSERT INTO passages(rowid, body) VALUES (?, ?)", enumerate(texts))
-        self._index = (key, db)
-        return db
+        db.execute("CREATE VIRTUAL TABLE sentences USING fts5(body, tokenize='porter unicode61')")
+        db.executemany("INSERT INTO sentences(rowid, body) VALUES (?, ?)", enumerate(sentences))
+        self._index = (key, (db, ends))
+        return db, ends
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of `text`: cut after . ! ? (and a closing quote) or at a blank line."""
+    spans, start = [], 0
+    for m in SENTENCE_END.finditer(text):
+        if text[start : m.end()].strip():
+            spans.append((start, m.end()))
+        start = m.end()
+    if text[start:].strip():
+        spans.append((start, len(text)))
+    return spans
 
 
 def _append(archive: torch.Tensor, at: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -152,3 +196,20 @@ def _template_words(tokenizer) -> frozenset[str]:
     text = tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=False,
                                          add_generation_prompt=True)  # fmt: skip
     return frozenset(WORD.findall(text.casefold()))
+
+
+def _system_turn(tokenizer) -> tuple[int | None, tuple[list[int], list[int]]]:
+    """The first token of a chat prompt, and the tokens that open and close a system turn of the chat template
+    (None and nothing where there is no template, or its turn takes more than FRAME_TOKENS)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None, ([], [])
+    mark = "\x00passages\x00"
+    text = tokenizer.apply_chat_template([{"role": "system", "content": mark}], tokenize=False)
+    if text.count(mark) != 1:
+        return None, ([], [])
+    before, after = text.split(mark)
+    opening = tokenizer.encode(before, add_special_tokens=False)
+    closing = tokenizer.encode(after, add_special_tokens=False)
+    if not opening or len(opening) + len(closing) > FRAME_TOKENS:
+        return None, ([], [])
+    return opening[0], (opening, closing)

@@ -7,6 +7,7 @@ from typing import Any
 
 MEMORY_KINDS = ("slots", "kv", "retrieval", "archival")
 SEPARATOR_TOKENS = 4  # the most tokens archival memory puts between two recalled passages
+FRAME_TOKENS = 16  # the most tokens of the chat turn archival memory puts its passages in
 KV_POSITIONS = ("cache", "absolute")
 CONFIG_NAME = "config.json"
 
@@ -40,8 +41,8 @@ class MemGPTConfig:
     retrieval: kv memory plus every evicted entry kept in host memory in blocks of `retrieval_block`; every layer
         attends to the `retrieval_topk` blocks whose best key fits its queries best (chosen by each chunk, and
         by every `retrieval_every`-th generated token).
-    archival: kv memory plus every token read, kept as text; before a prompt, the `archive_topk` passages
-        (windows of 2 * `archive_passage` tokens) that fit it best by BM25 are read again, fresh.
+    archival: kv memory plus every token read, kept as text; before a prompt, the `archive_topk` sentences
+        that fit it best by BM25 (each cut at `archive_passage` tokens) are read again, fresh.
     """
 
     backbone: str | dict[str, Any] = field(default_factory=default_backbone)
@@ -58,7 +59,7 @@ class MemGPTConfig:
     retrieval_block: int = 32
     retrieval_topk: int = 16
     retrieval_every: int = 8  # generated tokens choose their blocks anew every N tokens (1: every token)
-    archive_passage: int = 64  # passages are windows of twice this, one starting every this many tokens
+    archive_passage: int = 96  # the most tokens of one recalled sentence
     archive_topk: int = 4
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
 
@@ -99,7 +100,7 @@ class MemGPTConfig:
         if self.memory == "retrieval":
             return self.retrieval_topk * self.retrieval_block
         if self.memory == "archival":
-            return self.archive_topk * (2 * self.archive_passage + SEPARATOR_TOKENS)
+            return self.archive_topk * (self.archive_passage + SEPARATOR_TOKENS) + FRAME_TOKENS
         return 0
 
     def replace(self, **changes: Any) -> "MemGPTConfig":

@@ -11,7 +11,7 @@ NEEDLE = " Beneath a loose board, Mr. Tregarthen kept a small copper whistle tha
 
 
 def archival_model(**options):
-    options = {"kv_budget": 64, "kv_sinks": 4, "kv_recent": 32, "archive_passage": 16, "archive_topk": 2,
+    options = {"kv_budget": 64, "kv_sinks": 4, "kv_recent": 32, "archive_passage": 40, "archive_topk": 2,
                **options}  # fmt: skip
     return tiny("llama", memory="archival", **options)
 
@@ -93,7 +93,7 @@ def test_a_state_of_another_memory_is_refused():
 
 def test_passages_that_leave_no_room_in_the_window_are_refused():
     backbone = {**TINY_BACKBONES["llama"], "max_position_embeddings": 1024}
-    config = MemGPTConfig(backbone=backbone, memory="archival", kv_budget=512, chunk_size=64, archive_passage=64,
+    config = MemGPTConfig(backbone=backbone, memory="archival", kv_budget=512, chunk_size=64, archive_passage=128,
                           archive_topk=4)  # fmt: skip
-    with pytest.raises(ValueError, match="recalled passages"):  # 512 + 64 + 4 * (128 + 4) > 1024
+    with pytest.raises(ValueError, match="recalled passages"):  # 512 + 64 + 4 * (128 + 4) + 16 > 1024
         MemGPT(config, device="cpu")
