@@ -15,6 +15,7 @@ Writes recall.md (the table), recall.json (every answer) and recall.png (the hea
 import argparse
 import json
 import math
+import random
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from .common import answers_after, command, machine
 from .haystack import BOOKS, TASKS, haystack
-from .passkey import QUESTION, passkey_ids
+from .passkey import QUESTION, passkey_ids, random_key
 
 METHODS = ("full", "truncated", "kv", "retrieval", "archival")
 FORMATS = ("chat", "plain")
@@ -73,7 +74,9 @@ def build_models(path: str, chunk: int, budget: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="an HF folder, GGUF file or hub id (default: SmolLM2 offline)")
+    p.add_argument(
+        "--model", default=None, help="an HF folder, GGUF file or hub id (default: SmolLM2 offline)"
+    )
     p.add_argument("--full", action="store_true", help="2k to 128k tokens, three haystacks (books) each")
     p.add_argument("--lengths", type=int, nargs="+", default=None, help="haystack sizes in tokens")
     p.add_argument("--haystacks", type=int, default=None, help="haystacks per length (default 1; --full 3)")
@@ -140,7 +143,7 @@ def run_cases(models, args, book, asked, book_name, span, window) -> list[dict]:
 def run_passkey(models, args, n: int, seed: int, span: int, window: int) -> list[dict]:
     """The classic filler haystack, needle in the middle: the easy case, kept as a labelled row."""
     tok = models["full"].tokenizer
-    key = str(10_000 + seed * 7919 % 90_000)
+    key = random_key(random.Random(seed))
     ids = passkey_ids(tok, n, 0.5, key).tolist()
     question = tok.encode(QUESTION, add_special_tokens=False)
     book = ids[: -len(question)]  # passkey_ids ends with the question: it is asked after the rest
@@ -166,7 +169,9 @@ def write(rows: list[dict], folder: str, t0: float) -> None:
     (out / "recall.json").write_text(json.dumps({"command": command(), "machine": machine(), "rows": rows},
                                                 indent=1))  # fmt: skip
     heatmap(rows, out / "recall.png")
-    print(f"\n{md}\n\ncommand: {command()}\nwrote {out}/recall.md, recall.json, recall.png in {time.time() - t0:.0f}s")
+    print(
+        f"\n{md}\n\ncommand: {command()}\nwrote {out}/recall.md, recall.json, recall.png in {time.time() - t0:.0f}s"
+    )
 
 
 def bucket(tokens: int) -> int:
@@ -178,7 +183,11 @@ def table(rows: list[dict]) -> str:
     """Right answers / cases per method, task and length; seconds to read a book and to answer a case."""
     lengths = sorted({bucket(r["tokens"]) for r in rows})
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    tasks = [t for t in (*TASKS, "all real text", PASSKEY) if t == "all real text" or any(r["task"] == t for r in rows)]
+    tasks = [
+        t
+        for t in (*TASKS, "all real text", PASSKEY)
+        if t == "all real text" or any(r["task"] == t for r in rows)
+    ]
     head = "| method | task | " + " | ".join(f"{n // 1024}k" for n in lengths) + " | read s | answer s |"
     lines = [head, "|---|---|" + "---|" * len(lengths) + "---|---|"]
     for m in methods:
@@ -220,7 +229,11 @@ def heatmap(rows: list[dict], path) -> None:
         grid = torch.full((len(methods), len(lengths)), float("nan"))
         for a, m in enumerate(methods):
             for b, n in enumerate(lengths):
-                got = [r["right"] for r in rows if r["method"] == m and r["task"] == t and bucket(r["tokens"]) == n]
+                got = [
+                    r["right"]
+                    for r in rows
+                    if r["method"] == m and r["task"] == t and bucket(r["tokens"]) == n
+                ]
                 if got:
                     grid[a, b] = sum(got) / len(got)
                     ax.text(b, a, f"{sum(got)}/{len(got)}", ha="center", va="center", fontsize=7)

@@ -30,7 +30,7 @@ PIECE = 256  # the archive is decoded to text this many tokens at a time
 WORD = re.compile(r"\w+")
 NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")  # a capitalised word: the name a second hop looks for
 # a sentence ends after . ! ? (and closing quotes), not after a title or an initial ("Mr. Darcy", "J. Smith")
-TITLES = ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Jr", "Sr", "Col", "Capt", "Gen", "Rev", "Messrs", "Prof", "Lt")
+TITLES = ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Jr", "Sr", "Col", "Capt", "Gen", "Rev", "Messrs", "Prof", "Lt")  # fmt: skip
 SENTENCE_END = re.compile(
     "".join(rf"(?<!\b{t})" for t in TITLES) + r"(?<!\b[A-Z])[.!?][\"'\u201d\u2019)\]]*\s+|\n\s*\n"
 )
@@ -97,12 +97,25 @@ class ArchivalMemory(KVMemory):
         found = self.search(state, row, tokens, query, before)
         if not found:
             return torch.zeros(0, dtype=torch.long)
-        pieces = [self.tokenizer.encode(text, add_special_tokens=False)[: self.passage] for text in found]
+        pieces = [self.cut(text, query) for text in found]
         ids = [t for p in pieces for t in (*p, *self._separator)]
         if self._chat_start is not None and bool((prompt == self._chat_start).any()):
             opening, closing = self._frame
             ids = [*opening, *ids[: -len(self._separator)], *closing]
         return torch.tensor(ids, dtype=torch.long)
+
+    def cut(self, sentence: str, query: list[str]) -> list[int]:
+        """The sentence's tokens, at most `passage` of them: where it is longer, those around its query words."""
+        ids = self.tokenizer.encode(sentence, add_special_tokens=False)
+        if len(ids) <= self.passage:
+            return ids
+        text = sentence.casefold()
+        hits = sorted(m.start() for w in query for m in re.finditer(rf"\b{re.escape(w[:-1] or w)}", text))
+        if not hits:
+            return ids[: self.passage]
+        at = len(self.tokenizer.encode(sentence[: hits[len(hits) // 2]], add_special_tokens=False))
+        start = min(max(0, at - self.passage // 3), len(ids) - self.passage)
+        return ids[start : start + self.passage]
 
     def query_words(self, ids: list[int]) -> list[str]:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -119,7 +132,9 @@ class ArchivalMemory(KVMemory):
         best = self._match(index, query, last, self.topk)
         if not best:
             return []
-        names = [w for w in NAME.findall(best[0][1]) if w.casefold() not in query and w.casefold() not in STOPWORDS]
+        names = [
+            w for w in NAME.findall(best[0][1]) if w.casefold() not in query and w.casefold() not in STOPWORDS
+        ]
         chosen = dict(best[: max(1, self.topk - 1)])
         if names:
             for rowid, body in self._match(index, [*query, *(w.casefold() for w in names)], last, self.topk):
@@ -148,12 +163,15 @@ class ArchivalMemory(KVMemory):
         key = (state["host_tokens"].data_ptr(), row, len(tokens), int(tokens.sum()))
         if self._index is not None and self._index[0] == key:
             return self._index[1]
-        pieces = self.tokenizer.batch_decode([p.tolist() for p in tokens.split(PIECE)], skip_special_tokens=True)
+        pieces = self.tokenizer.batch_decode(
+            [p.tolist() for p in tokens.split(PIECE)], skip_special_tokens=True
+        )
         text, ends, sentences = "".join(pieces), [], []
         piece_ends = list(itertools.accumulate(map(len, pieces)))
         for start, end in _sentence_spans(text):
             sentences.append(" ".join(text[start:end].split()))
-            ends.append((bisect.bisect_left(piece_ends, end) + 1) * PIECE)  # a bound, PIECE tokens at most over
+            # the token it ends by: a bound, at most PIECE tokens over
+            ends.append((bisect.bisect_left(piece_ends, end) + 1) * PIECE)
         db = sqlite3.connect(":memory:", check_same_thread=False)
         db.execute("CREATE VIRTUAL TABLE sentences USING fts5(body, tokenize='porter unicode61')")
         db.executemany("INSERT INTO sentences(rowid, body) VALUES (?, ?)", enumerate(sentences))

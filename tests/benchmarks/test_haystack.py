@@ -15,7 +15,9 @@ pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="needs the books in 
 @pytest.fixture(scope="module")
 def hays():
     tok = load_tokenizer()
-    return tok, [haystack(tok, n, seed, BOOKS[seed % 3]) for seed, n in enumerate([2048, 4096, 8192, 2048, 4096])]
+    return tok, [
+        haystack(tok, n, seed, BOOKS[seed % 3]) for seed, n in enumerate([2048, 4096, 8192, 2048, 4096])
+    ]
 
 
 def words(text: str) -> list[str]:
@@ -63,7 +65,10 @@ def test_questions_do_not_copy_the_fact(hays):
                 stated = words(needle)
                 # no run of five words in common: the question is worded anew, not a copy of the sentence
                 runs = {tuple(stated[i : i + 5]) for i in range(len(stated) - 4)}
-                assert not any(tuple(asked[i : i + 5]) in runs for i in range(len(asked) - 4)), (needle, asked)
+                assert not any(tuple(asked[i : i + 5]) in runs for i in range(len(asked) - 4)), (
+                    needle,
+                    asked,
+                )
 
 
 def test_the_superseded_value_and_the_other_keys_count_as_wrong(hays):
