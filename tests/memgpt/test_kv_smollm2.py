@@ -13,6 +13,7 @@ CHUNK = 512
 
 
 @pytest.mark.slow
+@pytest.mark.long  # twice the real 8,192-token window: minutes on a CPU
 @pytest.mark.skipif(not BOOK.is_file(), reason=f"needs the book text at {BOOK}")
 def test_loss_past_the_window_stays_that_inside_it(smollm2):
     window = smollm2.backbone.config.max_position_embeddings

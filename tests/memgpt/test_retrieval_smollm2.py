@@ -8,6 +8,7 @@ from memgpt import MemGPT
 
 
 @pytest.mark.slow
+@pytest.mark.long  # twice the real 8,192-token window: minutes on a CPU
 def test_the_passkey_is_found_at_twice_the_window(smollm2):
     window = smollm2.backbone.config.max_position_embeddings
     ids = passkey_ids(smollm2.tokenizer, 2 * window, depth=0.3, key="68142")
