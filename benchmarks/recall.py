@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .common import answers_after, command, machine
+from .common import answers_after, command, machine, print_table
 from .haystack import BOOKS, TASKS, haystack
 from .passkey import QUESTION, passkey_ids, random_key
 
@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/benchmarks", help="folder for recall.json / .md / .png")
+    p.add_argument("--cost", type=int, metavar="TOKENS",
+                   help="instead: time kv and archival reading TOKENS of a book, and answering after it")  # fmt: skip
     args = p.parse_args(argv)
     k = 1024
     lengths = args.lengths or ([2 * k, 4 * k, 8 * k, 16 * k, 32 * k, 64 * k, 128 * k] if args.full
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
 
         args.model = str(ensure_smollm2())
     models = build_models(args.model, args.chunk, args.budget)
+    if args.cost:
+        return cost(models, args.cost, args.seed)
     tok = models["full"].tokenizer
     window = int(models["full"].backbone.config.max_position_embeddings)
     span = args.budget + args.chunk
@@ -138,6 +142,40 @@ def run_cases(models, args, book, asked, book_name, span, window) -> list[dict]:
             print(f"{method:9s} {len(book):7,} {case.task:10s} {fmt:5s} {case.right(reply)!s:5s} "
                   f"{case.question!r} -> {reply[:60]!r} [{case.answer}]")  # fmt: skip
     return rows
+
+
+def cost(models, n: int, seed: int) -> None:
+    """Reading `n` tokens of a book with kv and with archival memory, in turns (kv, archival, kv, archival), and
+    answering one question after it (archival builds its index on the first) and a second."""
+    tok = models["full"].tokenizer
+    hay = haystack(tok, n, seed, BOOKS[0], tasks=("single",))
+    book = torch.tensor(tok.encode(hay.text, add_special_tokens=False))
+    questions = [torch.tensor([question_ids(tok, c.question, "chat")]) for c in hay.cases[:2]]
+    reads: dict[str, list[float]] = {"kv": [], "archival": []}
+    states = {}
+    for _ in range(2):
+        for kind in reads:
+            start = time.perf_counter()
+            states[kind] = models[kind].read([book])
+            reads[kind].append(time.perf_counter() - start)
+    rows = []
+    for kind, state in states.items():
+        asked = []
+        for q in questions:
+            start = time.perf_counter()
+            models[kind].generate(q, memory=state, max_new_tokens=16, do_sample=False, min_new_tokens=16)
+            asked.append(time.perf_counter() - start)
+        host = state.tensors.get("host_tokens")
+        rows.append({"memory": kind, "tokens": len(book), "read s": min(reads[kind]),
+                     "first answer s": asked[0], "next answer s": asked[1],
+                     "host bytes/token": 0 if host is None else host.element_size()})  # fmt: skip
+    rows.append({"memory": "archival / kv", "tokens": len(book), "read s": rows[1]["read s"] / rows[0]["read s"],
+                 "first answer s": rows[1]["first answer s"] - rows[0]["first answer s"],
+                 "next answer s": rows[1]["next answer s"] - rows[0]["next answer s"], "host bytes/token": ""})  # fmt: skip
+    print_table(
+        rows, f"cost, {machine()} (last row: read ratio; answers: seconds more than kv, 16 new tokens)"
+    )
+    print(f"command: {command()}")
 
 
 def run_passkey(models, args, n: int, seed: int, span: int, window: int) -> list[dict]:
