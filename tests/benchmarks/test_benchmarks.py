@@ -34,6 +34,7 @@ def test_overhead_compares_both_memories_with_the_bare_backbone():
         assert 0.2 < ratio < 2.0
 
 
+@pytest.mark.long  # minutes on 2 cores: the long tier
 def test_gpu_benchmark_runs_on_a_cpu_at_a_small_size():
     text = run_benchmark(
         "benchmarks.gpu", "--layers", "1", "--batch", "1", "--tokens", "512", "--long", "10000"
@@ -53,6 +54,7 @@ def test_gpu_benchmark_refuses_a_long_document_shorter_than_its_comparison():
     assert out.returncode == 2 and "--long must be at least 10000" in out.stderr
 
 
+@pytest.mark.long  # minutes on 2 cores: the long tier
 @pytest.mark.skipif(not CORPUS.is_file(), reason=f"needs the book text at {CORPUS}")
 def test_streaming_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
     # 2k tokens, one loss figure per method: kv-1024 already evicts (1024 entries kept of 2048 read)
@@ -86,6 +88,7 @@ def test_passkey_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
     assert len(json.loads((merged / "passkey.json").read_text())["rows"]) == len(rows) + 1
 
 
+@pytest.mark.long  # minutes on 2 cores: the long tier
 @pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")
 def test_planted_qa_benchmark_asks_planted_facts_inside_every_context(tmp_path):
     out = tmp_path / "planted_qa.json"
@@ -98,6 +101,7 @@ def test_planted_qa_benchmark_asks_planted_facts_inside_every_context(tmp_path):
     )
 
 
+@pytest.mark.long  # minutes on 2 cores: the long tier
 @pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")
 def test_chat_recall_and_continuation_benchmarks_run(tmp_path):
     recall = tmp_path / "recall.json"
@@ -109,3 +113,18 @@ def test_chat_recall_and_continuation_benchmarks_run(tmp_path):
     rows = json.loads(cont.read_text())["results"]
     assert [r["memory"] for r in rows] == ["kv", "retrieval"]
     assert all(r["at"] == 1024 and 0 < r["loss memory"] < 10 and r["cost ratio"] > 0 for r in rows)
+
+
+@pytest.mark.long  # minutes on 2 cores: the long tier
+@pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")
+def test_recall_benchmark_asks_facts_planted_in_a_book(tmp_path):
+    text = run_benchmark(
+        "benchmarks.recall", "--lengths", "2048", "--methods", "truncated", "archival", "--tasks", "single",
+        "passkey-filler", "--max-new-tokens", "12", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert re.search(r"\| archival \| single \| \d+/10 \|", text), text[-2000:]
+    assert "| archival | passkey-filler | 1/1 |" in text
+    rows = json.loads((tmp_path / "recall.json").read_text())["rows"]
+    assert {r["format"] for r in rows if r["task"] == "single"} == {"chat", "plain"}
+    for name in ("recall.md", "recall.json", "recall.png"):
+        assert (tmp_path / name).stat().st_size > 0
