@@ -28,6 +28,7 @@ from .memory import BackboneInputs
 QUERY_TOKENS = 64  # the last text read that queries the archive when the prompt says nothing
 PIECE = 256  # the archive is decoded to text this many tokens at a time
 WORD = re.compile(r"\w+")
+ROLE = re.compile(r"\s*\w+\s*(\n|$)")  # "user\n": what a chat turn starts with, after its special token
 NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")  # a capitalised word: the name a second hop looks for
 # a sentence ends after . ! ? (and closing quotes), not after a title or an initial ("Mr. Darcy", "J. Smith")
 TITLES = ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Jr", "Sr", "Col", "Capt", "Gen", "Rev", "Messrs", "Prof", "Lt")  # fmt: skip
@@ -55,6 +56,7 @@ class ArchivalMemory(KVMemory):
         self._template_words = _template_words(tokenizer)
         self._separator = tokenizer.encode("\n\n", add_special_tokens=False)[:SEPARATOR_TOKENS]
         self._chat_start, self._frame = _system_turn(tokenizer)
+        self._special = set(tokenizer.all_special_ids)
         self._index: tuple | None = None  # (the archive it was built from, its index): one per state
 
     def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -90,8 +92,8 @@ class ArchivalMemory(KVMemory):
         n = int(state["n_read"][row])
         tokens = state["host_tokens"][row, :n].long()
         query, before = self.query_words(prompt.tolist()), n
-        if not query:  # the last text read asks: sentences that end before it (not the question itself)
-            query, before = self.query_words(tokens[-QUERY_TOKENS:].tolist()), n - QUERY_TOKENS
+        if not query:  # the last text read asks (a chat's last turn): sentences that end before it
+            query, before = self.last_words(tokens)
         if n == 0 or not query:
             return torch.zeros(0, dtype=torch.long)
         found = self.search(state, row, tokens, query, before)
@@ -116,6 +118,16 @@ class ArchivalMemory(KVMemory):
         at = len(self.tokenizer.encode(sentence[: hits[len(hits) // 2]], add_special_tokens=False))
         start = min(max(0, at - self.passage // 3), len(ids) - self.passage)
         return ids[start : start + self.passage]
+
+    def last_words(self, tokens: torch.Tensor) -> tuple[list[str], int]:
+        """The words of the last text read that has any (a chat's last user turn, or the last QUERY_TOKENS
+        tokens of a text), and the token it starts at."""
+        tail = max(0, len(tokens) - 4 * QUERY_TOKENS)
+        for first, segment in reversed(self.segments(tokens[tail:])):
+            words = self.query_words(segment[-QUERY_TOKENS:].tolist())
+            if words:
+                return words, tail + first + max(0, len(segment) - QUERY_TOKENS)
+        return [], len(tokens)
 
     def query_words(self, ids: list[int]) -> list[str]:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -163,20 +175,34 @@ class ArchivalMemory(KVMemory):
         key = (state["host_tokens"].data_ptr(), row, len(tokens), int(tokens.sum()))
         if self._index is not None and self._index[0] == key:
             return self._index[1]
-        pieces = self.tokenizer.batch_decode(
-            [p.tolist() for p in tokens.split(PIECE)], skip_special_tokens=True
-        )
-        text, ends, sentences = "".join(pieces), [], []
-        piece_ends = list(itertools.accumulate(map(len, pieces)))
-        for start, end in _sentence_spans(text):
-            sentences.append(" ".join(text[start:end].split()))
-            # the token it ends by: a bound, at most PIECE tokens over
-            ends.append((bisect.bisect_left(piece_ends, end) + 1) * PIECE)
+        sentences, ends = [], []
+        for first, segment in self.segments(tokens):
+            pieces = self.tokenizer.batch_decode([p.tolist() for p in segment.split(PIECE)])
+            text, piece_ends = "".join(pieces), list(itertools.accumulate(map(len, pieces)))
+            role = ROLE.match(text) if first > 0 else None  # a chat turn's role line is not its text
+            for start, end in _sentence_spans(text):
+                start = max(start, role.end() if role else 0)
+                if end > start and WORD.search(text[start:end]):
+                    sentences.append(" ".join(text[start:end].split()))
+                    # the token it ends by: a bound, at most PIECE tokens over
+                    ends.append(first + min(len(segment), (bisect.bisect_left(piece_ends, end) + 1) * PIECE))
         db = sqlite3.connect(":memory:", check_same_thread=False)
         db.execute("CREATE VIRTUAL TABLE sentences USING fts5(body, tokenize='porter unicode61')")
         db.executemany("INSERT INTO sentences(rowid, body) VALUES (?, ?)", enumerate(sentences))
         self._index = (key, (db, ends))
         return db, ends
+
+
+    def segments(self, tokens: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """The runs of text between special tokens (a chat's turns; a book read as text is one run), each with
+        the index of its first token."""
+        special = torch.tensor(sorted(self._special), dtype=tokens.dtype)
+        cuts = torch.isin(tokens, special).nonzero().flatten().tolist()
+        out = []
+        for a, b in zip([-1, *cuts], [*cuts, len(tokens)], strict=True):
+            if b > a + 1:
+                out.append((a + 1, tokens[a + 1 : b]))
+        return out
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:

@@ -46,7 +46,16 @@ def node_ports() -> list[str]:
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """`ray start ... --block` in its own process group: terminating it takes its node down with it."""
     # on 127.0.0.1: a machine's own address may not take connections (a sandbox's interface, a firewall)
-    cmd = [str(RAY), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", *node_ports(), *args]
+    cmd = [
+        str(RAY),
+        "start",
+        "--block",
+        "--disable-usage-stats",
+        "--node-ip-address",
+        "127.0.0.1",
+        *node_ports(),
+        *args,
+    ]
     return subprocess.Popen(
         cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )

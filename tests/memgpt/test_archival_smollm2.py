@@ -33,3 +33,25 @@ def test_a_fact_stated_once_at_twice_the_span_attended_is_answered(smollm2):
         out = model.generate(prompt, memory=state, max_new_tokens=20, do_sample=False)
     assert int(state.n_read[0]) >= 2 * span and state.size() == options["kv_budget"]
     assert "1783" in tok.decode(out[0, prompt.shape[1] :], skip_special_tokens=True)
+
+
+def test_in_a_chat_the_last_user_turn_asks_and_role_words_are_not_text(smollm2):
+    tok = smollm2.tokenizer
+    model = MemGPT.from_backbone(smollm2.backbone, tokenizer=tok, memory="archival", chunk_size=256,
+                                 kv_budget=512, kv_recent=128)  # fmt: skip
+    turns = [{"role": "user", "content": "Please remember this: my sister's boat is called the Silver Heron."},
+             {"role": "assistant", "content": "I will remember it."}]  # fmt: skip
+    for paragraph in book_text("moby_dick.txt")[300_000:306_000].split("\n\n")[:6]:
+        turns += [
+            {"role": "user", "content": " ".join(paragraph.split())},
+            {"role": "assistant", "content": "Yes."},
+        ]
+    turns.append({"role": "user", "content": "What is the name of my sister's boat?"})
+    ids = tok.apply_chat_template(turns, return_dict=True)["input_ids"]
+    header = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
+    with torch.inference_mode():
+        state = model.read([torch.tensor(ids)])
+    recalled = tok.decode(model.memory.recall(state.tensors, 0, torch.tensor(header)))
+    assert "my sister's boat is called the Silver Heron." in recalled
+    assert "What is the name" not in recalled  # the question is what asks, not what is recalled
+    assert "assistant" not in recalled.replace("AI assistant", "") and "\nuser" not in recalled
