@@ -192,7 +192,6 @@ class ArchivalMemory(KVMemory):
         self._index = (key, (db, ends))
         return db, ends
 
-
     def segments(self, tokens: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
         """The runs of text between special tokens (a chat's turns; a book read as text is one run), each with
         the index of its first token."""
