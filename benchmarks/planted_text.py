@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from memgpt.archival import TITLES
+from memgpt.archival import NOT_AFTER_TITLE
 
 CORPUS = Path(__file__).parents[1].parent / "shared" / "corpus"
 
@@ -76,8 +76,8 @@ def book_text(name: str = "pride_and_prejudice.txt", corpus: Path = CORPUS) -> s
 
 def sentence_ends(text: str) -> list[int]:
     """Offsets just after a sentence's end (". " and the like), where a planted sentence can go."""
-    not_after = "".join(rf"(?<!\b{t})" for t in TITLES)  # "Mr. Darcy" is one sentence
-    return [m.end() for m in re.finditer(not_after + r"(?<!\b[A-Z])[.!?][\"']?\s+(?=[A-Z\"])", text)]
+    # "Mr. Darcy" is one sentence: never after a title or an initial, as archival memory cuts sentences
+    return [m.end() for m in re.finditer(NOT_AFTER_TITLE + r"[.!?][\"']?\s+(?=[A-Z\"])", text)]
 
 
 def plant(

@@ -1,6 +1,6 @@
 """Recall from real books: facts stated once in the running text of a novel, asked after it in other words.
 
-python -m benchmarks.recall           # 2k, 4k and 16k tokens, one haystack each: about 15 minutes on 2 CPU cores
+python -m benchmarks.recall           # 2k, 4k and 16k tokens, one haystack each: tens of minutes on 2 CPU cores
 python -m benchmarks.recall --full    # 2k to 128k tokens, three haystacks each (every book)
 
 Each haystack (benchmarks/haystack.py) holds eight cases: five single facts of different kinds, four keys of

@@ -32,9 +32,9 @@ ROLE = re.compile(r"\s*\w+\s*(\n|$)")  # "user\n": what a chat turn starts with,
 NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")  # a capitalised word: the name a second hop looks for
 # a sentence ends after . ! ? (and closing quotes), not after a title or an initial ("Mr. Darcy", "J. Smith")
 TITLES = ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Jr", "Sr", "Col", "Capt", "Gen", "Rev", "Messrs", "Prof", "Lt")  # fmt: skip
-SENTENCE_END = re.compile(
-    "".join(rf"(?<!\b{t})" for t in TITLES) + r"(?<!\b[A-Z])[.!?][\"'\u201d\u2019)\]]*\s+|\n\s*\n"
-)
+# the prefix of a sentence-end pattern that keeps "Mr. Darcy" and "J. Smith" in one sentence
+NOT_AFTER_TITLE = "".join(rf"(?<!\b{t})" for t in TITLES) + r"(?<!\b[A-Z])"
+SENTENCE_END = re.compile(NOT_AFTER_TITLE + r"[.!?][\"'\u201d\u2019)\]]*\s+|\n\s*\n")
 # words that carry no topic: left out of a query (BM25 would weigh them little, but they cost every passage)
 STOPWORDS = frozenset(
     "a an and are as at be been but by did do does for from had has have he her him his how i in is it its me my "
@@ -103,7 +103,7 @@ class ArchivalMemory(KVMemory):
         ids = [t for p in pieces for t in (*p, *self._separator)]
         if self._chat_start is not None and bool((prompt == self._chat_start).any()):
             opening, closing = self._frame
-            ids = [*opening, *ids[: -len(self._separator)], *closing]
+            ids = [*opening, *ids[: len(ids) - len(self._separator)], *closing]  # no separator after the last
         return torch.tensor(ids, dtype=torch.long)
 
     def cut(self, sentence: str, query: list[str]) -> list[int]:
