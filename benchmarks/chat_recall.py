@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from memgpt.names import TEXT_MODEL_SETTINGS
+
 from .common import answers_after, command, machine, print_table
 from .planted_text import book_text
 
@@ -92,8 +94,7 @@ def question_ids(model, turns, fact: dict, opened: bool) -> list[int]:
 
 def ask(model, state, question: list[int]) -> str:
     """The reply to a question, generated from the memory."""
-    out = model.generate(torch.tensor([question]), memory=state, max_new_tokens=NEW_TOKENS, do_sample=False)
-    return model.tokenizer.decode(out[0, len(question) :], skip_special_tokens=True)
+    return model.reply([question], memory=state, max_new_tokens=NEW_TOKENS)[0].text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods:
         memory = "kv" if method == "truncated" else method
         path = args.model or ensure_smollm2()
-        model = MemGPT.from_pretrained(path, memory=memory, chunk_size=512, kv_budget=1024).eval()
+        model = MemGPT.from_pretrained(path, **TEXT_MODEL_SETTINGS | {"memory": memory}).eval()
         turns = Turns.of(model.tokenizer, args.system or None)
         window = hub.position_window(model.backbone.config)
         ids, facts = conversation(turns, args.tokens, args.facts, args.seed)

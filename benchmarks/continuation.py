@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from memgpt.names import TEXT_MODEL_SETTINGS
+
 from .common import command, machine, print_table
 from .planted_text import book_text
 
@@ -40,13 +42,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--save", default=str(Path(__file__).parents[1] / "docs" / "benchmark" / "continuation.json")
     )
-    p.add_argument("--kv-budget", type=int, default=1024, help="entries the memory keeps per layer")
+    p.add_argument(
+        "--kv-budget",
+        type=int,
+        default=TEXT_MODEL_SETTINGS["kv_budget"],
+        help="entries the memory keeps per layer",
+    )
     p.add_argument("--memories", nargs="+", default=["kv", "retrieval"], choices=["kv", "retrieval"])
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
     path = args.model or ensure_smollm2()
     models = {
-        m: MemGPT.from_pretrained(path, memory=m, chunk_size=512, kv_budget=args.kv_budget).eval()
+        m: MemGPT.from_pretrained(
+            path, memory=m, chunk_size=TEXT_MODEL_SETTINGS["chunk_size"], kv_budget=args.kv_budget
+        ).eval()
         for m in args.memories
     }
     first = models[args.memories[0]]

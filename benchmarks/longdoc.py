@@ -1,6 +1,6 @@
 """Long-document benchmark: state accuracy and fact P/R/F1 against document length, memory vs baselines.
 
-Planted documents (memgpt.planted) from the trained length up to 32x it, plus one document of >= 100k tokens,
+Planted documents (memgpt.training.planted) from the trained length up to 32x it, plus one document of >= 100k tokens,
 each read by four methods built on the same trained weights:
 - slots:      MemGPT with its slot memory (reads every chunk; the summary is written from memory alone);
 - kv:         the same backbone with kv memory at a fixed budget (sinks + most attended + recent window);
@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 
 from memgpt import MemGPT, MemoryState
-from memgpt import planted as pk
-from memgpt.train import TRAIN_CONFIG, Prompts
+from memgpt.training import TRAIN_CONFIG, scoring
+from memgpt.training import planted as pk
+from memgpt.training.batches import TaskPrompts
 
 DEFAULT_MODEL = Path(__file__).parents[1] / "memgpt" / "pretrained" / "memgpt-small"
 METHODS = ("slots", "kv", "no-memory", "truncated")
@@ -39,7 +40,7 @@ class Result:
     n_tokens: int
     n_docs: int
     state_accuracy: float
-    facts: pk.FactScore = field(default_factory=pk.FactScore)
+    facts: scoring.FactScore = field(default_factory=scoring.FactScore)
     seconds: float = 0.0
 
     def row(self) -> dict:
@@ -61,7 +62,7 @@ class Bench:
             kv_recent=kv_recent, kv_sinks=4,
         ).eval()  # fmt: skip
         self.train_cfg = json.loads((model_dir / TRAIN_CONFIG).read_text())
-        self.prompts = Prompts(self.slots.tokenizer)
+        self.prompts = TaskPrompts(self.slots.tokenizer)
         docs_cfg = self.train_cfg.get("docs", {})
         self.doc_config = pk.PlantedConfig(**docs_cfg)
         self.trained_chunks = max(int(v) for v in self.train_cfg["curriculum"].values())
@@ -74,17 +75,17 @@ class Bench:
     @torch.no_grad()
     def run_memory(
         self, model: MemGPT, docs: list[pk.Document], scored: list[set[int]]
-    ) -> tuple[list[str], pk.FactScore]:
+    ) -> tuple[list[str], scoring.FactScore]:
         chunks = torch.tensor([d.chunks for d in docs], dtype=torch.long)  # (B, N, C)
         state = model.init_state(len(docs))
-        score = pk.FactScore()
+        score = scoring.FactScore()
         for t in range(chunks.shape[1]):
             idx = [i for i, s in enumerate(scored) if t in s]
             if idx:
                 prompt = torch.cat([chunks[idx, t], self._ids(self.prompts.facts, len(idx))], dim=1)
                 texts = self._generate(model, prompt, state.select(idx), self.fact_new_tokens)
                 for i, text in zip(idx, texts, strict=True):
-                    score = score + pk.score_facts(text, docs[i].chunk_facts(t))
+                    score = score + scoring.score_facts(text, docs[i].chunk_facts(t))
             state = model.step(state, chunks[:, t])
         prompt = self._ids(self.prompts.summary, len(docs))
         return self._generate(model, prompt, state, self.summary_new_tokens), score
@@ -94,10 +95,10 @@ class Bench:
     @torch.no_grad()
     def run_context(
         self, window: int, docs: list[pk.Document], scored: list[set[int]]
-    ) -> tuple[list[str], pk.FactScore]:
+    ) -> tuple[list[str], scoring.FactScore]:
         tokens = torch.tensor([d.token_ids() for d in docs], dtype=torch.long)  # (B, N*C)
         C = self.doc_config.chunk_size
-        score = pk.FactScore()
+        score = scoring.FactScore()
         for t in sorted(set().union(*scored)):
             idx = [i for i, s in enumerate(scored) if t in s]
             end = (t + 1) * C
@@ -105,7 +106,7 @@ class Bench:
                 [tokens[idx, max(0, end - window) : end], self._ids(self.prompts.facts, len(idx))], 1
             )
             for i, text in zip(idx, self._backbone_generate(prompt, self.fact_new_tokens), strict=True):
-                score = score + pk.score_facts(text, docs[i].chunk_facts(t))
+                score = score + scoring.score_facts(text, docs[i].chunk_facts(t))
         prompt = torch.cat([tokens[:, -window:], self._ids(self.prompts.context_summary, len(docs))], dim=1)
         return self._backbone_generate(prompt, self.summary_new_tokens), score
 
@@ -115,8 +116,8 @@ class Bench:
         return torch.tensor([ids] * batch, dtype=torch.long)
 
     def _generate(self, model: MemGPT, prompt: torch.Tensor, state: MemoryState, new: int) -> list[str]:
-        out = model.generate(prompt, memory=state, max_new_tokens=new, eos_token_id=self.prompts.eos)
-        return [self.prompts.decode(row[prompt.shape[1] :].tolist()) for row in out]
+        replies = model.reply(prompt, memory=state, max_new_tokens=new, eos_token_id=self.prompts.eos)
+        return [r.text for r in replies]
 
     def _backbone_generate(self, prompt: torch.Tensor, new: int) -> list[str]:
         out = self.slots.backbone.generate(
@@ -137,7 +138,9 @@ class Bench:
             summaries, facts = self.run_context(self.window, docs, scored)
         else:
             raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-        acc = sum(pk.state_accuracy(s, d.state) for s, d in zip(summaries, docs, strict=True)) / len(docs)
+        acc = sum(scoring.state_accuracy(s, d.state) for s, d in zip(summaries, docs, strict=True)) / len(
+            docs
+        )
         n = len(docs[0].chunks)
         return Result(method, n, n * self.doc_config.chunk_size, len(docs), acc, facts, time.time() - t0)
 
@@ -218,7 +221,7 @@ def plot(results: list[Result], methods: list[str], path: Path, trained: int) ->
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="a MemGPT folder saved by memgpt.train")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="a MemGPT folder saved by jobs.train")
     p.add_argument("--full", action="store_true", help="128 docs per length, facts scored on every chunk")
     p.add_argument("--docs", type=int, default=None, help="documents per length up to 8x (half beyond)")
     p.add_argument("--long-docs", type=int, default=1, help="documents of >= 100k tokens (0: none)")

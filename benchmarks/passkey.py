@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from memgpt.names import TEXT_MODEL_SETTINGS
+
 from .common import command, machine
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
@@ -59,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=None)
     p.add_argument("--depths", type=float, nargs="+", default=None)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--chunk", type=int, default=512)
-    p.add_argument("--budget", type=int, default=1024)
+    p.add_argument("--chunk", type=int, default=TEXT_MODEL_SETTINGS["chunk_size"])
+    p.add_argument("--budget", type=int, default=TEXT_MODEL_SETTINGS["kv_budget"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/benchmarks", help="folder for passkey.json / .md / .png")

@@ -21,8 +21,12 @@ from pathlib import Path
 
 import torch
 
+from memgpt.names import TEXT_MODEL_SETTINGS
+
 from .common import answers_after, command, machine, print_table
 from .planted_text import place_words, planted_corpus
+
+SETTINGS = {k: v for k, v in TEXT_MODEL_SETTINGS.items() if k != "memory"}  # chunk and budget
 
 METHODS = ("full", "truncated", "kv", "retrieval")
 
@@ -47,16 +51,11 @@ def right(answer: str, fact) -> bool:
 
 
 def answers(model, method: str, doc_ids: list[int], questions: list[list[int]], window: int) -> list[str]:
-    tok = model.tokenizer
     if method in ("full", "truncated"):  # the document (or its last window) computed once for every question
         room = window - 40 - max(map(len, questions))
         return answers_after(model, doc_ids[-room:] if method == "truncated" else doc_ids, questions, 32)
     state = model.read([torch.tensor(doc_ids)])
-    out = []
-    for q in questions:
-        gen = model.generate(torch.tensor([q]), memory=state, max_new_tokens=32, do_sample=False)
-        out.append(tok.decode(gen[0, len(q) :], skip_special_tokens=True))
-    return out
+    return [model.reply([q], memory=state, max_new_tokens=32)[0].text for q in questions]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
     models = {m: MemGPT.from_pretrained(ensure_smollm2(), memory="retrieval" if m == "retrieval" else "kv",
-                                        chunk_size=512, kv_budget=1024).eval() for m in set(args.methods)}  # fmt: skip
+                                        **SETTINGS).eval() for m in set(args.methods)}  # fmt: skip
     tok = next(iter(models.values())).tokenizer
     window = hub.position_window(next(iter(models.values())).backbone.config)
     rows, examples = [], []

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from memgpt.names import TEXT_MODEL_SETTINGS
+
 from .common import answers_after, command, machine, print_table
 from .haystack import BOOKS, TASKS, haystack
 from .passkey import QUESTION, passkey_ids, random_key
@@ -44,7 +46,6 @@ def question_ids(tokenizer, question: str, fmt: str) -> list[int]:
 def answers(model, method: str, book: list[int], questions: list[list[int]], span: int, window: int,
             max_new_tokens: int) -> tuple[list[str] | None, float]:  # fmt: skip
     """Each question's greedy answer after `book` by one method, and the seconds spent reading the book."""
-    tok = model.tokenizer
     if method in ("full", "truncated"):
         prefix = book if method == "full" else book[-span:]
         if len(prefix) + max(map(len, questions)) + max_new_tokens > window:
@@ -53,12 +54,7 @@ def answers(model, method: str, book: list[int], questions: list[list[int]], spa
     start = time.perf_counter()
     state = model.read([torch.tensor(book)])
     read = time.perf_counter() - start
-    out = []
-    for q in questions:
-        ids = torch.tensor([q])
-        gen = model.generate(ids, memory=state, max_new_tokens=max_new_tokens, do_sample=False)
-        out.append(tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
-    return out, read
+    return [model.reply([q], memory=state, max_new_tokens=max_new_tokens)[0].text for q in questions], read
 
 
 def build_models(path: str, chunk: int, budget: int) -> dict:
@@ -82,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--haystacks", type=int, default=None, help="haystacks per length (default 1; --full 3)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--tasks", nargs="+", choices=[*TASKS, PASSKEY], default=[*TASKS, PASSKEY])
-    p.add_argument("--chunk", type=int, default=512)
-    p.add_argument("--budget", type=int, default=1024)
+    p.add_argument("--chunk", type=int, default=TEXT_MODEL_SETTINGS["chunk_size"])
+    p.add_argument("--budget", type=int, default=TEXT_MODEL_SETTINGS["kv_budget"])
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

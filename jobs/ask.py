@@ -31,8 +31,7 @@ def load(state_file: Path, model: str | None):
     import transformers
 
     from memgpt import MemGPT, MemoryState
-    from memgpt.offline import ensure_smollm2
-    from pipeline.config import STORY_MODEL, TEXT_MODEL
+    from memgpt.names import TEXT_MODEL, model_path
 
     transformers.utils.logging.disable_progress_bar()
     if not state_file.is_file():
@@ -41,12 +40,8 @@ def load(state_file: Path, model: str | None):
     name = model or info.get("model")
     if name is None:
         raise ValueError(f"{state_file} does not name the model that wrote it; pass --model")
-    if name == TEXT_MODEL and model is None:
-        path = ensure_smollm2(progress=lambda m: status(f"{PROG}: {m}"))
-    else:
-        from memgpt import DEFAULT_MODEL
-
-        path = DEFAULT_MODEL if name == STORY_MODEL else name
+    default = name == TEXT_MODEL and model is None  # written by the default model: load its offline copy
+    path = model_path(None if default else name, progress=lambda m: status(f"{PROG}: {m}"))
     lm = MemGPT.from_pretrained(path, **info.get("options", {})).eval()
     state = MemoryState.load(state_file, device=lm.device)
     try:
@@ -67,13 +62,13 @@ def ask(model, state, question: str, max_new_tokens: int, out=None) -> str:
                                        add_generation_prompt=True)  # fmt: skip
     else:
         text = f"{question}\n"
-    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = tok.encode(text, add_special_tokens=False)
     streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     streamer.on_finalized_text = lambda piece, stream_end=False: print(piece, end="" if not stream_end else "\n",
                                                                          file=out, flush=True)  # fmt: skip
     options = generate_options(model, argparse.Namespace(sample=False, seed=None))
-    generated = model.generate(ids, memory=state, max_new_tokens=max_new_tokens, streamer=streamer, **options)
-    return tok.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)
+    (answer,) = model.reply([ids], memory=state, max_new_tokens=max_new_tokens, streamer=streamer, **options)
+    return answer.text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,10 +46,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model options jobs.chat and jobs.continue share."""
+    from memgpt import memory_names
+    from memgpt.names import TEXT_MODEL_SETTINGS
+
     p.add_argument("--model", help="HF model folder, hub id, GGUF file or MemGPT folder (default: SmolLM2)")
-    p.add_argument("--memory", choices=["kv", "retrieval", "archival"], default="kv")
-    p.add_argument("--chunk-size", type=int, default=512, help="tokens read per backbone pass")
-    p.add_argument("--kv-budget", type=int, default=1024, help="kv entries kept per layer")
+    p.add_argument("--memory", choices=memory_names(trained=False), default="kv")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=TEXT_MODEL_SETTINGS["chunk_size"],
+        help="tokens read per backbone pass",
+    )
+    p.add_argument(
+        "--kv-budget", type=int, default=TEXT_MODEL_SETTINGS["kv_budget"], help="kv entries kept per layer"
+    )
     p.add_argument("--sample", action="store_true", help="sample (the model's settings) instead of greedy")
     p.add_argument("--seed", type=int, help="makes sampling repeatable")
 
@@ -59,10 +69,10 @@ def load_model(args: argparse.Namespace, prog: str):
     import transformers
 
     from memgpt import MemGPT
-    from memgpt.offline import ensure_smollm2
+    from memgpt.names import model_path
 
     transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bar is noise in a chat
-    name = args.model or ensure_smollm2(progress=lambda m: status(f"{prog}: {m}"))
+    name = model_path(args.model, progress=lambda m: status(f"{prog}: {m}"))
     options = {"memory": args.memory, "chunk_size": args.chunk_size, "kv_budget": args.kv_budget}
     return MemGPT.from_pretrained(name, **options).eval()
 
@@ -184,14 +194,13 @@ class Chat:
         options = dict(self.options)
         if options.get("seed") is not None:  # repeatable, but not the same random draws for every reply
             options["seed"] += self.n_turns
-        out = self.model.generate(
-            header, memory=state, max_new_tokens=self.max_new_tokens, streamer=streamer, **options
+        (answer,) = self.model.reply(
+            [header], memory=state, max_new_tokens=self.max_new_tokens, streamer=streamer, **options
         )
-        generated = out[0, header.shape[1] :].tolist()
-        reply = torch.tensor(self.turns.reply(generated, self.stops))
+        reply = torch.tensor(self.turns.reply(answer.ids, self.stops))
         self.state = self.model.read([reply], memory=state)  # assigned last: an interrupted turn leaves none
         self.n_turns += 2
-        return self.model.tokenizer.decode(generated, skip_special_tokens=True)
+        return answer.text
 
     def describe(self) -> str:
         return f"{self.n_turns} turns, {self.tokens} tokens"

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import MEMORY_KINDS, ExtractConfig
+from pipeline.config import ExtractConfig
 from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
 
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MemGPT folder, HF model folder, hub id, 'memgpt-small' (the shipped story model) or 'random' "
         "(default: SmolLM2-135M-Instruct, made ready offline on first use)",
     )
-    p.add_argument("--memory", choices=list(MEMORY_KINDS))
+    p.add_argument("--memory", help="a memory registered in memgpt: kv, retrieval, archival, slots, ...")
     p.add_argument("--chunk-size", type=int)
     p.add_argument("--kv-budget", type=int, help="kv entries kept per layer (kv and retrieval memory)")
     p.add_argument("--workers", type=int, help="actors, each holding one model")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from memgpt.planted import PlantedConfig, generate
+from memgpt.training.planted import PlantedConfig, generate
 
 # stories in the form the default model was trained on (2 people, moves with pronouns), 16x its trained length
 STORY = PlantedConfig(n_chunks=128, chunk_size=16, n_entities=2, n_moves=6, badges=False, n_distractors=0)
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
 
-    from pipeline.config import STORY_MODEL, ExtractConfig
+    from memgpt.names import STORY_MODEL
+    from pipeline.config import ExtractConfig
     from pipeline.run import run
 
     out = Path(args.output)

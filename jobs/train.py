@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from memgpt.train import TrainConfig, planted_accuracy, train, train_with_ray
+from memgpt.training import TrainConfig, planted_accuracy, train, train_with_ray
 
 
 def parse_overrides(pairs: list[str]) -> dict:

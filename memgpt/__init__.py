@@ -1,9 +1,12 @@
 """memgpt: Hugging Face causal LMs with a fixed-size memory for documents of any length."""
 
+# the built-in memories register themselves on import (memgpt/memory.py), in this order
+from . import slots, kv, retrieval, archival  # noqa: F401  # isort: skip
 from .archival import ArchivalMemory
 from .config import MemGPTConfig
 from .hub import DEFAULT_MODEL, load_tokenizer
 from .kv import KVMemory
+from .memory import Memory, MemoryKind, memory_kind, memory_names, register_memory
 from .model import MemGPT, MemGPTOutput
 from .retrieval import RetrievalMemory
 from .slots import SlotMemory
@@ -15,6 +18,11 @@ __all__ = [
     "MemGPTConfig",
     "MemGPTOutput",
     "MemoryState",
+    "Memory",
+    "MemoryKind",
+    "register_memory",
+    "memory_kind",
+    "memory_names",
     "SlotMemory",
     "KVMemory",
     "RetrievalMemory",

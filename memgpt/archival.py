@@ -21,10 +21,12 @@ import sqlite3
 
 import torch
 
-from .config import FRAME_TOKENS, SEPARATOR_TOKENS
+from . import kv
 from .kv import KVMemory
-from .memory import BackboneInputs
+from .memory import BackboneInputs, MemoryKind, register_memory
 
+SEPARATOR_TOKENS = 4  # the most tokens put between two recalled passages
+FRAME_TOKENS = 16  # the most tokens of the chat turn the passages are put in
 QUERY_TOKENS = 64  # the last text read that queries the archive when the prompt says nothing
 PIECE = 256  # the archive is decoded to text this many tokens at a time
 WORD = re.compile(r"\w+")
@@ -256,3 +258,36 @@ def _system_turn(tokenizer) -> tuple[int | None, tuple[list[int], list[int]]]:
     if not opening or len(opening) + len(closing) > FRAME_TOKENS:
         return None, ([], [])
     return opening[0], (opening, closing)
+
+
+def prompt_room(config) -> int:
+    return config.archive_topk * (config.archive_passage + SEPARATOR_TOKENS) + FRAME_TOKENS
+
+
+def check(config) -> None:
+    kv.check(config)
+    if config.kv_positions != "cache":
+        raise ValueError("memory='archival' needs kv_positions='cache'")
+    if min(config.archive_passage, config.archive_topk) < 1:
+        raise ValueError("archive_passage and archive_topk must be >= 1")
+
+
+def build(config, backbone, tokenizer=None) -> ArchivalMemory:
+    args = kv.kv_arguments(config, backbone, prompt_room(config), " + recalled passages")
+    return ArchivalMemory(*args, decay=config.kv_decay, tokenizer=tokenizer, passage=config.archive_passage,
+                          embed=lambda ids: backbone.get_input_embeddings()(ids), topk=config.archive_topk)  # fmt: skip
+
+
+register_memory(
+    MemoryKind(
+        "archival",
+        build,
+        fields=(*kv.FIELDS, "archive_passage", "archive_topk"),
+        check=check,
+        size=lambda config: config.kv_budget,
+        prompt_room=prompt_room,
+        layer_first=kv.LAYOUT["layer_first"],
+        entry_dims={**kv.LAYOUT["entry_dims"], "host_tokens": 1},
+        entries=kv.LAYOUT["entries"],
+    )
+)

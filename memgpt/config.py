@@ -5,10 +5,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-MEMORY_KINDS = ("slots", "kv", "retrieval", "archival")
-SEPARATOR_TOKENS = 4  # the most tokens archival memory puts between two recalled passages
-FRAME_TOKENS = 16  # the most tokens of the chat turn archival memory puts its passages in
-KV_POSITIONS = ("cache", "absolute")
+from .memory import memory_kind
+
 CONFIG_NAME = "config.json"
 
 
@@ -62,46 +60,40 @@ class MemGPTConfig:
     archive_passage: int = 96  # the most tokens of one recalled sentence
     archive_topk: int = 4
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
+    memory_options: dict[str, Any] = field(default_factory=dict)  # a registered memory's own options
 
     def __post_init__(self) -> None:
-        if self.memory not in MEMORY_KINDS:
-            raise ValueError(f"memory must be one of {MEMORY_KINDS}, got {self.memory!r}")
+        kind = memory_kind(self.memory)
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {self.num_slots}")
         if self.bptt_depth < 1:
             raise ValueError(f"bptt_depth must be >= 1, got {self.bptt_depth}")
-        if not 0.0 <= self.kv_decay <= 1.0:
-            raise ValueError(f"kv_decay must be in [0, 1], got {self.kv_decay}")
-        if self.kv_positions not in KV_POSITIONS:
-            raise ValueError(f"kv_positions must be one of {KV_POSITIONS}, got {self.kv_positions!r}")
-        if self.memory == "retrieval" and (self.kv_budget is None or self.kv_positions != "cache"):
-            raise ValueError("memory='retrieval' needs a kv_budget and kv_positions='cache'")
-        if self.memory == "archival" and self.kv_positions != "cache":
-            raise ValueError("memory='archival' needs kv_positions='cache'")
-        if min(self.archive_passage, self.archive_topk) < 1:
-            raise ValueError("archive_passage and archive_topk must be >= 1")
-        if min(self.retrieval_block, self.retrieval_topk, self.retrieval_every) < 1:
-            raise ValueError("retrieval_block, retrieval_topk and retrieval_every must be >= 1")
-        if self.kv_budget is not None and self.kv_budget < self.kv_sinks + self.kv_recent:
-            raise ValueError(
-                f"kv_budget ({self.kv_budget}) must hold kv_sinks + kv_recent ({self.kv_sinks + self.kv_recent})"
-            )
+        kind.check(self)
+        self.options()
+
+    def options(self) -> Any:
+        """The memory's own options (its `MemoryKind.options` dataclass), or None if it has none."""
+        kind = memory_kind(self.memory)
+        if kind.options is None:
+            if self.memory_options:
+                raise ValueError(f"memory={self.memory!r} takes no memory_options, got {self.memory_options}")
+            return None
+        try:
+            return kind.options(**self.memory_options)
+        except TypeError as e:
+            raise ValueError(f"memory_options do not fit memory={self.memory!r}: {e}") from None
 
     @property
     def memory_size(self) -> int | None:
-        """Slots per document, or kv entries per layer (None: unbounded)."""
-        return self.num_slots if self.memory == "slots" else self.kv_budget
+        """Entries the memory holds per document: slots, or kv entries per layer (None: unbounded)."""
+        return memory_kind(self.memory).size(self)
 
     @property
     def prompt_room(self) -> int:
         """Positions the memory puts between its kv entries and a prompt: retrieved blocks, recalled passages."""
-        if self.memory == "retrieval":
-            return self.retrieval_topk * self.retrieval_block
-        if self.memory == "archival":
-            return self.archive_topk * (self.archive_passage + SEPARATOR_TOKENS) + FRAME_TOKENS
-        return 0
+        return memory_kind(self.memory).prompt_room(self)
 
     def replace(self, **changes: Any) -> "MemGPTConfig":
         unknown = set(changes) - {f.name for f in fields(self)}

@@ -18,10 +18,13 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
+from . import hub
 from .cache import reserved_cache
-from .memory import BackboneInputs, positions_from_mask
-from .rope import KeyRotation
+from .memory import BackboneInputs, MemoryKind, positions_from_mask, register_memory
+from .rope import KeyRotation, find_rotary
 
+POSITIONS = ("cache", "absolute")
+FIELDS = ("kv_budget", "kv_sinks", "kv_recent", "kv_decay", "kv_positions")
 SCORING_ATTENTION = "memgpt_sdpa_window"
 SCORE_WINDOW = 32  # the last queries of each chunk whose attention scores the entries (SnapKV's window)
 _SCORING = ContextVar("memgpt_kv_scoring", default=False)
@@ -233,3 +236,45 @@ def _take(layers, name: str, keep: torch.Tensor) -> torch.Tensor:
     for i, (src, r) in enumerate(zip(sources, rows, strict=True)):
         torch.index_select(src.reshape(-1, Dh), 0, r, out=out[i].view(-1, Dh))  # copied once, in place
     return out
+
+
+def check(config) -> None:
+    """What every kv-family memory needs of its config."""
+    if not 0.0 <= config.kv_decay <= 1.0:
+        raise ValueError(f"kv_decay must be in [0, 1], got {config.kv_decay}")
+    if config.kv_positions not in POSITIONS:
+        raise ValueError(f"kv_positions must be one of {POSITIONS}, got {config.kv_positions!r}")
+    if config.kv_budget is not None and config.kv_budget < config.kv_sinks + config.kv_recent:
+        raise ValueError(
+            f"kv_budget ({config.kv_budget}) must hold kv_sinks + kv_recent ({config.kv_sinks + config.kv_recent})"
+        )
+
+
+def kv_arguments(config, backbone, room: int = 0, what: str = "") -> tuple:
+    """KVMemory's positional arguments for this backbone, once the budget, a chunk and `room` fit its window."""
+    if config.kv_positions == "cache" and config.kv_budget is not None:
+        window = hub.position_window(backbone.config)
+        if window is not None and config.kv_budget + config.chunk_size + room > window:
+            raise ValueError(
+                f"kv_budget + chunk_size{what} ({config.kv_budget} + {config.chunk_size}"
+                f"{f' + {room}' if room else ''}) must fit the backbone's {window}-position window"
+            )
+    shapes = hub.backbone_shapes(backbone.config)
+    rotary = find_rotary(backbone) if config.kv_positions == "cache" else None
+    rotation = KeyRotation(rotary) if rotary is not None else None
+    shape = (shapes["num_layers"], shapes["num_kv_heads"], shapes["head_dim"])
+    return (*shape, config.kv_budget, config.kv_sinks, config.kv_recent, config.kv_positions, rotation)
+
+
+def build(config, backbone, tokenizer=None) -> KVMemory:
+    return KVMemory(*kv_arguments(config, backbone), decay=config.kv_decay)
+
+
+LAYOUT = {
+    "layer_first": frozenset({"keys", "values", "scores"}),
+    "entry_dims": {"keys": 3, "values": 3, "mask": 1, "scores": 2},
+    "entries": ("keys", 3),
+}
+register_memory(
+    MemoryKind("kv", build, fields=FIELDS, check=check, size=lambda config: config.kv_budget, **LAYOUT)
+)

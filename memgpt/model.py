@@ -1,15 +1,12 @@
 """MemGPT: a Hugging Face causal LM plus a fixed-size memory that reads long documents chunk by chunk."""
 
-import json
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
@@ -21,19 +18,19 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from . import hub
-from .archival import ArchivalMemory
+from . import hub, loading
 from .cache import reserved_cache
-from .config import CONFIG_NAME, MemGPTConfig
+from .config import MemGPTConfig
 from .generation import generation_config as generation_config_for
-from .kv import SCORING_ATTENTION, KVMemory, scoring_entries
-from .retrieval import RetrievalMemory
-from .rope import KeyRotation, find_rotary
-from .slots import SlotMemory
+from .kv import SCORING_ATTENTION, scoring_entries
+from .memory import memory_kind
+from .padding import TokenRows, left_pad, right_pad, rows_of
 from .state import MemoryState
 
-MEMORY_WEIGHTS = "memory.safetensors"
-BACKBONE_DIR = "./backbone"
+
+class Reply(NamedTuple):
+    text: str  # special tokens skipped
+    ids: list[int]  # the tokens generated before the end of turn
 
 
 @dataclass
@@ -99,77 +96,11 @@ class MemGPT(nn.Module):
         """A saved MemGPT folder, or any HF causal LM (local or hub id), wrapped with kv memory by default.
 
         A GGUF file (`"model.gguf"`, or a folder plus `gguf_file=`) is dequantized into a plain backbone."""
-        gguf = hub.find_gguf(name_or_path, gguf_file)
-        if gguf is not None:  # not referenced by name: save_pretrained writes it as backbone/ (safetensors)
-            options.setdefault("memory", "kv")
-            backbone = hub.load_backbone(gguf.parent, dtype=dtype, gguf_file=gguf.name)
-            tokenizer = hub.load_tokenizer(gguf.parent, gguf_file=gguf.name)
-            config = MemGPTConfig(backbone=backbone.config.to_dict(), **options)
-            return cls(config, backbone, tokenizer, device=device, dtype=dtype)
-        path = hub.resolve(name_or_path, trust_remote_code)
-        config_file = path / CONFIG_NAME
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not a MemGPT or Hugging Face model folder")
-        raw = json.loads(config_file.read_text())
-        if raw.get("model_type") != "memgpt":  # a plain HF causal LM
-            options.setdefault("memory", "kv")
-            config = MemGPTConfig(backbone=str(name_or_path), **options)
-            backbone = hub.load_backbone(path, trust_remote_code)
-            tokenizer = hub.load_tokenizer(path, trust_remote_code)
-            return cls(config, backbone, tokenizer, device=device, dtype=dtype)
-        config = MemGPTConfig.from_dict(raw).replace(**options)
-        if isinstance(config.backbone, str):
-            local = config.backbone.startswith("./")
-            backbone_path = (
-                path / config.backbone if local else hub.resolve(config.backbone, trust_remote_code)
-            )
-            backbone = hub.load_backbone(backbone_path, trust_remote_code)
-        else:
-            backbone = hub.backbone_from_config(config.backbone)
-        has_tokenizer = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
-        tokenizer = hub.load_tokenizer(path) if has_tokenizer else None
-        model = cls(config, backbone, tokenizer, device=device, dtype=dtype)
-        model._load_memory_weights(path / MEMORY_WEIGHTS)
-        return model
+        return loading.load(cls, name_or_path, device, dtype, trust_remote_code, gguf_file, **options)
 
     def save_pretrained(self, directory: str | Path, save_backbone: bool | None = None) -> None:
         """config.json + memory.safetensors (+ backbone/ when it is not a named pretrained model) + tokenizer."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        referenced = isinstance(self.config.backbone, str) and not self.config.backbone.startswith("./")
-        if save_backbone is None:
-            save_backbone = not referenced
-        config = self.config
-        if save_backbone:
-            self.backbone.save_pretrained(directory / BACKBONE_DIR)
-            config = config.replace(backbone=BACKBONE_DIR)
-        elif not referenced:
-            raise ValueError("this backbone has no name to reference; save it with save_backbone=True")
-        config.save(directory)
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.memory.state_dict().items()}
-        save_file(weights, str(directory / MEMORY_WEIGHTS), metadata={"memory": config.memory})
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(directory))
-
-    def _load_memory_weights(self, file: Path) -> None:
-        expected = self.memory.state_dict()
-        if not expected:
-            return
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"{file} is missing: a {self.config.memory} MemGPT needs its memory weights"
-            )
-        with safe_open(str(file), framework="pt") as f:
-            found = {k: f.get_tensor(k) for k in f.keys()}
-        for name, tensor in expected.items():
-            if name not in found or found[name].shape != tensor.shape:
-                got = tuple(found[name].shape) if name in found else "missing"
-                raise ValueError(
-                    f"memory weights in {file} do not fit this model: {name} is {got} in the file, "
-                    f"{tuple(tensor.shape)} in the model (memory={self.config.memory}, "
-                    f"num_slots={self.config.num_slots}, hidden_size={self.hidden_size})"
-                )
-        self.memory.load_state_dict(found, strict=True)
+        loading.save(self, directory, save_backbone)
 
     # ---- properties ---------------------------------------------------------------------------------------
 
@@ -195,11 +126,7 @@ class MemGPT(nn.Module):
         if self._signature is None:
             shapes = hub.backbone_shapes(self.backbone.config)
             sig = {"kind": self.config.memory, "model_type": self.backbone.config.model_type, **shapes}
-            if self.config.memory == "slots":
-                sig["num_slots"] = self.config.num_slots
-            if self.config.memory == "retrieval":  # the store's layout
-                sig["block"] = self.config.retrieval_block
-            self._signature = sig
+            self._signature = sig | memory_kind(self.config.memory).signature(self.config)
         return dict(self._signature)
 
     def check_state(self, state: MemoryState) -> None:
@@ -269,11 +196,11 @@ class MemGPT(nn.Module):
         `documents`: a list of 1-D token tensors, or a (B, T) tensor whose padding `attention_mask` marks.
         Gradients flow through at most `config.bptt_depth` chunks (truncated BPTT).
         """
-        docs = _rows(documents, attention_mask)
+        docs = rows_of(documents, attention_mask)
         state = self.init_state(len(docs)) if memory is None else memory
         C = self.config.chunk_size
         n_chunks = max((len(d) + C - 1) // C for d in docs) if docs else 0
-        ids, mask = _right_pad(docs, n_chunks * C, self.tokenizer_pad_id)  # (B, N*C)
+        ids, mask = right_pad(docs, self.tokenizer_pad_id, n_chunks * C)  # (B, N*C)
         ids, mask = ids.view(len(docs), n_chunks, C), mask.view(len(docs), n_chunks, C)
         for t in tqdm(range(n_chunks), desc="reading", unit="chunk", disable=not progress):
             width = int(mask[:, t].sum(-1).max())  # trim padding the length mix does not force
@@ -332,19 +259,7 @@ class MemGPT(nn.Module):
         config = generation_config_for(
             self.backbone.generation_config, generation_config, prompt.shape[1], max_length, options
         )
-        rows = _rows(prompt, attention_mask)
-        if any(len(r) == 0 for r in rows):
-            raise ValueError("generate needs at least one prompt token per row")
-        C = self.config.chunk_size
-        split = [(len(r) - 1) // C * C for r in rows]  # read whole chunks; keep 1..C tokens visible
-        state = self.init_state(len(rows)) if memory is None else memory.to(self.device)
-        if any(split):
-            state = self.read([r[:s] for r, s in zip(rows, split, strict=True)], memory=state)
-        self.check_state(state)
-        tail_ids, tail_mask = _left_pad(
-            [r[s:] for r, s in zip(rows, split, strict=True)], config.pad_token_id
-        )
-        tail_ids, tail_mask = tail_ids.to(self.device), tail_mask.to(self.device)
+        state, tail_ids, tail_mask = self._read_prompt(prompt, attention_mask, memory, config.pad_token_id)
         if config.max_new_tokens == 0:
             return prompt.to(self.device)
 
@@ -382,6 +297,49 @@ class MemGPT(nn.Module):
             return out
         return sequences
 
+    def _read_prompt(self, prompt: torch.Tensor, mask: torch.Tensor | None, memory: MemoryState | None,
+                     pad: int) -> tuple[MemoryState, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The prompts' whole chunks read into memory (1..C tokens of each stay visible), and the rest left-padded."""
+        rows = rows_of(prompt, mask)
+        if any(len(r) == 0 for r in rows):
+            raise ValueError("generate needs at least one prompt token per row")
+        C = self.config.chunk_size
+        split = [(len(r) - 1) // C * C for r in rows]
+        state = self.init_state(len(rows)) if memory is None else memory.to(self.device)
+        if any(split):
+            state = self.read([r[:s] for r, s in zip(rows, split, strict=True)], memory=state)
+        self.check_state(state)
+        tail_ids, tail_mask = left_pad([r[s:] for r, s in zip(rows, split, strict=True)], pad)
+        return state, tail_ids.to(self.device), tail_mask.to(self.device)
+
+    @torch.no_grad()
+    def reply(self, prompts: TokenRows, memory: MemoryState | None = None, **options) -> list[Reply]:
+        """Each prompt's continuation from `memory`, up to its end of turn: the text and the tokens generated.
+
+        Greedy unless `do_sample=True`; every other option goes to `generate` (`max_new_tokens`,
+        `logits_processor`, `streamer`, ...). The end of turn is the tokenizer's EOS, or `eos_token_id`."""
+        options.setdefault("do_sample", False)
+        options.setdefault("pad_token_id", self._pad_for_generate(options.get("eos_token_id")))
+        ids, mask = left_pad(prompts, options["pad_token_id"])
+        out = self.generate(ids, attention_mask=mask, memory=memory, **options)
+        sequences = out.sequences if isinstance(out, GenerateDecoderOnlyOutput) else out
+        stops = self._end_of_turn(options.get("eos_token_id"))
+        replies = []
+        for row in sequences[:, ids.shape[1] :].tolist():
+            end = next((i for i, t in enumerate(row) if t in stops), len(row))
+            replies.append(Reply(self.tokenizer.decode(row[:end], skip_special_tokens=True), row[:end]))
+        return replies
+
+    def _end_of_turn(self, eos: int | list[int] | None) -> set[int]:
+        if eos is None:
+            eos = getattr(self.backbone.generation_config, "eos_token_id", None)
+            mine = self._eos_id()
+            return {
+                *([] if eos is None else eos if isinstance(eos, list) else [eos]),
+                *([] if mine is None else [mine]),
+            }
+        return set(eos) if isinstance(eos, list) else {eos}
+
     def _pad_for_generate(self, eos: int | list[int] | None) -> int:
         """The pad id of finished rows: the tokenizer's, else the EOS (as transformers falls back to)."""
         if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
@@ -398,36 +356,8 @@ class MemGPT(nn.Module):
 
 
 def build_memory(config: MemGPTConfig, backbone: PreTrainedModel, tokenizer=None) -> nn.Module:
-    shapes = hub.backbone_shapes(backbone.config)
-    if config.memory == "slots":
-        init_std = getattr(backbone.config, "initializer_range", 0.02)
-        return SlotMemory(config.num_slots, shapes["hidden_size"], init_std)
-    if config.kv_positions == "cache" and config.kv_budget is not None:
-        window = hub.position_window(backbone.config)
-        room = config.prompt_room
-        if window is not None and config.kv_budget + config.chunk_size + room > window:
-            what = {"retrieval": " + retrieval_topk * retrieval_block", "archival": " + recalled passages"}
-            raise ValueError(
-                f"kv_budget + chunk_size{what.get(config.memory, '')} "
-                f"({config.kv_budget} + {config.chunk_size}{f' + {room}' if room else ''}) must fit the "
-                f"backbone's {window}-position window"
-            )
-    rotary = find_rotary(backbone) if config.kv_positions == "cache" else None
-    shape = (shapes["num_layers"], shapes["num_kv_heads"], shapes["head_dim"])
-    kv = (config.kv_budget, config.kv_sinks, config.kv_recent, config.kv_positions)
-    rotation = KeyRotation(rotary) if rotary is not None else None
-    if config.memory == "retrieval":
-        tier = {
-            "block": config.retrieval_block,
-            "topk": config.retrieval_topk,
-            "every": config.retrieval_every,
-        }
-        return RetrievalMemory(*shape, *kv, rotation, decay=config.kv_decay, **tier)
-    if config.memory == "archival":
-        return ArchivalMemory(*shape, *kv, rotation, decay=config.kv_decay, tokenizer=tokenizer,
-                              embed=lambda ids: backbone.get_input_embeddings()(ids), passage=config.archive_passage,
-                              topk=config.archive_topk)  # fmt: skip
-    return KVMemory(*shape, *kv, rotation, decay=config.kv_decay)
+    """The memory `config.memory` names, built by its registered kind (memgpt/memory.py)."""
+    return memory_kind(config.memory).build(config, backbone, tokenizer)
 
 
 def _default_tokenizer(config: MemGPTConfig):
@@ -446,37 +376,3 @@ def _lm_loss(
         return None
     labels = labels.to(logits.device).masked_fill(mask == 0, -100)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-
-
-def _rows(ids: torch.Tensor | list[torch.Tensor], mask: torch.Tensor | None) -> list[torch.Tensor]:
-    """Unpadded 1-D token tensors from a list, or from a (B, T) tensor and its mask."""
-    if isinstance(ids, (list, tuple)):
-        return [torch.as_tensor(r, dtype=torch.long).flatten() for r in ids]
-    ids = ids if ids.dim() == 2 else ids.unsqueeze(0)
-    if mask is None:
-        return list(ids.unbind(0))
-    return [r[m.bool()] for r, m in zip(ids.unbind(0), mask.to(ids.device).unbind(0), strict=True)]
-
-
-def _right_pad(rows: list[torch.Tensor], width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r.cpu()
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
-def _left_pad(rows: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        if len(r):
-            ids[i, -len(r) :] = r.cpu()
-            mask[i, -len(r) :] = 1
-    return ids, mask
-
-
-def count_chunks(n_tokens: int, chunk_size: int) -> int:
-    return math.ceil(n_tokens / chunk_size)

@@ -14,8 +14,9 @@ sinks; retrieved blocks are rotated into that gap (memgpt/rope.py), so every pos
 
 import torch
 
+from . import kv
 from .kv import EXTRA_ENTRIES, KVMemory, _take
-from .memory import BackboneInputs
+from .memory import BackboneInputs, MemoryKind, register_memory
 
 HOST = torch.device("cpu")
 QUERY_WINDOW = 8  # the last real queries whose mean picks the blocks (the question, not the filler before it)
@@ -169,3 +170,34 @@ def _grow(t: torch.Tensor, capacity: int) -> torch.Tensor:
     out = t.new_zeros(*t.shape[:3], capacity, t.shape[4])
     out[:, :, :, : t.shape[3]].copy_(t)
     return out
+
+
+def check(config) -> None:
+    kv.check(config)
+    if config.kv_budget is None or config.kv_positions != "cache":
+        raise ValueError("memory='retrieval' needs a kv_budget and kv_positions='cache'")
+    if min(config.retrieval_block, config.retrieval_topk, config.retrieval_every) < 1:
+        raise ValueError("retrieval_block, retrieval_topk and retrieval_every must be >= 1")
+
+
+def build(config, backbone, tokenizer=None) -> RetrievalMemory:
+    room = config.retrieval_topk * config.retrieval_block
+    args = kv.kv_arguments(config, backbone, room, " + retrieval_topk * retrieval_block")
+    return RetrievalMemory(*args, decay=config.kv_decay, block=config.retrieval_block,
+                           topk=config.retrieval_topk, every=config.retrieval_every)  # fmt: skip
+
+
+register_memory(
+    MemoryKind(
+        "retrieval",
+        build,
+        fields=(*kv.FIELDS, "retrieval_block", "retrieval_topk", "retrieval_every"),
+        check=check,
+        size=lambda config: config.kv_budget,
+        prompt_room=lambda config: config.retrieval_topk * config.retrieval_block,
+        signature=lambda config: {"block": config.retrieval_block},  # the store's layout
+        layer_first=kv.LAYOUT["layer_first"] | {"host_keys", "host_values"},
+        entry_dims={**kv.LAYOUT["entry_dims"], "host_keys": 3, "host_values": 3},
+        entries=kv.LAYOUT["entries"],
+    )
+)

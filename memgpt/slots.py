@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from .memory import BackboneInputs, positions_from_mask
+from . import hub
+from .memory import BackboneInputs, MemoryKind, positions_from_mask, register_memory
 
 
 class SlotMemory(nn.Module):
@@ -67,3 +68,28 @@ class SlotMemory(nn.Module):
         gate = torch.sigmoid(self.gate(torch.cat([candidate, prev.to(candidate.dtype)], dim=-1)))
         memory = gate * candidate + (1 - gate) * prev.to(candidate.dtype)
         return {"memory": memory, "n_read": state["n_read"] + mask.sum(-1)}
+
+
+def build(config, backbone, tokenizer=None) -> SlotMemory:
+    init_std = getattr(backbone.config, "initializer_range", 0.02)
+    return SlotMemory(config.num_slots, hub.backbone_shapes(backbone.config)["hidden_size"], init_std)
+
+
+def check(config) -> None:
+    if config.num_slots < 1:
+        raise ValueError(f"num_slots must be >= 1, got {config.num_slots}")
+
+
+register_memory(
+    MemoryKind(
+        "slots",
+        build,
+        fields=("num_slots", "bptt_depth"),
+        check=check,
+        size=lambda config: config.num_slots,
+        signature=lambda config: {"num_slots": config.num_slots},
+        entry_dims={},
+        entries=("memory", 1),
+        trained=True,
+    )
+)

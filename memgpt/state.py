@@ -10,20 +10,16 @@ from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
 
-# tensors whose first dimension is the layer (the document is the second)
-LAYER_FIRST = ("keys", "values", "scores", "host_keys", "host_values")
-# tensors that grow with the entries held: the dimension that differs between states (padded when batched)
-ENTRY_DIM = {
-    "keys": 3, "values": 3, "mask": 1, "scores": 2, "host_keys": 3, "host_values": 3, "host_tokens": 1,
-}  # fmt: skip
+from .memory import MemoryKind, memory_kind
 
 
 @dataclass
 class MemoryState:
-    """Tensors whose first batch dimension is the document (kv tensors carry the layer first).
+    """Tensors whose first dimension is the document, or the layer then the document (the memory's
+    `MemoryKind.layer_first`); every memory keeps n_read (B,). The built-in memories hold:
 
-    slots: memory (B, n, D), n_read (B,)
-    kv:    keys/values (L, B, H, S, Dh), mask (B, S), scores (L, B, S), n_read (B,)
+    slots: memory (B, n, D)
+    kv:    keys/values (L, B, H, S, Dh), mask (B, S), scores (L, B, S)
     retrieval: kv's, plus the store in host memory: host_keys/host_values (L, B, H, N, Dh), host_len and
            host_fill (B,)
     archival: kv's, plus every token read in host memory: host_tokens (B, N) int32
@@ -43,16 +39,20 @@ class MemoryState:
         """Tokens read so far per document, (B,)."""
         return self.tensors["n_read"]
 
+    @property
+    def layout(self) -> MemoryKind:
+        return memory_kind(self.kind)
+
     def size(self) -> int:
         """Number of memory entries held per document (slots, or kv entries per layer)."""
-        t = self.tensors
-        return int(t["memory"].shape[1]) if self.kind == "slots" else int(t["keys"].shape[3])
+        entries = self.layout.entries
+        return 0 if entries is None else int(self.tensors[entries[0]].shape[entries[1]])
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     def _batch_dim(self, name: str) -> int:
-        return 1 if name in LAYER_FIRST else 0
+        return 1 if name in self.layout.layer_first else 0
 
     def select(self, index: torch.Tensor | list[int]) -> "MemoryState":
         """The states of the documents at `index`, in that order."""
@@ -123,6 +123,12 @@ class MemoryState:
             raise ValueError(
                 f"{path} is a safetensors file but not a MemGPT memory state (no kind/signature)"
             )
+        try:
+            memory_kind(meta["kind"])
+        except ValueError as e:
+            raise ValueError(
+                f"{path} holds a {meta['kind']!r} memory state, a memory unknown here: {e}"
+            ) from None
         return cls(meta["kind"], tensors, json.loads(meta["signature"]))
 
 
@@ -130,7 +136,8 @@ def _pad_to(state: MemoryState, widths: dict[str, int]) -> MemoryState:
     """Pad each tensor with masked-out (zero) entries up to `widths[name]` along its entries dimension."""
     t = dict(state.tensors)
     for name, width in widths.items():
-        dim, extra = ENTRY_DIM[name], width - t[name].shape[ENTRY_DIM[name]]
+        dim = state.layout.entry_dims[name]
+        extra = width - t[name].shape[dim]
         if extra > 0:
             t[name] = torch.nn.functional.pad(t[name], [0, 0] * (t[name].dim() - dim - 1) + [0, extra])
     return MemoryState(state.kind, t, state.signature)
@@ -138,8 +145,8 @@ def _pad_to(state: MemoryState, widths: dict[str, int]) -> MemoryState:
 
 def _widths(states: list[MemoryState]) -> dict[str, int]:
     """The most entries any of `states` holds, per tensor that grows with them."""
-    names = [n for n in ENTRY_DIM if n in states[0].tensors]
-    return {n: max(s.tensors[n].shape[ENTRY_DIM[n]] for s in states) for n in names}
+    dims = states[0].layout.entry_dims
+    return {n: max(s.tensors[n].shape[d] for s in states) for n, d in dims.items() if n in states[0].tensors}
 
 
 def _pad_entries(a: MemoryState, b: MemoryState) -> tuple[MemoryState, MemoryState]:

@@ -7,26 +7,26 @@ actor that Ray restarts (re-running __init__) loses nothing but the call in flig
 """
 
 import time
-from collections import defaultdict
 from itertools import groupby
 
 import pyarrow as pa
 import torch
 from transformers import LogitsProcessorList
 
-from memgpt import DEFAULT_MODEL, MemGPT, MemGPTConfig, MemoryState
-from memgpt.notes import RunningNotes
-from memgpt.offline import ensure_smollm2
+from memgpt import MemGPT, MemGPTConfig, MemoryState, names
+from memgpt.names import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL
+from memgpt.padding import right_pad
 from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
-from pipeline.config import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL, TEXT_MODEL_SETTINGS, ExtractConfig
+from pipeline.config import ExtractConfig
 from pipeline.facts import dedupe, ground, parse_facts
 from pipeline.grammar import FactsGrammar, fact_grammar, names_in, prose_grammar
 from pipeline.io import error_row, safe_name
+from pipeline.notes import RunningNotes
 from pipeline.prompts import Prompts
+from pipeline.reading import Reading
 from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
 
-ROSTER = 24  # names met in earlier chunks that a chunk's pronouns may resolve to
 STATES = "states"  # <output>/states/<doc id>.safetensors: final memories kept with --save-states
 MIN_TEXT_CHUNK = 8  # tokens of document text per chunk, at least, once the facts prompt is added
 
@@ -46,16 +46,14 @@ def load_model(config: ExtractConfig, device: str | None = None) -> MemGPT:
 
 def model_options(config: ExtractConfig) -> dict:
     """Memory settings given by the run, over the default model's own when the run names no model."""
-    given = {"memory": config.memory, "chunk_size": config.chunk_size, "kv_budget": config.kv_budget}
-    base = dict(TEXT_MODEL_SETTINGS) if config.model is None else {}
-    return base | {k: v for k, v in given.items() if v is not None}
+    return names.model_settings(
+        config.model, memory=config.memory, chunk_size=config.chunk_size, kv_budget=config.kv_budget
+    )
 
 
 def model_path(config: ExtractConfig, progress=None) -> str:
     """Where the run's model loads from: the offline copy of the text model when the run names none."""
-    if config.model is None:
-        return str(ensure_smollm2(progress=progress))  # made once per machine, then a file check
-    return str(DEFAULT_MODEL) if config.model == STORY_MODEL else config.model
+    return names.model_path(config.model, progress)
 
 
 def model_name(config: ExtractConfig) -> str:
@@ -134,7 +132,7 @@ class Extractor:
     def extract(self, docs: list[dict]) -> list[dict]:
         """Read `docs` in lockstep; return one result (rows per table) per document.
 
-        With `checkpoint_every` K > 0 the group's memory state and progress are saved every K chunks, and a
+        With `checkpoint_every` K > 0 the group's memory state and readings are saved every K chunks, and a
         retried read of the same group starts from its last checkpoint instead of chunk 0."""
         start = time.perf_counter()
         chunks = [chunk_text(d["text"], self.tokenizer, self.text_chunk) for d in docs]
@@ -142,83 +140,77 @@ class Extractor:
         key = group_key([d["doc_id"] for d in docs])
         resumed = self.resume(key, docs)
         if resumed is None:
-            state, first, before = self.model.init_state(len(docs)), 0, 0.0
-            facts, unparsed, generated = defaultdict(list), [0] * len(docs), [0] * len(docs)
-            notes, noted = [""] * len(docs), [0] * len(docs)  # notes, and the character they reach
-            names = [[] for _ in docs]  # the names met so far, most recent last (at most ROSTER)
-            seen = [[] for _ in docs]  # every name met so far (what the notes and summary may name)
+            state, first, before, readings = (
+                self.model.init_state(len(docs)),
+                0,
+                0.0,
+                [Reading() for _ in docs],
+            )
         else:
             state, progress = resumed
             first, before = progress["next_chunk"], progress["seconds"]
-            facts = defaultdict(list, enumerate(progress["facts"]))
-            unparsed, generated = progress["unparsed"], progress["generated"]
-            notes, noted, names = progress["notes"], progress["noted"], progress["names"]
-            seen = progress["seen"]
+            readings = [Reading.from_dict(r) for r in progress["readings"]]
         self.resumed_from[key] = first
         for t in range(first, n_steps):
-            active = [i for i, c in enumerate(chunks) if t < len(c)]
-            if self.config.facts:
-                prompts = [self.prompts.facts(chunks[i][t].token_ids, notes[i]) for i in active]
-                grammars = [
-                    self.fact_grammar(docs[i], chunks[i][t], notes[i], names[i], seen[i]) for i in active
-                ]
-                texts, counts = self.generate(
-                    prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
-                )
-                for i, text, n in zip(active, texts, counts, strict=True):
-                    rows, bad = self.fact_rows(docs[i], chunks[i][t], text)
-                    facts[i] += rows
-                    unparsed[i], generated[i] = unparsed[i] + bad, generated[i] + n
-            ids, mask = _right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
-            state = self.model.step(state, ids, mask)
-            for i in active:  # bounded, so the grammar of a chunk costs the same at any depth
-                said = names_in(docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end])
-                names[i] = ([n for n in names[i] if n not in said] + said)[-ROSTER:]
-                seen[i] += [n for n in said if n not in seen[i]]
-            if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
-                due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
-                if due:
-                    passages = [docs[i]["text"][noted[i] : chunks[i][t].char_end] for i in due]
-                    prose = self.prose([seen[i] for i in due])
-                    new, counts = self.notes.update([notes[i] for i in due], passages, prose)
-                    for i, text, n in zip(due, new, counts, strict=True):
-                        notes[i], noted[i], generated[i] = text, chunks[i][t].char_end, generated[i] + n
+            state = self.read_chunk(t, docs, chunks, readings, state)
             every = self.config.checkpoint_every
             if every and (t + 1) % every == 0 and t + 1 < n_steps:
-                progress = {
-                    "run_id": self.run_id,
-                    "doc_ids": [d["doc_id"] for d in docs],
-                    "text_chunk": self.text_chunk,
-                    "facts": [facts[i] for i in range(len(docs))],
-                    "unparsed": unparsed,
-                    "generated": generated,
-                    "notes": notes,
-                    "noted": noted,
-                    "names": names,
-                    "seen": seen,
-                    "seconds": before + time.perf_counter() - start,
-                }
+                progress = {"run_id": self.run_id, "doc_ids": [d["doc_id"] for d in docs],
+                            "text_chunk": self.text_chunk, "readings": [r.to_dict() for r in readings],
+                            "seconds": before + time.perf_counter() - start}  # fmt: skip
                 self.checkpoints.save(key, t + 1, state, progress)
         if self.notes:  # the last notes are the summary of the whole document
-            summaries, counts = list(notes), [0] * len(docs)
+            summaries = [r.notes for r in readings]
         else:
+            prompts = [self.prompts.summary()] * len(docs)
+            processor = self.prose([r.seen for r in readings])
             summaries, counts = self.generate(
-                [self.prompts.summary()] * len(docs),
-                state,
-                self.config.max_new_tokens_summary,
-                processor=self.prose(seen),
+                prompts, state, self.config.max_new_tokens_summary, processor=processor
             )
+            for r, n in zip(readings, counts, strict=True):
+                r.generated += n
         seconds = before + time.perf_counter() - start
-        n_tokens = [sum(len(c.token_ids) for c in cs) for cs in chunks]
-        generated = [g + n for g, n in zip(generated, counts, strict=True)]
-        work = sum(n_tokens) + sum(generated)
-        results = []
-        for i, d in enumerate(docs):
-            share = seconds * (n_tokens[i] + generated[i]) / max(work, 1)  # per-document seconds add up
-            doc_facts = dedupe(facts[i])
-            summary = self.summary_row(
-                d, summaries[i], len(chunks[i]), n_tokens[i], generated[i], len(doc_facts), unparsed[i], share
+        return self.results(docs, chunks, readings, summaries, state, seconds)
+
+    def read_chunk(self, t: int, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading],
+                   state: MemoryState) -> MemoryState:  # fmt: skip
+        """Chunk t of every document that has one: its facts (from the memory of the chunks before), then
+        M_t = f(M_{t-1}, x_t), the names it said, and the running notes where due."""
+        active = [i for i, c in enumerate(chunks) if t < len(c)]
+        if self.config.facts:
+            prompts = [self.prompts.facts(chunks[i][t].token_ids, readings[i].notes) for i in active]
+            grammars = [self.fact_grammar(docs[i], chunks[i][t], readings[i]) for i in active]
+            texts, counts = self.generate(
+                prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
             )
+            for i, text, n in zip(active, texts, counts, strict=True):
+                readings[i].add_facts(*self.fact_rows(docs[i], chunks[i][t], text), n)
+        ids, mask = right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
+        state = self.model.step(state, ids, mask)
+        for i in active:
+            readings[i].meet(names_in(docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end]))
+        if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
+            due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
+            if due:
+                passages = [docs[i]["text"][readings[i].noted : chunks[i][t].char_end] for i in due]
+                prose = self.prose([readings[i].seen for i in due])
+                new, counts = self.notes.update([readings[i].notes for i in due], passages, prose)
+                for i, text, n in zip(due, new, counts, strict=True):
+                    r = readings[i]
+                    r.notes, r.noted, r.generated = text, chunks[i][t].char_end, r.generated + n
+        return state
+
+    def results(self, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading], summaries: list[str],
+                state: MemoryState, seconds: float) -> list[dict]:  # fmt: skip
+        """Every document's rows; the group's seconds shared by tokens read and generated, so they add up."""
+        n_tokens = [sum(len(c.token_ids) for c in cs) for cs in chunks]
+        work = sum(n_tokens) + sum(r.generated for r in readings)
+        key = group_key([d["doc_id"] for d in docs])
+        results = []
+        for i, (d, r) in enumerate(zip(docs, readings, strict=True)):
+            share = seconds * (n_tokens[i] + r.generated) / max(work, 1)
+            doc_facts = dedupe(r.facts)
+            summary = self.summary_row(d, summaries[i], len(chunks[i]), n_tokens[i], r, len(doc_facts), share)
             saved = self.save_state(d, state.select([i]), summaries[i]) if self.config.save_states else None
             result = self.result(d, [summary], doc_facts, [], "ok", n_tokens[i], share, None, saved)
             results.append(result | {"checkpoint": key})
@@ -253,7 +245,11 @@ class Extractor:
             raise ValueError(
                 f"checkpoint {key} does not fit model {model_name(self.config)!r}: {e}"
             ) from None
-        same = (progress.get("run_id"), progress.get("doc_ids"), progress.get("text_chunk")) == (
+        same = "readings" in progress and (
+            progress.get("run_id"),
+            progress.get("doc_ids"),
+            progress.get("text_chunk"),
+        ) == (
             self.run_id,
             [d["doc_id"] for d in docs],
             self.text_chunk,
@@ -263,19 +259,17 @@ class Extractor:
             return None
         return state, progress
 
-    def fact_grammar(
-        self, doc: dict, chunk: Chunk, notes: str, met: list[str], seen: list[str]
-    ) -> str | None:
+    def fact_grammar(self, doc: dict, chunk: Chunk, reading: Reading) -> str | None:
         """The grammar a chunk's fact lines follow (pipeline/grammar.py), or None when unconstrained.
 
-        A pronoun may resolve to a name of the chunk, of the names met in the chunks before (`met`), or of the
-        running notes (counted only if the text has said it, `seen`: the notes may be wrong)."""
+        A pronoun may resolve to a name of the chunk, of the names met in the chunks before, or of the running
+        notes (counted only if the text has said it: the notes may be wrong)."""
         if self.grammar is None:
             return None
         passage = doc["text"][chunk.char_start : chunk.char_end]
         mode, lines, relations = self.grammar_mode, self.config.facts_max_lines, self.config.facts_relations
-        noted = [n for n in names_in(notes) if n in seen]
-        known = list(dict.fromkeys(met + noted))
+        noted = [n for n in names_in(reading.notes) if n in reading.seen]
+        known = list(dict.fromkeys(reading.names + noted))
         return fact_grammar(mode, lines, passage, known, relations)
 
     def prose(self, seen: list[list[str]]) -> LogitsProcessorList | None:
@@ -297,24 +291,13 @@ class Extractor:
         """Greedy continuations of `prompts` from `state`: the texts and the number of tokens generated.
 
         With `grammars` (one per prompt), each row's fact lines follow its grammar; `processor`: any other."""
-        ids, mask = _left_pad(prompts, self.pad_id)
         processors = list(processor or [])
         if grammars and grammars[0] is not None:
             processors = [self.grammar.processor(grammars, self.config.facts_max_lines)]
-        out = self.model.generate(
-            ids,
-            attention_mask=mask,
-            memory=state,
-            max_new_tokens=max_new,
-            do_sample=False,
-            logits_processor=LogitsProcessorList(processors),
+        replies = self.model.reply(
+            prompts, memory=state, max_new_tokens=max_new, logits_processor=LogitsProcessorList(processors)
         )
-        texts, counts = [], []
-        for row in out[:, ids.shape[1] :].tolist():
-            n = row.index(self.eos_id) if self.eos_id in row else len(row)
-            texts.append(self.tokenizer.decode(row[:n], skip_special_tokens=True))
-            counts.append(n)
-        return texts, counts
+        return [r.text for r in replies], [len(r.ids) for r in replies]
 
     def fact_rows(self, doc: dict, chunk: Chunk, generated: str) -> tuple[list[dict], int]:
         triples, bad = parse_facts(generated)
@@ -337,7 +320,7 @@ class Extractor:
             )
         return rows, bad
 
-    def summary_row(self, doc, summary, n_chunks, n_tokens, generated, n_facts, unparsed, seconds) -> dict:
+    def summary_row(self, doc, summary, n_chunks, n_tokens, reading: Reading, n_facts, seconds) -> dict:
         return {
             "doc_id": doc["doc_id"],
             "source": doc["source"],
@@ -346,9 +329,9 @@ class Extractor:
             "n_chars": len(doc["text"]),
             "n_tokens": n_tokens,
             "n_chunks": n_chunks,
-            "tokens_generated": generated,
+            "tokens_generated": reading.generated,
             "n_facts": n_facts,
-            "n_unparsed": unparsed,
+            "n_unparsed": reading.unparsed,
             "model": model_name(self.config),
             "memory_kind": self.model.config.memory,
             "memory_size": self.model.config.memory_size,
@@ -386,32 +369,9 @@ class Extractor:
     def pad_id(self) -> int:
         return self.model.tokenizer_pad_id
 
-    @property
-    def eos_id(self) -> int | None:
-        return self.tokenizer.eos_token_id
-
 
 def _select(state: MemoryState, rows: list[int]) -> MemoryState:
     return state if rows == list(range(state.batch_size)) else state.select(rows)
-
-
-def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) ids and mask, right-padded; empty rows are all padding (their memory is left unchanged)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r, dtype=torch.long), 1
-    return ids, mask
-
-
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r, dtype=torch.long), 1
-    return ids, mask
 
 
 def _device_name(device: torch.device) -> str:

@@ -7,15 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
 
-# memgpt.config.MEMORY_KINDS, restated: importing memgpt would load torch into processes that only write tables
-MEMORY_KINDS = ("slots", "kv", "retrieval", "archival")
 FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py, restated for the same reason
-RANDOM_MODEL = "random"  # model name for a random-init MemGPT of the default config (for trying things)
-# The default for real text: an instruct model that knows English, loaded from its offline copy (memgpt.offline)
-TEXT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-TEXT_MODEL_SETTINGS = {"memory": "kv", "chunk_size": 512, "kv_budget": 1024}  # what its settings default to
-# The shipped model of the synthetic stories (jobs.quickstart's corpus); it knows nothing else
-STORY_MODEL = "memgpt-small"
 
 
 @dataclass(frozen=True)
@@ -24,7 +16,9 @@ class ExtractConfig:
     output: str
     # a MemGPT folder, an HF model folder, a hub id, "memgpt-small" or "random"; None: SmolLM2-135M-Instruct
     model: str | None = None
-    memory: str | None = None  # slots | kv | retrieval; None: the model's own (kv for plain HF models)
+    memory: str | None = (
+        None  # a registered memory (memgpt.memory_names()); None: the model's own (kv for HF models)
+    )
     chunk_size: int | None = None  # tokens per chunk; None: the model's
     kv_budget: int | None = None  # kv entries kept per layer (kv and retrieval memory); None: the model's
     workers: int = 1  # actors, each holding one model
@@ -51,8 +45,10 @@ class ExtractConfig:
     notes: NotesConfig = field(default_factory=NotesConfig)
 
     def __post_init__(self):
-        if self.memory is not None and self.memory not in MEMORY_KINDS:
-            raise ValueError(f"memory must be one of {MEMORY_KINDS}, got {self.memory!r}")
+        if self.memory is not None:  # imported here: a process that only unpickles a config needs no torch
+            from memgpt.memory import memory_kind
+
+            memory_kind(self.memory)
         for name in ("workers", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 STYLES = ("auto", "chat", "task")
 _SLOT = "\x00CHUNK\x00"  # stands for the chunk inside a rendered chat template
-_NOTES = "\x00NOTES\x00"  # stands for the running notes (memgpt/notes.py) inside it
+_NOTES = "\x00NOTES\x00"  # stands for the running notes (pipeline/notes.py) inside it
 NOTES_HEADING = "Notes on the text so far:\n"
 
 
@@ -31,7 +31,7 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class NotesConfig:
-    """Running notes (memgpt/notes.py): a summary-so-far the model rewrites every `every` chunks."""
+    """Running notes (pipeline/notes.py): a summary-so-far the model rewrites every `every` chunks."""
 
     every: int | None = None  # chunks between updates; 0: off; None: 2 for the chat style, off for task
     max_new_tokens: int = 96  # the notes' bound, in tokens: an update costs the same however long the book
@@ -45,12 +45,15 @@ class NotesConfig:
         return (2 if style == "chat" else 0) if self.every is None else self.every
 
 
-def choose_style(config: PromptConfig, tokenizer, memory_kind: str) -> str:
+def choose_style(config: PromptConfig, tokenizer, memory: str) -> str:
     """The prompt style for this model: the one decision point between chat templates and task markers."""
     if config.style != "auto":
         return config.style
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    return "chat" if memory_kind in ("kv", "retrieval", "archival") and has_template else "task"
+    from memgpt import memory_kind  # here: the tables' processes import this module without torch
+
+    trained = memory_kind(memory).trained  # a trained memory reads the task format it was trained on
+    return "chat" if not trained and has_template else "task"
 
 
 class Prompts:

@@ -12,9 +12,10 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 from memgpt.hub import custom_code, find_gguf, resolve, unknown_model_type
+from memgpt.names import RANDOM_MODEL
 from pipeline.actor import Extractor, load_model, model_name, model_options, model_path, model_reason
 from pipeline.checkpoints import FOLDER, Checkpoints
-from pipeline.config import RANDOM_MODEL, ExtractConfig
+from pipeline.config import ExtractConfig
 from pipeline.entities import entity_rows
 from pipeline.io import Document, Output, list_inputs, read_corpus
 from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table

@@ -7,9 +7,10 @@ from benchmarks.knowledge import is_grounded
 from benchmarks.planted_text import CORPUS, planted_corpus
 from jobs import extract
 from memgpt import DEFAULT_MODEL
+from memgpt.names import STORY_MODEL, TEXT_MODEL
 from memgpt.offline import ensure_smollm2
 from pipeline.actor import model_name, model_options, model_path, model_reason
-from pipeline.config import STORY_MODEL, TEXT_MODEL, ExtractConfig
+from pipeline.config import ExtractConfig
 
 
 def test_the_rule():

@@ -3,7 +3,7 @@
 import pytest
 
 from memgpt import MemGPT
-from memgpt.notes import RunningNotes
+from pipeline.notes import RunningNotes
 
 PASSAGES = [
     "Inspector Halvorsen came to Bergen in the spring. He keeps the ledger in the observatory.",

@@ -43,19 +43,7 @@ class RunningNotes:
         Only the text is read: the update starts from an empty memory, so what the notes say comes from the
         notes and the passage, and the cost stays bounded. `logits_processor` constrains what is written."""
         prompts = [self.prompt(n, p) for n, p in zip(notes, passages, strict=True)]
-        tok = self.model.tokenizer
-        pad = self.model.tokenizer_pad_id
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        out = self.model.generate(
-            ids, attention_mask=mask, max_new_tokens=self.max_new_tokens, do_sample=False,
-            logits_processor=logits_processor,
-        )  # fmt: skip
-        new, generated = [], []
-        eos = tok.eos_token_id
-        for row in out[:, width:].tolist():
-            n = row.index(eos) if eos in row else len(row)
-            new.append(tok.decode(row[:n], skip_special_tokens=True).strip())
-            generated.append(n)
-        return new, generated
+        replies = self.model.reply(
+            prompts, max_new_tokens=self.max_new_tokens, logits_processor=logits_processor
+        )
+        return [r.text.strip() for r in replies], [len(r.ids) for r in replies]

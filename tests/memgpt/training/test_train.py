@@ -8,22 +8,14 @@ import pytest
 import torch
 
 from memgpt import MemGPT
-from memgpt import planted as pk
-from memgpt.train import (
-    CHECKPOINT,
-    FINAL,
-    OPTIMIZER,
-    TRAIN_CONFIG,
-    TRAINER_STATE,
-    Prompts,
-    TrainConfig,
-    planted_accuracy,
-    read_chunks,
-    train,
-    train_with_ray,
-)
+from memgpt.training import TrainConfig, planted_accuracy, read_chunks, summarize, train, train_with_ray
+from memgpt.training import planted as pk
+from memgpt.training.batches import TaskPrompts
+from memgpt.training.checkpoints import OPTIMIZER, TRAINER_STATE
+from memgpt.training.recipe import CHECKPOINT, FINAL, TRAIN_CONFIG
+from memgpt.training.scoring import state_accuracy
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 CI_RECIPE = ROOT / "jobs" / "configs" / "train_ci.yaml"
 
 
@@ -110,14 +102,13 @@ def test_trained_memory_beats_no_memory(tmp_path):
     memory at best ~half the places are right; chance is 1/8)."""
     cfg = TrainConfig.from_yaml(CI_RECIPE, out_dir=str(tmp_path))
     model = train(cfg).eval()
-    prompts = Prompts(model.tokenizer)
+    prompts = TaskPrompts(model.tokenizer)
     docs = [pk.generate(cfg.planted_config(cfg.max_chunks), 50_000 + i, prompts.tokenizer) for i in range(64)]
 
     def accuracy(last: int | None) -> float:
-        from memgpt.train import summarize
 
         outs = summarize(model, read_chunks(model, docs, last), prompts, max_new_tokens=16)
-        return sum(pk.state_accuracy(o, d.state) for o, d in zip(outs, docs, strict=True)) / len(docs)
+        return sum(state_accuracy(o, d.state) for o, d in zip(outs, docs, strict=True)) / len(docs)
 
     with_memory, last_chunk_only = accuracy(None), accuracy(1)
     assert with_memory >= 0.8 and with_memory >= last_chunk_only + 0.25, (with_memory, last_chunk_only)

@@ -7,12 +7,12 @@ generated summary / fact list into state accuracy and fact precision / recall / 
 """
 
 import random
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from pathlib import Path
 from typing import Protocol
+
+from .filler import Filler, default_filler
 
 # Names and places that are one token (with their leading space) in the shipped tokenizer; targets write them
 # after "- " so the summary uses the same tokens as the text.
@@ -133,103 +133,6 @@ class Document:
     def state_after(self, chunk: int) -> dict[str, dict[str, str]]:
         """The state of every entity mentioned in chunks 0..chunk (the summary of that prefix)."""
         return _fold_state([f for f in self.facts if f.chunk <= chunk], list(self.state))
-
-
-# ---- filler ---------------------------------------------------------------------------------------------------
-
-_WORD = re.compile(r"[A-Za-z]+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-class Filler:
-    """A stream of filler words (whitespace-free strings) with no planted name or place in them."""
-
-    def __init__(self, words: Sequence[str]):
-        if len(words) < 50:
-            raise ValueError(f"filler needs at least 50 words, got {len(words)}")
-        self.words = list(words)
-
-    def sentence_start(self, index: int) -> int:
-        """The index of the first word of the next sentence at or after `index` (wrapping around)."""
-        n = len(self.words)
-        for i in range(index, index + n):
-            if i % n == 0 or self.words[(i - 1) % n].endswith((".", "!", "?")):
-                return i % n
-        return index % n
-
-    @classmethod
-    def from_text(cls, text: str, banned: Iterable[str] = ()) -> "Filler":
-        """Filler from any text: sentences mentioning a banned word (names, places, pronoun templates) dropped."""
-        banned = {w.lower() for w in banned} | {w.lower() for w in _planted_words()}
-        kept = []
-        for sentence in _SENTENCE_END.split(" ".join(text.split())):
-            if not any(w.lower() in banned for w in _WORD.findall(sentence)):
-                kept.append(sentence)
-        return cls(" ".join(kept).split())
-
-    @classmethod
-    def from_files(cls, paths: Iterable[str | Path]) -> "Filler":
-        return cls.from_text("\n".join(Path(p).read_text(encoding="utf-8", errors="replace") for p in paths))
-
-    @classmethod
-    def synthetic(cls, n_sentences: int = 4000, seed: int = 0) -> "Filler":
-        """Plain generated prose, so nothing outside the project is needed."""
-        rng = random.Random(seed)
-        subjects = (
-            "the old sailor",
-            "a young clerk",
-            "the farmer",
-            "the tall woman",
-            "a small boy",
-            "the baker",
-            "an old dog",
-            "the teacher",
-            "a quiet man",
-            "the gardener's son",
-        )
-        verbs = (
-            "looked at",
-            "spoke of",
-            "counted",
-            "waited for",
-            "forgot",
-            "painted",
-            "carried",
-            "talked about",
-            "cleaned",
-            "watched",
-        )
-        objects = (
-            "the grey sky",
-            "a long letter",
-            "the morning rain",
-            "some bread",
-            "the broken wheel",
-            "a green coat",
-            "the evening bell",
-            "an empty cup",
-            "the little boat",
-            "a basket of apples",
-        )
-        tails = ("", "", " for a while", " again", " with care", " before noon", " in silence", " all day")
-        openers = ("", "", "", "Later, ", "Then ", "In the morning ", "After that ")
-        sentences = []
-        for _ in range(n_sentences):
-            opener = rng.choice(openers)
-            subject = rng.choice(subjects)
-            s = f"{opener}{subject} {rng.choice(verbs)} {rng.choice(objects)}{rng.choice(tails)}."
-            sentences.append(s[0].upper() + s[1:])
-        return cls.from_text(" ".join(sentences))
-
-
-@lru_cache(maxsize=1)
-def _planted_words() -> frozenset[str]:
-    return frozenset(NAMES) | frozenset(LOCATIONS) | {"badge"}
-
-
-@lru_cache(maxsize=4)
-def default_filler() -> Filler:
-    return Filler.synthetic()
 
 
 @lru_cache(maxsize=1)
@@ -468,69 +371,3 @@ def format_summary(state: Mapping[str, Mapping[str, str]]) -> str:
 
 def format_facts(facts: Iterable[Fact]) -> str:
     return "\n".join(f.line() for f in facts) or NO_FACTS
-
-
-_SUMMARY_LINE = re.compile(r"^\s*(?:-\s*)?(\w+)\s*:\s*(\w+)(?:\s*,\s*badge\s+(\w+))?\s*$")
-
-
-def parse_summary(text: str) -> dict[str, dict[str, str]]:
-    """`- Name: location, badge N` lines -> {name: state}; other lines are ignored, the first line per name wins."""
-    state: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        m = _SUMMARY_LINE.match(line)
-        if m and m.group(1) not in state:
-            state[m.group(1)] = {"location": m.group(2)} | ({"badge": m.group(3)} if m.group(3) else {})
-    return state
-
-
-def state_accuracy(
-    predicted: str | Mapping[str, Mapping[str, str]], truth: Mapping[str, Mapping[str, str]]
-) -> float:
-    """The share of true entities whose predicted final state (location and badge) is exactly right."""
-    if not truth:
-        raise ValueError("state_accuracy needs at least one true entity")
-    pred = parse_summary(predicted) if isinstance(predicted, str) else predicted
-    return sum(dict(pred.get(n, {})) == dict(st) for n, st in truth.items()) / len(truth)
-
-
-def parse_facts(text: str) -> set[tuple[str, str, str]]:
-    """`- subject | relation | object` lines -> a set of triples (bullet optional); other lines are ignored."""
-    triples = set()
-    for line in text.splitlines():
-        line = line.strip().removeprefix("-")
-        parts = [" ".join(p.split()) for p in line.split("|")]
-        if len(parts) == 3 and all(parts):
-            triples.add((parts[0], parts[1], parts[2]))
-    return triples
-
-
-@dataclass
-class FactScore:
-    """Counts behind fact precision / recall / F1; add scores of many chunks to micro-average them."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-
-    def __add__(self, other: "FactScore") -> "FactScore":
-        return FactScore(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-
-def score_facts(predicted: str | Iterable[tuple[str, str, str]], truth: Iterable[Fact | tuple]) -> FactScore:
-    """Exact-match counts of predicted triples against the true facts of the same chunk."""
-    pred = parse_facts(predicted) if isinstance(predicted, str) else set(predicted)
-    gold = {f.triple if isinstance(f, Fact) else tuple(f) for f in truth}
-    return FactScore(tp=len(pred & gold), fp=len(pred - gold), fn=len(gold - pred))

@@ -2,22 +2,18 @@
 
 import pytest
 
-from memgpt.planted import (
+from memgpt.training.filler import Filler
+from memgpt.training.planted import (
     BADGE,
     MOVED_TO,
     NAMES,
     Fact,
-    FactScore,
-    Filler,
     PlantedConfig,
     default_tokenizer,
     format_summary,
     generate,
-    parse_facts,
-    parse_summary,
-    score_facts,
-    state_accuracy,
 )
+from memgpt.training.scoring import FactScore, parse_facts, parse_summary, score_facts, state_accuracy
 
 CFG = PlantedConfig(n_chunks=6, chunk_size=56, n_entities=3, n_moves=7, n_distractors=3, pronoun_prob=0.8)
 

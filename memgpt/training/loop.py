@@ -1,0 +1,160 @@
+"""The training loop: `train(cfg)`, on one process or as one rank of several."""
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import MemGPTConfig
+from ..model import MemGPT
+from .batches import Batch, TaskPrompts, TextStream, planted_batch
+from .checkpoints import load_checkpoint, save_checkpoint
+from .filler import Filler
+from .losses import batch_loss
+from .recipe import CHECKPOINT, FINAL, TRAIN_CONFIG, TrainConfig
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to min_lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_model(cfg: TrainConfig, device: torch.device) -> MemGPT:
+    torch.manual_seed(cfg.seed)
+    if cfg.init_from:
+        return MemGPT.from_pretrained(cfg.init_from, device=device, dtype=torch.float32)
+    return MemGPT(MemGPTConfig(**cfg.model), device=device, dtype=torch.float32)
+
+
+def train(
+    cfg: TrainConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> MemGPT:
+    """Train `cfg` and save the model to `<out_dir>/model`; resumes from `<out_dir>/checkpoint` if there.
+
+    With `world_size` > 1 (Ray Train workers in one torch.distributed group) each rank reads its own
+    documents and gradients are averaged across ranks before every optimizer step.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(cfg.out_dir)
+    model = build_model(cfg, device).train()
+    opt = optimizer(model, cfg)
+    start = load_checkpoint(out / CHECKPOINT, model, opt) if (out / CHECKPOINT).is_dir() else 0
+    batches = Batches(cfg, model, rank * (cfg.batch_size // world_size), cfg.batch_size // world_size)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    t0 = time.time()
+    bar = tqdm(
+        range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=rank != 0, desc="train"
+    )
+    tokens, history, step = 0, [], start - 1
+    for step in bar:
+        batch = batches(step)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        with autocast:
+            loss, stats = batch_loss(model, batch, cfg)
+        grad_norm = optimizer_step(model, opt, loss, cfg, world_size)
+        tokens += batch.chunks.numel() * world_size
+        record = {"step": step + 1, "loss": float(loss.detach()), "chunks": batch.chunks.shape[1],
+                  "grad_norm": grad_norm, **stats}  # fmt: skip
+        history.append(record)
+        if step % cfg.log_every == 0 or step + 1 == cfg.max_steps:
+            bar.set_postfix(**{k: f"{v:.3f}" for k, v in record.items() if k in ("loss", *stats)},
+                            n=record["chunks"], tok_s=f"{tokens / (time.time() - t0):.0f}")  # fmt: skip
+            if report is not None:
+                report(record)
+        done = step + 1 == cfg.max_steps or _out_of_time(cfg, t0, world_size)
+        if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or done):
+            save_checkpoint(out / CHECKPOINT, model, opt, step + 1, cfg)
+        if done:
+            break
+    bar.close()
+    if rank == 0:
+        save_final(model, cfg, step + 1, history)
+    return model
+
+
+class Batches:
+    """The batch of each step: the same documents for the same (seed, step, rank) on every run."""
+
+    def __init__(self, cfg: TrainConfig, model: MemGPT, first: int, size: int):
+        self.cfg, self.chunk_size, self.first, self.size = cfg, model.config.chunk_size, first, size
+        self.prompts = TaskPrompts(model.tokenizer)
+        self.filler = Filler.from_files(cfg.filler_files) if cfg.filler_files else None
+        self.text = TextStream(cfg.text_files, model.tokenizer) if cfg.task == "text" else None
+
+    def __call__(self, step: int) -> Batch:
+        n_chunks = self.cfg.n_chunks(step)
+        seeds = [_seed(self.cfg.seed, step, self.first + i) for i in range(self.size)]
+        if self.text is not None:
+            return self.text.batch(n_chunks, self.chunk_size, seeds)
+        context = self.cfg.context_every > 0 and step % self.cfg.context_every == 0
+        return planted_batch(self.cfg, self.prompts, n_chunks, seeds, self.filler, context)
+
+
+def optimizer(model: MemGPT, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on embeddings, norms and biases."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def optimizer_step(model: MemGPT, opt: torch.optim.Optimizer, loss: torch.Tensor, cfg: TrainConfig,
+                   world_size: int) -> float:  # fmt: skip
+    """Backward, gradients averaged across ranks, clipped; returns the gradient norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if world_size > 1:
+        _average_gradients(model, world_size)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return float(grad_norm)
+
+
+def save_final(model: MemGPT, cfg: TrainConfig, steps: int, history: list[dict]) -> None:
+    """The model, its recipe (for the benchmarks) and the loss history."""
+    out = Path(cfg.out_dir)
+    model.save_pretrained(out / FINAL)
+    (out / FINAL / TRAIN_CONFIG).write_text(json.dumps({**asdict(cfg), "steps": steps}, indent=2))
+    (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+
+
+def _seed(seed: int, step: int, index: int) -> int:
+    """The data seed of document `index` of `step`: the same on every run, different across ranks."""
+    return (seed * 1_000_003 + step) * 4099 + index
+
+
+def _out_of_time(cfg: TrainConfig, t0: float, world_size: int) -> bool:
+    """Past max_minutes on any rank (all ranks must stop at the same step)."""
+    late = bool(cfg.max_minutes) and time.time() - t0 > 60 * cfg.max_minutes
+    if world_size > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(late)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        late = bool(flag.item())
+    return late
+
+
+def _average_gradients(model: torch.nn.Module, world_size: int) -> None:
+    import torch.distributed as dist
+
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= world_size

@@ -1,0 +1,82 @@
+"""TrainConfig: one training recipe, read from YAML."""
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import planted
+
+CHECKPOINT = "checkpoint"
+FINAL = "model"
+TRAIN_CONFIG = (
+    "training.json"  # the recipe, saved beside the final model (the benchmark reads its docs knobs)
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One recipe. `model` holds MemGPTConfig fields; `docs` PlantedConfig fields (n_chunks comes from the
+    curriculum); `curriculum` maps a step to the number of chunks used from that step on."""
+
+    out_dir: str = "runs/memgpt"
+    model: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # a saved MemGPT folder to start from
+    task: str = "planted"  # "planted" | "text"
+    docs: dict[str, Any] = field(default_factory=dict)  # PlantedConfig fields for task "planted"
+    text_files: tuple[str, ...] = ()  # for task "text"
+    filler_files: tuple[str, ...] = ()  # for task "planted"; empty: the generator's own prose
+    curriculum: dict[int, int] = field(default_factory=lambda: {0: 2, 200: 4, 500: 8})
+    max_steps: int = 1000
+    max_minutes: float | None = None  # stop early (and save) after this much wall time
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    lm_weight: float = 0.1
+    facts_weight: float = 1.0
+    summary_weight: float = 1.0
+    summary_every_chunk: bool = True
+    context_every: int = 4  # a context-window (no memory) summary loss every this many steps; 0: never
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 200
+    eval_docs: int = 64  # planted documents scored at the end (state accuracy at the trained length)
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in ("planted", "text"):
+            raise ValueError(f"task must be 'planted' or 'text', got {self.task!r}")
+        if self.task == "text" and not self.text_files:
+            raise ValueError("task 'text' needs text_files")
+        object.__setattr__(self, "curriculum", {int(k): int(v) for k, v in self.curriculum.items()})
+        object.__setattr__(self, "text_files", tuple(self.text_files))
+        object.__setattr__(self, "filler_files", tuple(self.filler_files))
+        if 0 not in self.curriculum:
+            raise ValueError(
+                f"the curriculum must say how many chunks to use at step 0, got {self.curriculum}"
+            )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        data.update(overrides)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig option(s) in {path}: {sorted(unknown)}")
+        return cls(**data)
+
+    def n_chunks(self, step: int) -> int:
+        """The curriculum's number of chunks at `step`."""
+        return self.curriculum[max(k for k in self.curriculum if k <= step)]
+
+    @property
+    def max_chunks(self) -> int:
+        return max(self.curriculum.values())
+
+    def planted_config(self, n_chunks: int) -> planted.PlantedConfig:
+        docs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.docs.items()}  # YAML lists
+        return planted.PlantedConfig(**{**docs, "n_chunks": n_chunks})
