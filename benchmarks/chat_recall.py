@@ -22,7 +22,7 @@ import torch
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import answers_after, command, machine, print_table
+from .common import answers_after, load_methods, print_table, record
 from .planted_text import book_text
 
 # (what the user says, the question, the reply opened for --opened, the answers one is drawn from): facts of
@@ -99,8 +99,7 @@ def ask(model, state, question: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from jobs.chat import Turns
-    from memgpt import MemGPT, MemoryState, hub
-    from memgpt.offline import ensure_smollm2
+    from memgpt import MemoryState, hub
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -120,10 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
     rows, answers = [], {}
+    settings = {k: v for k, v in TEXT_MODEL_SETTINGS.items() if k != "memory"}
+    models = load_methods(args.model, args.methods, **settings)
     for method in args.methods:
-        memory = "kv" if method == "truncated" else method
-        path = args.model or ensure_smollm2()
-        model = MemGPT.from_pretrained(path, **TEXT_MODEL_SETTINGS | {"memory": memory}).eval()
+        model = models[method]
         turns = Turns.of(model.tokenizer, args.system or None)
         window = hub.position_window(model.backbone.config)
         ids, facts = conversation(turns, args.tokens, args.facts, args.seed)
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows, f"chat recall: {args.facts} facts in {args.tokens:,} tokens of conversation")
     if args.save:
-        record = {"command": command(), "machine": machine(), "results": rows, "answers": answers}
-        Path(args.save).write_text(json.dumps(record, indent=1))
+        Path(args.save).write_text(json.dumps(record(results=rows, answers=answers), indent=1))
 
 
 if __name__ == "__main__":

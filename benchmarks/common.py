@@ -1,4 +1,5 @@
-"""What every benchmark shares: the machine it ran on, interleaved timing, peak memory, a table printer."""
+"""What every benchmark shares: the methods compared on one real model, the record of the machine and command,
+interleaved timing, peak memory, a table printer."""
 
 import argparse
 import copy
@@ -13,6 +14,10 @@ import torch
 
 from memgpt import MemGPT
 from memgpt.config import default_backbone
+from memgpt.names import model_path
+
+# methods that are the backbone alone (its own attention over the text, or the last window of it), not a memory
+BACKBONE_METHODS = ("full", "truncated")
 
 # Backbones built from their configs (random weights: speed does not depend on what the weights learned).
 BACKBONES = {
@@ -50,6 +55,24 @@ def backbone_config(args: argparse.Namespace) -> dict:
     if args.layers is not None:
         config["num_hidden_layers"] = args.layers
     return config
+
+
+def load_methods(model: str | None, methods: list[str], **options) -> dict[str, MemGPT]:
+    """The model loaded once (fp32 on CPU; None: SmolLM2's offline copy) and a MemGPT per method, all sharing
+    its backbone: "full" and "truncated" are the backbone with every kv entry kept (exact attention), any other
+    method is the memory of that name with `options` (chunk_size, kv_budget, ...)."""
+    torch.set_grad_enabled(False)
+    base = MemGPT.from_pretrained(
+        model_path(model), memory="kv", kv_budget=None, device="cpu", dtype=torch.float32
+    )
+    return {m: base.eval() if m in BACKBONE_METHODS else
+            MemGPT.from_backbone(base.backbone, tokenizer=base.tokenizer, memory=m, **options).eval()
+            for m in methods}  # fmt: skip
+
+
+def record(**results) -> dict:
+    """What a benchmark's JSON holds: the command that made it and the machine it ran on, then its results."""
+    return {"command": command(), "machine": machine(), **results}
 
 
 def bare_forward(model: MemGPT, docs: torch.Tensor, chunk: int) -> None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import command, machine, print_table
+from .common import print_table, record
 from .planted_text import book_text
 
 SCORED = 256
@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         f"continuation of {args.book}: next {SCORED} tokens, memory (budget {args.kv_budget}) vs last {window} tokens",
     )
     if args.save:
-        Path(args.save).write_text(
-            json.dumps({"command": command(), "machine": machine(), "results": rows}, indent=1)
-        )
+        Path(args.save).write_text(json.dumps(record(results=rows), indent=1))
 
 
 if __name__ == "__main__":

@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     print_table([{k: r[k] for k in columns} for r in rows], f"knowledge: {n_docs} documents x {chars} chars")
     if args.save:
         setup = {"docs": n_docs, "chars": chars, "facts_per_doc": n_facts, "seed": args.seed}
-        record = {"command": command(), "machine": machine(), "setup": setup, "results": rows,
+        saved = {"command": command(), "machine": machine(), "setup": setup, "results": rows,
                   "examples": examples}  # fmt: skip
-        Path(args.save).write_text(json.dumps(record, indent=1, default=str))
+        Path(args.save).write_text(json.dumps(saved, indent=1, default=str))
 
 
 if __name__ == "__main__":

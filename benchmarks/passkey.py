@@ -14,7 +14,7 @@ import torch
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import command, machine
+from .common import command, load_methods, machine, record
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key. "
@@ -51,7 +51,6 @@ def answer(model, ids: torch.Tensor, method: str, window: int) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from memgpt import MemGPT
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -76,21 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     depths = args.depths or ([0.0, 0.25, 0.5, 0.75, 1.0] if args.full else [0.1, 0.5, 0.9])
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    if args.model is None:
-        from memgpt.offline import ensure_smollm2
-
-        args.model = str(ensure_smollm2())
-    base = MemGPT.from_pretrained(args.model, memory="kv", kv_budget=None, device="cpu", dtype=torch.float32)
-    window = int(base.backbone.config.max_position_embeddings)
     options = {"chunk_size": args.chunk, "kv_budget": args.budget, "kv_recent": 256}
-    models = {
-        "full": base,
-        "truncated": base,
-        "kv": MemGPT.from_backbone(base.backbone, tokenizer=base.tokenizer, memory="kv", **options),
-        "retrieval": MemGPT.from_backbone(
-            base.backbone, tokenizer=base.tokenizer, memory="retrieval", **options
-        ),
-    }
+    models = load_methods(args.model, list(METHODS), **options)
+    base = models["full"]
+    window = int(base.backbone.config.max_position_embeddings)
     print(f"{machine()}\nmodel {args.model}: window {window:,}; lengths {lengths}; depths {depths}")
     rng = random.Random(args.seed)
     rows, t0 = [], time.time()
@@ -122,9 +110,7 @@ def write(rows: list[dict], folder: str, t0: float) -> None:
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     md = table(rows, methods)
     (out / "passkey.md").write_text(md + "\n")
-    (out / "passkey.json").write_text(
-        json.dumps({"command": command(), "machine": machine(), "rows": rows}, indent=1)
-    )
+    (out / "passkey.json").write_text(json.dumps(record(rows=rows), indent=1))
     heatmap(rows, methods, out / "passkey.png")
     print(
         f"\n{md}\n\ncommand: {command()}\nwrote {out}/passkey.md, passkey.json, passkey.png in {time.time() - t0:.0f}s"

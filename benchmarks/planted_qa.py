@@ -23,7 +23,7 @@ import torch
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import answers_after, command, machine, print_table
+from .common import answers_after, load_methods, print_table, record
 from .planted_text import place_words, planted_corpus
 
 SETTINGS = {k: v for k, v in TEXT_MODEL_SETTINGS.items() if k != "memory"}  # chunk and budget
@@ -59,8 +59,7 @@ def answers(model, method: str, doc_ids: list[int], questions: list[list[int]], 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from memgpt import MemGPT, hub
-    from memgpt.offline import ensure_smollm2
+    from memgpt import hub
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, nargs="+", default=[6000, 16000], help="excerpt lengths, about")
@@ -78,8 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    models = {m: MemGPT.from_pretrained(ensure_smollm2(), memory="retrieval" if m == "retrieval" else "kv",
-                                        **SETTINGS).eval() for m in set(args.methods)}  # fmt: skip
+    models = load_methods(None, args.methods, **SETTINGS)
     tok = next(iter(models.values())).tokenizer
     window = hub.position_window(next(iter(models.values())).backbone.config)
     rows, examples = [], []
@@ -108,8 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         rows, f"planted facts asked at the end ({args.docs} excerpts x {args.facts} facts per length)"
     )
     if args.save:
-        record = {"command": command(), "machine": machine(), "results": rows, "examples": examples}
-        Path(args.save).write_text(json.dumps(record, indent=1))
+        Path(args.save).write_text(json.dumps(record(results=rows, examples=examples), indent=1))
 
 
 if __name__ == "__main__":

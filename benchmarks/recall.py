@@ -23,7 +23,7 @@ import torch
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import answers_after, command, machine, print_table
+from .common import answers_after, command, load_methods, machine, print_table, record
 from .haystack import BOOKS, TASKS, haystack
 from .passkey import QUESTION, passkey_ids, random_key
 
@@ -57,17 +57,6 @@ def answers(model, method: str, book: list[int], questions: list[list[int]], spa
     return [model.reply([q], memory=state, max_new_tokens=max_new_tokens)[0].text for q in questions], read
 
 
-def build_models(path: str, chunk: int, budget: int) -> dict:
-    from memgpt import MemGPT
-
-    base = MemGPT.from_pretrained(path, memory="kv", kv_budget=None, device="cpu", dtype=torch.float32)
-    options = {"chunk_size": chunk, "kv_budget": budget, "kv_recent": 256}
-    models = {"full": base, "truncated": base}
-    for kind in MEMORIES:
-        models[kind] = MemGPT.from_backbone(base.backbone, tokenizer=base.tokenizer, memory=kind, **options)
-    return models
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -93,11 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     n_hay = args.haystacks or (3 if args.full else 1)
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    if args.model is None:
-        from memgpt.offline import ensure_smollm2
-
-        args.model = str(ensure_smollm2())
-    models = build_models(args.model, args.chunk, args.budget)
+    options = {"chunk_size": args.chunk, "kv_budget": args.budget, "kv_recent": 256}
+    models = load_methods(args.model, list(METHODS), **options)
     if args.cost:
         return cost(models, args.cost, args.seed)
     tok = models["full"].tokenizer
@@ -200,7 +186,7 @@ def write(rows: list[dict], folder: str, t0: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     md = table(rows)
     (out / "recall.md").write_text(md + "\n")
-    (out / "recall.json").write_text(json.dumps({"command": command(), "machine": machine(), "rows": rows},
+    (out / "recall.json").write_text(json.dumps(record(rows=rows),
                                                 indent=1))  # fmt: skip
     heatmap(rows, out / "recall.png")
     print(

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from jobs.flags import add_flags, described_yaml, split_flags
 from pipeline.config import ExtractConfig
 from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
@@ -35,43 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="jobs.extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML file of settings (flags override it)")
-    p.add_argument(
-        "--input", help="folder of .txt/.md, JSONL or Parquet file(s); local path or URI (s3://...)"
-    )
-    p.add_argument("--output", help="folder for the tables; local path or URI")
-    p.add_argument(
-        "--model",
-        help="MemGPT folder, HF model folder, hub id, 'memgpt-small' (the shipped story model) or 'random' "
-        "(default: SmolLM2-135M-Instruct, made ready offline on first use)",
-    )
-    p.add_argument("--memory", help="a memory registered in memgpt: kv, retrieval, archival, slots, ...")
-    p.add_argument("--chunk-size", type=int)
-    p.add_argument("--kv-budget", type=int, help="kv entries kept per layer (kv and retrieval memory)")
-    p.add_argument("--workers", type=int, help="actors, each holding one model")
-    p.add_argument("--gpus-per-worker", type=float)
-    p.add_argument("--cpus-per-worker", type=float)
-    p.add_argument("--batch-size", type=int, help="documents read in lockstep by one actor")
-    p.add_argument("--checkpoint-every", type=int, help="save a group's memory every K chunks (0: off)")
-    p.add_argument("--max-new-tokens-facts", type=int)
-    p.add_argument("--max-new-tokens-summary", type=int)
-    p.add_argument("--no-facts", dest="facts", action="store_const", const=False, help="summaries only")
-    p.add_argument("--facts-grammar", choices=["auto", "text", "lines", "none"], help="constrain fact lines")
-    p.add_argument("--notes-every", type=int, help="notes.every: update the running notes every K chunks")
-    p.add_argument(
-        "--save-states", action="store_const", const=True, help="keep each document's memory (jobs.ask)"
-    )
-    p.add_argument("--seed", type=int)
-    p.add_argument("--run-id")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument(
-        "--trust-remote-code", action="store_const", const=True, help="allow model code from the hub"
-    )
-    p.add_argument(
-        "--format", choices=["auto", "text", "jsonl", "parquet"], help="input format (read.format)"
-    )
-    p.add_argument("--id-column", help="read.id_column")
-    p.add_argument("--text-column", help="read.text_column")
-    p.add_argument("--max-chars", type=int, help="read.max_chars: longer documents become errors")
+    add_flags(p, ExtractConfig)
+    add_flags(p, ReadConfig, "read")
+    add_flags(p, NotesConfig, "notes", prefix="notes-")
+    p.add_argument("--print-config", action="store_true", help="print the settings this run would use, each "
+                   "with its description, and exit")  # fmt: skip
     p.add_argument("--traceback", action="store_true", help="show the full traceback of a failure")
     return p.parse_args(argv)
 
@@ -84,22 +53,14 @@ def load_config(args: argparse.Namespace) -> ExtractConfig:
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {str(path)!r} must hold a mapping of settings")
-    flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("config", "traceback")}
-    read = dict(data.pop("read", None) or {})
-    if "notes_every" in flags:
-        data["notes"] = dict(data.get("notes") or {}) | {"every": flags.pop("notes_every")}
-    for flag in ("format", "id_column", "text_column", "max_chars"):
-        if flag in flags:
-            read[flag] = flags.pop(flag)
+    flags, given = split_flags(args, skip=("config", "traceback", "print_config"))
     data.update(flags)
     for key in ("input", "output"):
-        if not data.get(key):
+        if args.print_config:
+            data.setdefault(key, f"(--{key}: required)")
+        elif not data.get(key):
             raise ValueError(f"--{key} is required (or set {key!r} in {path})")
-    sections = {
-        "read": read,
-        "prompts": data.pop("prompts", None) or {},
-        "notes": data.pop("notes", None) or {},
-    }
+    sections = {name: dict(data.pop(name, None) or {}) | given.get(name, {}) for name in SECTIONS}
     _check_keys(data, ExtractConfig, path)
     for name, cls in SECTIONS.items():
         _check_keys(sections[name], cls, path, f"{name}.")
@@ -120,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args)
+        if args.print_config:
+            print(described_yaml(config), end="")
+            return 0
         from pipeline.run import run  # imported late: ray and torch take seconds to import
 
         report = run(config)

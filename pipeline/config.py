@@ -7,44 +7,64 @@ from dataclasses import asdict, dataclass, field
 from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
 
-FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py, restated for the same reason
+FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py; restated: that module imports torch
+
+
+def option(default, help: str, **metadata):
+    """A setting and its one description: the flag's help, and the comment of `jobs.extract --print-config`."""
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    input: str
-    output: str
-    # a MemGPT folder, an HF model folder, a hub id, "memgpt-small" or "random"; None: SmolLM2-135M-Instruct
-    model: str | None = None
-    memory: str | None = (
-        None  # a registered memory (memgpt.memory_names()); None: the model's own (kv for HF models)
+    """Everything a run depends on; each option is described once, here (flags and --print-config use it)."""
+
+    input: str = option(
+        None, "folder of .txt/.md, JSONL or Parquet file(s), or one file; a local path or URI (s3://...)"
     )
-    chunk_size: int | None = None  # tokens per chunk; None: the model's
-    kv_budget: int | None = None  # kv entries kept per layer (kv and retrieval memory); None: the model's
-    workers: int = 1  # actors, each holding one model
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    batch_size: int = 4  # documents read in lockstep by one actor
-    checkpoint_every: int = 8  # save a group's memory state every K chunks (resume a half-read book); 0: off
-    facts: bool = True  # extract facts per chunk (the expensive part: one generation per chunk)
-    # text: facts copied from the chunk (names, pronouns resolved to names); lines: any words in 3 fields;
-    # none: unconstrained; auto: text for the chat prompt style, none for the task style (its models are trained
-    # on the format: a grammar would only turn their rare broken lines into parsed junk; pipeline/grammar.py)
-    facts_grammar: str = "auto"
-    facts_relations: tuple[str, ...] | None = None  # a fixed relation vocabulary; None: free
-    facts_max_lines: int = 8  # fact lines per chunk, at most (under a grammar)
-    max_new_tokens_facts: int = 192  # room for facts_max_lines lines
-    max_new_tokens_summary: int = 96
-    save_states: bool = False  # keep each document's final memory under <output>/states/ (for jobs.ask)
-    seed: int = 0
-    trust_remote_code: bool = False
-    run_id: str | None = None  # None: derived from the config, so a re-run of the same job resumes it
-    address: str | None = None  # Ray address; None: RAY_ADDRESS or a local in-process Ray
+    output: str = option(
+        None, "folder for the tables; a local path or URI, reachable from every node of a cluster"
+    )
+    model: str | None = option(None, "a MemGPT folder, HF model folder, hub id, GGUF file, 'memgpt-small' (the shipped "
+                               "story model) or 'random'; none: SmolLM2-135M-Instruct, made ready offline on first "
+                               "use, with memory kv, chunk_size 512, kv_budget 1024 unless given")  # fmt: skip
+    memory: str | None = option(None, "a memory registered in memgpt (kv, retrieval, archival, slots, ...); none: "
+                                "the model's own (kv for plain HF models)")  # fmt: skip
+    chunk_size: int | None = option(None, "tokens per chunk; none: the model's")
+    kv_budget: int | None = option(None, "kv entries kept per layer (kv-family memories); none: the model's")
+    workers: int = option(1, "actors, each holding one model")
+    gpus_per_worker: float = option(0.0, "GPUs each actor holds")
+    cpus_per_worker: float = option(1.0, "CPU cores each actor holds (and its torch threads)")
+    batch_size: int = option(4, "documents one actor reads in lockstep")
+    checkpoint_every: int = option(8, "save each group's memory every K chunks under <output>/_checkpoints, so a "
+                                   "retried read resumes there; 0: off")  # fmt: skip
+    facts: bool = option(True, "facts per chunk: one generation per chunk, most of the cost (--no-facts: "
+                         "summaries only)")  # fmt: skip
+    facts_grammar: str = option("auto", "text: fact lines copied from the chunk, one per sentence with a subject "
+                                "(chat models); lines: any words in 3 fields; none: unconstrained; auto: text for "
+                                "the chat prompt style, none for the task style", choices=FACT_GRAMMARS)  # fmt: skip
+    facts_relations: tuple[str, ...] | None = option(None, "a fixed relation vocabulary, e.g. keeps 'moved to'; "
+                                                     "none: free")  # fmt: skip
+    facts_max_lines: int = option(8, "fact lines per chunk, at most (under a grammar)")
+    max_new_tokens_facts: int = option(192, "tokens generated for a chunk's fact lines, at most")
+    max_new_tokens_summary: int = option(96, "tokens of the summary from memory (without running notes)")
+    save_states: bool = option(
+        False, "keep each document's final memory under <output>/states/ (for jobs.ask)"
+    )
+    seed: int = option(0, "fixes random-init weights; decoding is greedy")
+    trust_remote_code: bool = option(False, "allow a hub model's own code, only if you trust its source")
+    run_id: str | None = option(
+        None, "none: derived from the settings, so a rerun of the same job resumes it"
+    )
+    address: str | None = option(None, "Ray address; none: RAY_ADDRESS, else a local in-process Ray")
     read: ReadConfig = field(default_factory=ReadConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     notes: NotesConfig = field(default_factory=NotesConfig)
 
     def __post_init__(self):
+        for name in ("input", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required (or set {name!r} in the config file)")
         if self.memory is not None:  # imported here: a process that only unpickles a config needs no torch
             from memgpt.memory import memory_kind
 

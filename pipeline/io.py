@@ -33,11 +33,14 @@ FORMATS = ("auto", "text", "jsonl", "parquet")
 class ReadConfig:
     """How to find documents in the input."""
 
-    format: str = "auto"  # auto picks by file extension
-    id_column: str = "id"
-    text_column: str = "text"
-    title_column: str = "title"
-    max_chars: int = 10_000_000  # longer documents become DocumentTooLong errors, not truncated
+    format: str = field(default="auto", metadata={"help": "auto (by file extension), text, jsonl or parquet",
+                                                  "choices": FORMATS})  # fmt: skip
+    id_column: str = field(default="id", metadata={"help": "JSONL key / Parquet column of the document id "
+                                                   "(derived from the file name if absent)"})  # fmt: skip
+    text_column: str = field(default="text", metadata={"help": "JSONL key / Parquet column of the text"})
+    title_column: str = field(default="title", metadata={"help": "JSONL key / Parquet column of the title"})
+    max_chars: int = field(default=10_000_000, metadata={"help": "longer documents are recorded in `errors` "
+                                                         "(DocumentTooLong), not truncated"})  # fmt: skip
 
     def __post_init__(self):
         if self.format not in FORMATS:

