@@ -4,13 +4,11 @@ python -m benchmarks.batching          # ~2 minutes on 2 CPU cores
 python -m benchmarks.batching --full   # longer documents
 """
 
-import argparse
-
 import torch
 
 from memgpt import MemGPT, MemGPTConfig
 
-from .common import command, interleaved, machine, print_table
+from .common import command, interleaved, machine, parser, print_table
 
 
 def padding_fraction(lengths: list[int], chunk: int) -> float:
@@ -26,7 +24,7 @@ def padding_fraction(lengths: list[int], chunk: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--full", action="store_true")
     args = p.parse_args()
     scale = 4 if args.full else 1

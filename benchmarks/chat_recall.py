@@ -11,7 +11,6 @@ one read). The memory is saved to a file and loaded back, then every fact is ask
 name?") from the loaded state. Methods: kv and retrieval memory, and the backbone alone with the conversation truncated to its window.
 """
 
-import argparse
 import json
 import random
 import tempfile
@@ -22,7 +21,7 @@ import torch
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import answers_after, load_methods, print_table, record
+from .common import answers_after, load_methods, parser, print_table, record
 from .planted_text import book_text
 
 # (what the user says, the question, the reply opened for --opened, the answers one is drawn from): facts of
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     from jobs.chat import Turns
     from memgpt import MemoryState, hub
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument(
         "--model", default=None, help="an instruct model's HF folder or hub id (default: SmolLM2 offline)"
     )

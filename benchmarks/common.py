@@ -57,6 +57,11 @@ def backbone_config(args: argparse.Namespace) -> dict:
     return config
 
 
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line, its module docstring as the help."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def load_methods(model: str | None, methods: list[str], **options) -> dict[str, MemGPT]:
     """The model loaded once (fp32 on CPU; None: SmolLM2's offline copy) and a MemGPT per method, all sharing
     its backbone: "full" and "truncated" are the backbone with every kv entry kept (exact attention), any other

@@ -10,7 +10,6 @@ from the memory against the backbone's plain `generate` over that last window, w
 (what a user of the bare backbone pays) and decoding only.
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import print_table, record
+from .common import parser, print_table, record
 from .planted_text import book_text
 
 SCORED = 256
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     from memgpt import MemGPT, hub
     from memgpt.offline import ensure_smollm2
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--model", default=None, help="an HF model folder or hub id (default: SmolLM2 offline)")
     p.add_argument("--book", default="pride_and_prejudice.txt")
     p.add_argument("--at", type=int, nargs="+", default=[16384, 32768], help="token positions")

@@ -7,30 +7,21 @@ Both see a prompt of the same visible length; MemGPT also reads its memory (slot
     python -m benchmarks.generation --backbone qwen2-0.5b --layers 4   # a real model's shape
 """
 
-import argparse
 import copy
 
 import torch
 
 from memgpt import MemGPT, MemGPTConfig
 
-from .common import (
-    add_backbone_args,
-    backbone_config,
-    backbone_label,
-    command,
-    interleaved,
-    machine,
-    print_table,
-)
+from . import common
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(__doc__)
     p.add_argument("--full", action="store_true")
-    add_backbone_args(p)
+    common.add_backbone_args(p)
     args = p.parse_args()
-    backbone = backbone_config(args)
+    backbone = common.backbone_config(args)
     new_tokens, batch = (256, 8) if args.full else (64, 4)
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(2, 4096, (batch, 64), generator=g)
@@ -50,7 +41,7 @@ def main() -> None:
             ),
         }
         with torch.inference_mode():
-            seconds = interleaved(fns, repeat=3)
+            seconds = common.interleaved(fns, repeat=3)
         rows.append(
             {
                 "memory": memory,
@@ -61,11 +52,11 @@ def main() -> None:
                 "ratio": seconds["backbone"] / seconds["memgpt"],
             }
         )
-    print_table(
+    common.print_table(
         rows,
-        f"generate from memory vs backbone generate, 64-token prompt, {backbone_label(args)} (goal: ratio >= 0.9)",
+        f"generate from memory vs backbone generate, 64-token prompt, {common.backbone_label(args)} (goal: ratio >= 0.9)",
     )
-    print(f"machine: {machine()}\ncommand: {command()}")
+    print(f"machine: {common.machine()}\ncommand: {common.command()}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 
 from memgpt import MemGPT, MemGPTConfig
 
-from .common import backbone_config, bare_forward, command, interleaved, machine, print_table, sync
+from .common import backbone_config, bare_forward, command, interleaved, machine, parser, print_table, sync
 
 SHORT = 10_000  # the read the long one is compared with
 MEMORIES = {
@@ -91,7 +91,7 @@ def long_read(backbone: dict, args: argparse.Namespace) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--layers", type=int, default=None, help="keep the first N layers (default: all 24)")
     p.add_argument("--batch", type=int, default=8, help="documents read in lockstep (default 8)")
     p.add_argument("--tokens", type=int, default=16_384, help="tokens per document in part 1 (default 16384)")

@@ -14,7 +14,6 @@ Parquet tables) and is scored from its tables:
   names ok     proper names of the summaries that occur in their document (100 % - hallucinated)
 """
 
-import argparse
 import json
 import re
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import command, machine, print_table
+from .common import command, machine, parser, print_table
 from .planted_text import PlantedDocument, place_words, planted_corpus
 
 VARIANTS = {  # name -> ExtractConfig settings over the default model's
@@ -95,7 +94,7 @@ def is_grounded(row, text: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--full", action="store_true")
     p.add_argument("--docs", type=int, default=None)
     p.add_argument("--chars", type=int, default=None)

@@ -28,6 +28,8 @@ from memgpt.training import TRAIN_CONFIG, scoring
 from memgpt.training import planted as pk
 from memgpt.training.batches import TaskPrompts
 
+from .common import parser
+
 DEFAULT_MODEL = Path(__file__).parents[1] / "memgpt" / "pretrained" / "memgpt-small"
 METHODS = ("slots", "kv", "no-memory", "truncated")
 LONG_DOC_TOKENS = 100_000
@@ -220,7 +222,7 @@ def plot(results: list[Result], methods: list[str], path: Path, trained: int) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="a MemGPT folder saved by jobs.train")
     p.add_argument("--full", action="store_true", help="128 docs per length, facts scored on every chunk")
     p.add_argument("--docs", type=int, default=None, help="documents per length up to 8x (half beyond)")

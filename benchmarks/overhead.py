@@ -6,8 +6,6 @@ python -m benchmarks.overhead --profile # where the time goes: torch.profiler's 
 python -m benchmarks.overhead --backbone qwen2-0.5b --layers 4 --tokens 4096  # a real model's shape, ~2 minutes
 """
 
-import argparse
-
 import torch
 
 from memgpt import MemGPT, MemGPTConfig
@@ -20,12 +18,13 @@ from .common import (
     command,
     interleaved,
     machine,
+    parser,
     print_table,
 )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--full", action="store_true")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops instead")
     p.add_argument("--tokens", type=int, default=None, help="document length (default 8192, --full 65536)")

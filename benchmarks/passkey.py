@@ -4,7 +4,6 @@ python -m benchmarks.passkey            # 1k-16k tokens, 3 depths: minutes on 2 
 python -m benchmarks.passkey --full     # 1k-128k tokens (16x SmolLM2's window), 5 depths
 """
 
-import argparse
 import json
 import random
 import time
@@ -14,7 +13,7 @@ import torch
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import command, load_methods, machine, record
+from .common import command, load_methods, machine, parser, record
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key. "
@@ -52,7 +51,7 @@ def answer(model, ids: torch.Tensor, method: str, window: int) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> None:
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument(
         "--model", default=None, help="an HF model folder, GGUF file or hub id (default: SmolLM2 offline)"
     )

@@ -6,7 +6,6 @@ model code on the same documents; and the speed-up with two actors.
     python -m benchmarks.pipeline --full           # 96 documents instead of 24
 """
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pipeline.config import ExtractConfig
 from pipeline.io import read_corpus
 from pipeline.run import document_groups, pending, run
 
-from .common import command, machine, print_table
+from .common import command, machine, parser, print_table
 
 
 def in_process(config: ExtractConfig) -> tuple[int, float]:
@@ -46,7 +45,7 @@ def _empty_manifest():
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--full", action="store_true", help="96 documents instead of 24")
     p.add_argument("--documents", type=int, default=None, help="number of generated documents")
     p.add_argument("--model", default=None, help="the job's --model (default: the shipped memgpt-small)")

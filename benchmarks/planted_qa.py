@@ -13,7 +13,6 @@ answer is right when it names the final place and not the superseded one. Side b
 where the excerpt fits the window), the backbone on the last window (truncated), kv memory, kv + retrieval.
 """
 
-import argparse
 import json
 import re
 import time
@@ -23,7 +22,7 @@ import torch
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import answers_after, load_methods, print_table, record
+from .common import answers_after, load_methods, parser, print_table, record
 from .planted_text import place_words, planted_corpus
 
 SETTINGS = {k: v for k, v in TEXT_MODEL_SETTINGS.items() if k != "memory"}  # chunk and budget
@@ -61,7 +60,7 @@ def answers(model, method: str, doc_ids: list[int], questions: list[list[int]], 
 def main(argv: list[str] | None = None) -> None:
     from memgpt import hub
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--tokens", type=int, nargs="+", default=[6000, 16000], help="excerpt lengths, about")
     p.add_argument("--docs", type=int, default=4, help="excerpts per length")
     p.add_argument("--facts", type=int, default=3)

@@ -12,7 +12,6 @@ in repeated filler is one more row per length, labelled `passkey-filler`: the ea
 Writes recall.md (the table), recall.json (every answer) and recall.png (the heatmap) to --out.
 """
 
-import argparse
 import json
 import math
 import random
@@ -23,7 +22,7 @@ import torch
 
 from memgpt.names import TEXT_MODEL_SETTINGS
 
-from .common import answers_after, command, load_methods, machine, print_table, record
+from .common import answers_after, command, load_methods, machine, parser, print_table, record
 from .haystack import BOOKS, TASKS, haystack
 from .passkey import QUESTION, passkey_ids, random_key
 
@@ -58,7 +57,7 @@ def answers(model, method: str, book: list[int], questions: list[list[int]], spa
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument(
         "--model", default=None, help="an HF folder, GGUF file or hub id (default: SmolLM2 offline)"
     )

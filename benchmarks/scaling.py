@@ -19,7 +19,7 @@ from transformers import DynamicCache
 from memgpt import MemGPT, MemGPTConfig
 from memgpt.config import default_backbone
 
-from .common import command, machine, peak_rss_mib, print_table, sync
+from .common import command, machine, parser, peak_rss_mib, print_table, sync
 
 MEMORIES = {"slots": {"memory": "slots"}, "kv": {"memory": "kv", "kv_budget": 512}}
 
@@ -87,7 +87,7 @@ def growing_cache(limit_tokens: int, budget_s: float) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--full", action="store_true")
     p.add_argument("--one", nargs=2, metavar=("MEMORY", "TOKENS"), help=argparse.SUPPRESS)
     args = p.parse_args()

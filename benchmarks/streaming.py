@@ -15,7 +15,6 @@ Then the read's tokens/s against the bare backbone's chunked forward, timed in t
     python -m benchmarks.streaming --full          # 128k tokens (16x the window), every method
 """
 
-import argparse
 import json
 import math
 import time
@@ -27,7 +26,7 @@ from transformers import DynamicCache
 
 from memgpt import MemGPT
 
-from .common import bare_forward, command, interleaved, machine, print_table
+from .common import bare_forward, command, interleaved, machine, parser, print_table
 
 CORPUS = Path(__file__).parents[2] / "shared" / "corpus" / "pride_and_prejudice.txt"
 BIN = 2048  # tokens per loss figure
@@ -171,7 +170,7 @@ def plot(curves: list[Curve], window: int, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument(
         "--model", default=None, help="an HF model folder, GGUF file or hub id (default: SmolLM2 offline)"
     )

@@ -7,7 +7,6 @@ chunk's tokens is measured with the memory of the earlier chunks, and with the m
     python -m benchmarks.textlm --model runs/memgpt-text/model --text ../shared/corpus/moby_dick.txt
 """
 
-import argparse
 import json
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from memgpt import MemGPT
+
+from .common import parser
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def chunk_losses(model: MemGPT, windows: torch.Tensor, memory: bool) -> list[flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--model", required=True)
     p.add_argument("--text", required=True, help="a held-out text file")
     p.add_argument("--chunks", type=int, default=8)

@@ -116,7 +116,7 @@ class KVMemory(torch.nn.Module):
         self.rotation = rotation if positions == "cache" else None
         self.needs_attentions = budget is not None
 
-    def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    def init(self, batch_size, device, dtype) -> dict[str, torch.Tensor]:
         L, H, Dh = self.shape
         empty = torch.zeros(L, batch_size, H, 0, Dh, device=device, dtype=dtype)
         return {
@@ -136,14 +136,7 @@ class KVMemory(torch.nn.Module):
             return positions_from_mask(mask, state["n_read"])
         return self.position(positions_from_mask(mask, state["mask"].sum(-1)))
 
-    def read_inputs(
-        self,
-        state: dict[str, torch.Tensor],
-        embeds: torch.Tensor,
-        mask: torch.Tensor,
-        write: bool,
-        input_ids: torch.Tensor | None = None,
-    ) -> BackboneInputs:
+    def read_inputs(self, state, embeds, mask, write, input_ids=None) -> BackboneInputs:
         keys, values = state["keys"].to(embeds.dtype), state["values"].to(embeds.dtype)
         # room for this chunk's entries behind the kept ones: written in place, no concatenation
         cache = reserved_cache(list(zip(keys.unbind(0), values.unbind(0), strict=True)), room=embeds.shape[1])

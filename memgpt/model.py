@@ -23,7 +23,7 @@ from .cache import reserved_cache
 from .config import MemGPTConfig
 from .generation import generation_config as generation_config_for
 from .kv import SCORING_ATTENTION, scoring_entries
-from .memory import memory_kind
+from .memory import BackboneInputs, memory_kind
 from .padding import TokenRows, left_pad, right_pad, rows_of
 from .state import MemoryState
 
@@ -272,14 +272,7 @@ class MemGPT(nn.Module):
             if seed is not None:
                 torch.manual_seed(seed)
             if prefix:
-                self.backbone.base_model(
-                    inputs_embeds=inputs.inputs_embeds[:, :prefix],
-                    # the cached entries' columns, then the prefix's: every column but the prompt's
-                    attention_mask=inputs.attention_mask[:, : -tail_ids.shape[1]],
-                    position_ids=inputs.position_ids[:, :prefix],
-                    cache=cache,
-                    use_cache=True,
-                )
+                self._read_prefix(inputs, prefix, tail_ids.shape[1], cache)
             out = self.backbone.generate(
                 input_ids=tail_ids,
                 attention_mask=inputs.attention_mask,  # (B, memory + T): longer than the ids, so none is skipped
@@ -296,6 +289,17 @@ class MemGPT(nn.Module):
             out.sequences = sequences
             return out
         return sequences
+
+    def _read_prefix(self, inputs: BackboneInputs, prefix: int, prompt_len: int, cache) -> None:
+        """What a memory puts before the prompt (slots), read into the cache the prompt continues from."""
+        self.backbone.base_model(
+            inputs_embeds=inputs.inputs_embeds[:, :prefix],
+            # the cached entries' columns, then the prefix's: every column but the prompt's
+            attention_mask=inputs.attention_mask[:, :-prompt_len],
+            position_ids=inputs.position_ids[:, :prefix],
+            cache=cache,
+            use_cache=True,
+        )
 
     def _read_prompt(self, prompt: torch.Tensor, mask: torch.Tensor | None, memory: MemoryState | None,
                      pad: int) -> tuple[MemoryState, torch.Tensor, torch.Tensor]:  # fmt: skip

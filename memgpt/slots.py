@@ -33,18 +33,11 @@ class SlotMemory(nn.Module):
         nn.init.normal_(self.gate.weight, std=init_std)
         nn.init.zeros_(self.gate.bias)
 
-    def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    def init(self, batch_size, device, dtype) -> dict[str, torch.Tensor]:
         memory = self.initial.to(device, dtype).unsqueeze(0).expand(batch_size, -1, -1)  # (B, n, D)
         return {"memory": memory, "n_read": torch.zeros(batch_size, dtype=torch.long, device=device)}
 
-    def read_inputs(
-        self,
-        state: dict[str, torch.Tensor],
-        embeds: torch.Tensor,
-        mask: torch.Tensor,
-        write: bool,
-        input_ids: torch.Tensor | None = None,
-    ) -> BackboneInputs:
+    def read_inputs(self, state, embeds, mask, write, input_ids=None) -> BackboneInputs:
         memory = state["memory"].to(embeds.dtype)  # (B, n, D)
         B, n = memory.shape[:2]
         parts = [memory + self.read_embed.to(embeds.dtype), embeds]

@@ -22,3 +22,14 @@ def smollm2(smollm2_path) -> MemGPT:
         smollm2_path, memory="kv", kv_budget=None, device="cpu", dtype=torch.float32
     )
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test run (starting Ray costs seconds); logical CPUs > cores is fine here."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

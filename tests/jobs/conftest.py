@@ -4,21 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
 
 sys.path.insert(
     0, str(Path(__file__).parents[1] / "pipeline")
 )  # the tiny-model helpers live with the pipeline tests
 from pipeline_support import corpus_file, random_model  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """The same one-per-run local Ray as the pipeline tests use."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,9 @@ import torch
 from memgpt import MemGPT, MemGPTConfig
 
 VOCAB = 4096
+# Llama-style shapes (grouped-query attention: 4 query heads, 2 kv heads)
+LLAMA_SHAPE = {"vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
 
 TINY_BACKBONES = {
     "gpt2": {
@@ -13,25 +16,8 @@ TINY_BACKBONES = {
         "n_head": 4,
         "n_positions": 1024,
     },
-    "llama": {
-        "model_type": "llama",
-        "vocab_size": VOCAB,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "tie_word_embeddings": False,
-    },
-    "qwen2": {
-        "model_type": "qwen2",
-        "vocab_size": VOCAB,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-    },
+    "llama": {"model_type": "llama", **LLAMA_SHAPE, "tie_word_embeddings": False},
+    "qwen2": {"model_type": "qwen2", **LLAMA_SHAPE},
     "gpt_neox": {
         "model_type": "gpt_neox",
         "vocab_size": VOCAB,

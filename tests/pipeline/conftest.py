@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import ray
 from pipeline_support import corpus_file, train_fact_model
 
 from memgpt import load_tokenizer
@@ -17,15 +16,6 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def book() -> str:
     return corpus_file("moby_dick.txt").read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole test run (starting Ray costs seconds); logical CPUs > cores is fine here."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -229,31 +229,17 @@ def test_a_read_resumed_from_a_checkpoint_equals_an_uninterrupted_one(fact_model
     book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
     batch = group([book[10_000:16_000], book[20_000:23_000]])
     key = group_key(["d0", "d1"])
-    plain = Extractor(
-        ExtractConfig(
-            input="-",
-            output=str(tmp_path / "a"),
-            model=str(fact_model),
-            max_new_tokens_facts=12,
-            max_new_tokens_summary=10,
-            checkpoint_every=0,
-        ),
-        "r",
-    )
+
+    def extractor(out: str, checkpoint_every: int) -> Extractor:
+        config = ExtractConfig(input="-", output=str(tmp_path / out), model=str(fact_model), max_new_tokens_facts=12,
+                               max_new_tokens_summary=10, checkpoint_every=checkpoint_every)  # fmt: skip
+        return Extractor(config, "r")
+
+    plain = extractor("a", checkpoint_every=0)
     expected = without_seconds(plain(batch))
     assert not (tmp_path / "a" / FOLDER).exists()
 
-    ex = Extractor(
-        ExtractConfig(
-            input="-",
-            output=str(tmp_path / "b"),
-            model=str(fact_model),
-            max_new_tokens_facts=12,
-            max_new_tokens_summary=10,
-            checkpoint_every=3,
-        ),
-        "r",
-    )
+    ex = extractor("b", checkpoint_every=3)
     first = ex(batch)  # reads from chunk 0 and leaves its last checkpoint (the sink has not committed it)
     assert ex.resumed_from[key] == 0 and without_seconds(first) == expected
     saved = sorted(p.name for p in (tmp_path / "b" / FOLDER / key).iterdir())
