@@ -61,6 +61,10 @@ class MemGPTConfig:
     archive_topk: int = 4
     tokenizer: str | None = None  # None: the backbone's, or the shipped default for a config backbone
     memory_options: dict[str, Any] = field(default_factory=dict)  # a registered memory's own options
+    adapter: dict[str, Any] | None = (
+        None  # LoRA on the backbone (peft LoraConfig fields), saved as adapter weights
+    )
+    base_model: str | None = None  # the pretrained model a saved, fine-tuned backbone was trained from
 
     def __post_init__(self) -> None:
         kind = memory_kind(self.memory)

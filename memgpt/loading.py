@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import hub
+from . import hub, lora
 from .config import CONFIG_NAME, MemGPTConfig
 
 MEMORY_WEIGHTS = "memory.safetensors"
@@ -45,23 +45,35 @@ def load(cls, name_or_path: str | Path, device: str | torch.device | None, dtype
     has_tokenizer = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
     tokenizer = hub.load_tokenizer(path) if has_tokenizer else None
     model = cls(config, backbone, tokenizer, device=device, dtype=dtype)
+    if config.adapter is not None:
+        lora.load_lora(model.backbone, config.adapter, path / lora.ADAPTER_WEIGHTS)
     load_memory_weights(model, path / MEMORY_WEIGHTS)
     return model
 
 
 def save(model, directory: str | Path, save_backbone: bool | None = None) -> None:
-    """`model.save_pretrained`."""
+    """`model.save_pretrained`: the backbone by its name while it is the named model's (with a LoRA adapter
+    beside it, if it has one), saved whole once its own weights have changed (fine-tuned)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    referenced = isinstance(model.config.backbone, str) and not model.config.backbone.startswith("./")
-    if save_backbone is None:
-        save_backbone = not referenced
     config = model.config
+    referenced = isinstance(config.backbone, str) and not config.backbone.startswith("./")
+    tuned = referenced and lora.changed(model.backbone, model.base_fingerprint)
+    adapter = lora.has_lora(model.backbone)
+    if save_backbone is None:
+        save_backbone = not referenced or tuned
+    if adapter and (save_backbone or config.adapter is None):
+        raise ValueError("a LoRA adapter is saved beside a named, unchanged base: this backbone "
+                         f"{'has no name' if not referenced else 'changed too'}; merge it or train one or the other")  # fmt: skip
     if save_backbone:
         model.backbone.save_pretrained(directory / BACKBONE_DIR)
-        config = config.replace(backbone=BACKBONE_DIR)
+        config = config.replace(
+            backbone=BACKBONE_DIR, base_model=config.backbone if referenced else config.base_model
+        )
     elif not referenced:
         raise ValueError("this backbone has no name to reference; save it with save_backbone=True")
+    if adapter:
+        save_file(lora.adapter_weights(model.backbone), str(directory / lora.ADAPTER_WEIGHTS))
     config.save(directory)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.memory.state_dict().items()}
     save_file(weights, str(directory / MEMORY_WEIGHTS), metadata={"memory": config.memory})

@@ -18,7 +18,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from . import hub, loading
+from . import hub, loading, lora
 from .cache import reserved_cache
 from .config import MemGPTConfig
 from .generation import generation_config as generation_config_for
@@ -70,6 +70,9 @@ class MemGPT(nn.Module):
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         self.to(device=device, dtype=dtype)
+        # a backbone referenced by name is saved by name only while its weights are the named model's
+        named = isinstance(config.backbone, str) and not config.backbone.startswith("./")
+        self.base_fingerprint = lora.fingerprint(backbone) if named else {}
 
     # ---- construction, saving, loading -------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import MemGPTConfig
+from ..lora import add_lora
 from ..model import MemGPT
+from ..names import model_path
 from .batches import Batch, TaskPrompts, TextStream, planted_batch
 from .checkpoints import load_checkpoint, save_checkpoint
 from .filler import Filler
@@ -29,10 +31,21 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def build_model(cfg: TrainConfig, device: torch.device) -> MemGPT:
+    """The model the recipe starts from, with only what `train_backbone` says trainable in its backbone."""
     torch.manual_seed(cfg.seed)
-    if cfg.init_from:
-        return MemGPT.from_pretrained(cfg.init_from, device=device, dtype=torch.float32)
-    return MemGPT(MemGPTConfig(**cfg.model), device=device, dtype=torch.float32)
+    options = dict(cfg.model)
+    named = "backbone" in options and not isinstance(options["backbone"], dict)
+    if cfg.init_from or named:  # a saved MemGPT, or a pretrained backbone (null: SmolLM2's offline copy)
+        source = cfg.init_from or model_path(options.pop("backbone"))
+        options.pop("backbone", None)
+        model = MemGPT.from_pretrained(source, device=device, dtype=torch.float32, **options)
+    else:
+        model = MemGPT(MemGPTConfig(**options), device=device, dtype=torch.float32)
+    if cfg.train_backbone == "none":
+        model.backbone.requires_grad_(False)
+    elif cfg.train_backbone == "lora" and model.config.adapter is None:
+        model.config = model.config.replace(adapter=add_lora(model.backbone, cfg.lora))
+    return model
 
 
 def train(
@@ -61,13 +74,16 @@ def train(
     )
     tokens, history, step = 0, [], start - 1
     for step in bar:
-        batch = batches(step)
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
-        with autocast:
-            loss, stats = batch_loss(model, batch, cfg)
-        grad_norm = optimizer_step(model, opt, loss, cfg, world_size)
-        tokens += batch.chunks.numel() * world_size
+        opt.zero_grad(set_to_none=True)
+        for micro in range(cfg.grad_accum):  # gradients of grad_accum batches add up before one step
+            batch = batches(step, micro)
+            with autocast:
+                loss, stats = batch_loss(model, batch, cfg)
+            (loss / cfg.grad_accum).backward()
+            tokens += batch.chunks.numel() * world_size
+        grad_norm = optimizer_step(model, opt, cfg, world_size)
         record = {"step": step + 1, "loss": float(loss.detach()), "chunks": batch.chunks.shape[1],
                   "grad_norm": grad_norm, **stats}  # fmt: skip
         history.append(record)
@@ -96,9 +112,12 @@ class Batches:
         self.filler = Filler.from_files(cfg.filler_files) if cfg.filler_files else None
         self.text = TextStream(cfg.text_files, model.tokenizer) if cfg.task == "text" else None
 
-    def __call__(self, step: int) -> Batch:
+    def __call__(self, step: int, micro: int = 0) -> Batch:
         n_chunks = self.cfg.n_chunks(step)
-        seeds = [_seed(self.cfg.seed, step, self.first + i) for i in range(self.size)]
+        first = (
+            self.first + micro * self.cfg.batch_size
+        )  # every rank's documents differ, in every micro-batch
+        seeds = [_seed(self.cfg.seed, step, first + i) for i in range(self.size)]
         if self.text is not None:
             return self.text.batch(n_chunks, self.chunk_size, seeds)
         context = self.cfg.context_every > 0 and step % self.cfg.context_every == 0
@@ -107,20 +126,19 @@ class Batches:
 
 def optimizer(model: MemGPT, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on embeddings, norms and biases."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in trained if not (p.dim() >= 2 and "embed" not in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def optimizer_step(model: MemGPT, opt: torch.optim.Optimizer, loss: torch.Tensor, cfg: TrainConfig,
-                   world_size: int) -> float:  # fmt: skip
-    """Backward, gradients averaged across ranks, clipped; returns the gradient norm before clipping."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+def optimizer_step(model: MemGPT, opt: torch.optim.Optimizer, cfg: TrainConfig, world_size: int) -> float:
+    """Gradients averaged across ranks, clipped, applied; returns their norm before clipping."""
     if world_size > 1:
         _average_gradients(model, world_size)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
     opt.step()
     return float(grad_norm)
 
@@ -154,6 +172,8 @@ def _average_gradients(model: torch.nn.Module, world_size: int) -> None:
     import torch.distributed as dist
 
     for p in model.parameters():
+        if not p.requires_grad:
+            continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)

@@ -8,6 +8,7 @@ import yaml
 
 from . import planted
 
+TRAIN_BACKBONE = ("none", "lora", "full")
 CHECKPOINT = "checkpoint"
 FINAL = "model"
 TRAIN_CONFIG = (
@@ -17,12 +18,17 @@ TRAIN_CONFIG = (
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One recipe. `model` holds MemGPTConfig fields; `docs` PlantedConfig fields (n_chunks comes from the
-    curriculum); `curriculum` maps a step to the number of chunks used from that step on."""
+    """One recipe. `model` holds MemGPTConfig fields (its `backbone` a config dict for a model from scratch, a
+    hub id or folder of a pretrained one, or null for SmolLM2's offline copy); `docs` PlantedConfig fields
+    (n_chunks comes from the curriculum); `curriculum` maps a step to the number of chunks used from then on."""
 
     out_dir: str = "runs/memgpt"
     model: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None  # a saved MemGPT folder to start from
+    init_from: str | None = None  # a saved MemGPT folder to start from (`model` options override its own)
+    # what of the backbone learns beside the memory: none (frozen), lora (an adapter, peft) or full
+    train_backbone: str = "full"
+    lora: dict[str, Any] = field(default_factory=dict)  # peft LoraConfig fields (r, lora_alpha, ...)
+    grad_accum: int = 1  # batches whose gradients add up before one optimizer step
     task: str = "planted"  # "planted" | "text"
     docs: dict[str, Any] = field(default_factory=dict)  # PlantedConfig fields for task "planted"
     text_files: tuple[str, ...] = ()  # for task "text"
@@ -48,6 +54,10 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.train_backbone not in TRAIN_BACKBONE:
+            raise ValueError(f"train_backbone must be one of {TRAIN_BACKBONE}, got {self.train_backbone!r}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if self.task not in ("planted", "text"):
             raise ValueError(f"task must be 'planted' or 'text', got {self.task!r}")
         if self.task == "text" and not self.text_files:
