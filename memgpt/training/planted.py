@@ -138,7 +138,7 @@ class Document:
 @lru_cache(maxsize=1)
 def default_tokenizer():
     """The shipped byte-level BPE tokenizer (memgpt/assets)."""
-    from .hub import load_tokenizer
+    from ..hub import load_tokenizer
 
     return load_tokenizer()
 

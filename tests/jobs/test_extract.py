@@ -62,7 +62,8 @@ def test_unknown_option(capsys, small_corpus, tmp_path):
 
 def test_bad_value(capsys, small_corpus, tmp_path):
     out = tmp_path / "out"
-    assert "invalid choice: 'lstm'" in fail(capsys, ["--memory", "lstm"])[1]
+    args = ["--input", str(small_corpus), "--output", str(out)]
+    assert "memory must be one of" in fail(capsys, [*args, "--memory", "lstm"])[1]
     assert (
         "workers must be >= 1"
         in fail(capsys, ["--input", str(small_corpus), "--output", str(out), "--workers", "0"])[1]
