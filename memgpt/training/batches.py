@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from . import planted
+from .books import BookSplits, recall_doc
 from .filler import Filler
 from .recipe import TrainConfig
 
@@ -28,6 +29,7 @@ class Batch:
         None  # per chunk: ["Summary:" | target] (only the last when not every chunk)
     )
     context: Seq | None = None  # [last k chunks | prompt | target], read by the backbone alone
+    query: Seq | None = None  # [last chunk | question | answer], with the memory of the chunks (task books)
     docs: list[planted.Document] | None = None
 
 
@@ -110,6 +112,18 @@ def planted_batch(
                 rows.append((window + prompts.context_summary, prompts.target(d.summary())))
         ctx = prompts.seq(rows)
     return Batch(chunks, facts, summaries, ctx, docs)
+
+
+def books_batch(prompts: "TaskPrompts", books: BookSplits, n_chunks: int, chunk_size: int, seeds: list[int],
+                question_first: bool) -> Batch:  # fmt: skip
+    """Documents of real book text with a fact in each, asked after them (task books): the memory reads every
+    segment but the last, which the backbone reads with the question after it, as RMT puts its question."""
+    docs = [recall_doc(books, prompts.tokenizer, random.Random(s), "train", n_chunks, chunk_size, question_first)
+            for s in seeds]  # fmt: skip
+    chunks = torch.tensor([d.segments[:-1] for d in docs], dtype=torch.long).view(
+        len(docs), n_chunks - 1, chunk_size
+    )
+    return Batch(chunks, query=prompts.seq([(d.segments[-1] + d.question, d.answer) for d in docs]))
 
 
 class TextStream:

@@ -1,11 +1,14 @@
 """Evaluation: summaries generated from memory alone, scored against the planted states."""
 
+import random
+
 import torch
 
 from ..model import MemGPT
 from ..state import MemoryState
 from . import planted
 from .batches import TaskPrompts
+from .books import BookSplits, recall_doc
 from .recipe import TrainConfig
 from .scoring import state_accuracy
 
@@ -41,3 +44,35 @@ def planted_accuracy(model: MemGPT, cfg: TrainConfig, n_docs: int, seed: int = 1
         for doc, text in zip(part, summarize(model, read_chunks(model, part), prompts), strict=True):
             accs.append(state_accuracy(text, doc.state))
     return sum(accs) / len(accs)
+
+
+@torch.no_grad()
+def recall_accuracy(model: MemGPT, books: BookSplits, n_segments: int, n_docs: int, only_last: bool = False,
+                    seed: int = 20_000_003, question_first: bool = False) -> float:  # fmt: skip
+    """The share of held-out documents whose answer the model gives after reading them: every answer token its
+    greedy choice after the last segment, the question and the answer's tokens before it (what greedy decoding
+    writes first). `only_last`: the baseline without memory: the last segment and the question alone."""
+    model.eval()
+    prompts = TaskPrompts(model.tokenizer)
+    docs = [recall_doc(books, model.tokenizer, random.Random(seed + i), "held_out", n_segments,
+                       model.config.chunk_size, question_first) for i in range(n_docs)]  # fmt: skip
+    chunks = torch.tensor([d.segments for d in docs], dtype=torch.long)  # (B, N, C)
+    state = model.init_state(n_docs)
+    for t in range(0 if not only_last else n_segments - 1, n_segments - 1):
+        state = model.step(state, chunks[:, t])
+    query = prompts.seq([(d.segments[-1] + d.question, d.answer[:-1]) for d in docs])  # the answer's words
+    logits = model(query.ids, query.mask, memory=state).logits
+    labels = query.labels[:, 1:].to(logits.device)
+    wrong = (logits[:, :-1].argmax(-1) != labels) & (labels != -100)
+    return float((~wrong.any(-1)).float().mean())
+
+
+def recall_curve(model: MemGPT, cfg: TrainConfig, books: BookSplits, n_docs: int = 32) -> dict[str, float]:
+    """Held-out accuracy at each of `cfg.eval_segments` lengths: with the memory, and reading the last segment
+    only (what the same model answers without memory)."""
+    out = {}
+    for n in cfg.eval_segments:
+        out[f"memory@{n}"] = recall_accuracy(model, books, n, n_docs, question_first=cfg.question_first)
+        out[f"last@{n}"] = recall_accuracy(model, books, n, n_docs, True, question_first=cfg.question_first)
+    model.train()
+    return out

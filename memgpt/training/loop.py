@@ -15,8 +15,10 @@ from ..config import MemGPTConfig
 from ..lora import add_lora
 from ..model import MemGPT
 from ..names import model_path
-from .batches import Batch, TaskPrompts, TextStream, planted_batch
+from .batches import Batch, TaskPrompts, TextStream, books_batch, planted_batch
+from .books import BookSplits
 from .checkpoints import load_checkpoint, save_checkpoint
+from .evaluate import recall_curve
 from .filler import Filler
 from .losses import batch_loss
 from .recipe import CHECKPOINT, FINAL, TRAIN_CONFIG, TrainConfig
@@ -84,7 +86,10 @@ def train(
             (loss / cfg.grad_accum).backward()
             tokens += batch.chunks.numel() * world_size
         grad_norm = optimizer_step(model, opt, cfg, world_size)
-        record = {"step": step + 1, "loss": float(loss.detach()), "chunks": batch.chunks.shape[1],
+        n_chunks = batch.chunks.shape[1] + (
+            batch.query is not None
+        )  # the last chunk of books is in the query
+        record = {"step": step + 1, "loss": float(loss.detach()), "chunks": n_chunks,
                   "grad_norm": grad_norm, **stats}  # fmt: skip
         history.append(record)
         if step % cfg.log_every == 0 or step + 1 == cfg.max_steps:
@@ -93,6 +98,15 @@ def train(
             if report is not None:
                 report(record)
         done = step + 1 == cfg.max_steps or _out_of_time(cfg, t0, world_size)
+        if (
+            rank == 0
+            and batches.books is not None
+            and cfg.eval_every
+            and (step % cfg.eval_every == 0 or done)
+        ):
+            record["eval"] = recall_curve(model, cfg, batches.books)  # held-out text, greedy answers
+            if report is not None:
+                report(record)
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or done):
             save_checkpoint(out / CHECKPOINT, model, opt, step + 1, cfg)
         if done:
@@ -111,6 +125,7 @@ class Batches:
         self.prompts = TaskPrompts(model.tokenizer)
         self.filler = Filler.from_files(cfg.filler_files) if cfg.filler_files else None
         self.text = TextStream(cfg.text_files, model.tokenizer) if cfg.task == "text" else None
+        self.books = BookSplits(list(cfg.text_files)) if cfg.task == "books" else None
 
     def __call__(self, step: int, micro: int = 0) -> Batch:
         n_chunks = self.cfg.n_chunks(step)
@@ -120,6 +135,10 @@ class Batches:
         seeds = [_seed(self.cfg.seed, step, first + i) for i in range(self.size)]
         if self.text is not None:
             return self.text.batch(n_chunks, self.chunk_size, seeds)
+        if self.books is not None:
+            return books_batch(
+                self.prompts, self.books, n_chunks, self.chunk_size, seeds, self.cfg.question_first
+            )
         context = self.cfg.context_every > 0 and step % self.cfg.context_every == 0
         return planted_batch(self.cfg, self.prompts, n_chunks, seeds, self.filler, context)
 

@@ -30,7 +30,7 @@ def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Ten
     """The weighted loss of one batch: read the chunks in order, with truncated BPTT, scoring each objective."""
     B, N, C = batch.chunks.shape
     dev = model.device
-    sums: dict[str, list] = {k: [0.0, 0] for k in ("lm", "facts", "summary", "context")}
+    sums: dict[str, list] = {k: [0.0, 0] for k in ("lm", "facts", "summary", "context", "answer")}
 
     def add(name: str, loss_n: tuple[torch.Tensor, int]) -> None:
         sums[name][0] = sums[name][0] + loss_n[0]
@@ -39,7 +39,9 @@ def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Ten
     state = model.init_state(B)
     for t in range(N):
         chunk = batch.chunks[:, t].to(dev)
-        if batch.facts is None:  # plain text: the chunk's own tokens, with the memory of earlier chunks
+        if batch.query is not None:  # a fact somewhere in the text, asked after it: only the answer is scored
+            state = model.step(state, chunk)
+        elif batch.facts is None:  # plain text: the chunk's own tokens, with the memory of earlier chunks
             out = model(chunk, memory=state)
             add("lm", _ce(out.logits, chunk))
             state = out.memory
@@ -58,6 +60,9 @@ def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Ten
                 add("summary", _ce(model(s.ids.to(dev), s.mask.to(dev), memory=state).logits, s.labels))
         if (t + 1) % model.config.bptt_depth == 0:
             state = state.detach()
+    if batch.query is not None:
+        q = batch.query
+        add("answer", _ce(model(q.ids.to(dev), q.mask.to(dev), memory=state).logits, q.labels))
     if batch.context is not None:
         c = batch.context
         add(
@@ -66,7 +71,7 @@ def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Ten
         )
 
     weights = {"lm": cfg.lm_weight if batch.facts is not None else 1.0, "facts": cfg.facts_weight,
-               "summary": cfg.summary_weight, "context": cfg.summary_weight}  # fmt: skip
+               "summary": cfg.summary_weight, "context": cfg.summary_weight, "answer": 1.0}  # fmt: skip
     loss = sum(weights[k] * s / max(n, 1) for k, (s, n) in sums.items() if n)
     stats = {k: float(s.detach()) / n for k, (s, n) in sums.items() if n}
     return loss, stats

@@ -1,5 +1,6 @@
 """TrainConfig: one training recipe, read from YAML."""
 
+import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ import yaml
 from . import planted
 
 TRAIN_BACKBONE = ("none", "lora", "full")
+TASKS = ("planted", "text", "books")
 CHECKPOINT = "checkpoint"
 FINAL = "model"
 TRAIN_CONFIG = (
@@ -29,9 +31,15 @@ class TrainConfig:
     train_backbone: str = "full"
     lora: dict[str, Any] = field(default_factory=dict)  # peft LoraConfig fields (r, lora_alpha, ...)
     grad_accum: int = 1  # batches whose gradients add up before one optimizer step
-    task: str = "planted"  # "planted" | "text"
+    task: str = (
+        "planted"  # planted (synthetic stories) | text (memory LM) | books (a fact in real text, asked)
+    )
     docs: dict[str, Any] = field(default_factory=dict)  # PlantedConfig fields for task "planted"
-    text_files: tuple[str, ...] = ()  # for task "text"
+    text_files: tuple[str, ...] = ()  # for tasks "text" and "books"
+    question_first: bool = False  # books: the question before the text too, not only after it
+    random_lengths: bool = False  # each step reads 1..the curriculum's number of chunks, drawn at random
+    eval_every: int = 0  # books: held-out accuracy every this many steps (and at the end); 0: never
+    eval_segments: tuple[int, ...] = (1, 2, 4)  # books: the lengths, in chunks, that accuracy is measured at
     filler_files: tuple[str, ...] = ()  # for task "planted"; empty: the generator's own prose
     curriculum: dict[int, int] = field(default_factory=lambda: {0: 2, 200: 4, 500: 8})
     max_steps: int = 1000
@@ -58,10 +66,11 @@ class TrainConfig:
             raise ValueError(f"train_backbone must be one of {TRAIN_BACKBONE}, got {self.train_backbone!r}")
         if self.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
-        if self.task not in ("planted", "text"):
-            raise ValueError(f"task must be 'planted' or 'text', got {self.task!r}")
-        if self.task == "text" and not self.text_files:
-            raise ValueError("task 'text' needs text_files")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task in ("text", "books") and not self.text_files:
+            raise ValueError(f"task {self.task!r} needs text_files")
+        object.__setattr__(self, "eval_segments", tuple(self.eval_segments))
         object.__setattr__(self, "curriculum", {int(k): int(v) for k, v in self.curriculum.items()})
         object.__setattr__(self, "text_files", tuple(self.text_files))
         object.__setattr__(self, "filler_files", tuple(self.filler_files))
@@ -80,8 +89,9 @@ class TrainConfig:
         return cls(**data)
 
     def n_chunks(self, step: int) -> int:
-        """The curriculum's number of chunks at `step`."""
-        return self.curriculum[max(k for k in self.curriculum if k <= step)]
+        """The curriculum's number of chunks at `step` (with random_lengths: at most that many)."""
+        stage = self.curriculum[max(k for k in self.curriculum if k <= step)]
+        return random.Random(self.seed * 7919 + step).randint(1, stage) if self.random_lengths else stage
 
     @property
     def max_chunks(self) -> int:
