@@ -8,14 +8,14 @@ it reads, its state's layout, its size). The model, the config, the state and th
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from transformers import Cache
 
-if TYPE_CHECKING:
-    from .config import MemGPTConfig
+# a MemGPTConfig: memgpt/config.py builds on this module, so it is not imported here
+Config = Any
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Memory(Protocol):
     ) -> dict[str, torch.Tensor]: ...
 
 
-def _no_check(config: "MemGPTConfig") -> None:
+def _no_check(config: Config) -> None:
     return None
 
 
@@ -83,10 +83,10 @@ class MemoryKind:
     build: Callable[..., nn.Module]
     fields: tuple[str, ...] = ()
     options: type | None = None
-    check: Callable[["MemGPTConfig"], None] = _no_check
-    size: Callable[["MemGPTConfig"], int | None] = lambda config: None
-    prompt_room: Callable[["MemGPTConfig"], int] = lambda config: 0
-    signature: Callable[["MemGPTConfig"], dict[str, Any]] = lambda config: {}
+    check: Callable[[Config], None] = _no_check
+    size: Callable[[Config], int | None] = lambda config: None
+    prompt_room: Callable[[Config], int] = lambda config: 0
+    signature: Callable[[Config], dict[str, Any]] = lambda config: {}
     layer_first: frozenset[str] = frozenset()
     entry_dims: Mapping[str, int] = field(default_factory=dict)
     entries: tuple[str, int] | None = None

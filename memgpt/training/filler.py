@@ -6,6 +6,8 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from .words import LOCATIONS, NAMES
+
 _WORD = re.compile(r"[A-Za-z]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -93,9 +95,6 @@ class Filler:
 
 @lru_cache(maxsize=1)
 def _planted_words() -> frozenset[str]:
-    # planted builds on Filler: its words are imported when first needed
-    from .planted import LOCATIONS, NAMES
-
     return frozenset(NAMES) | frozenset(LOCATIONS) | {"badge"}
 
 
