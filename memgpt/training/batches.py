@@ -111,7 +111,7 @@ def planted_batch(
             else:
                 rows.append((window + prompts.context_summary, prompts.target(d.summary())))
         ctx = prompts.seq(rows)
-    return Batch(chunks, facts, summaries, ctx, docs)
+    return Batch(chunks, facts, summaries, ctx, docs=docs)
 
 
 def books_batch(prompts: "TaskPrompts", books: BookSplits, n_chunks: int, chunk_size: int, seeds: list[int],
