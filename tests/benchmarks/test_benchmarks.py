@@ -26,6 +26,7 @@ def ratios(text: str, reader: str) -> list[float | str]:
     return [cell if cell == "n/a" else float(cell) for cell in cells]
 
 
+@pytest.mark.slow
 def test_overhead_compares_both_memories_with_the_bare_backbone():
     text = run_benchmark("benchmarks.overhead", "--tokens", "512", "--layers", "1")
     assert "default backbone (1 layers)" in text and "command: python -m benchmarks.overhead" in text
@@ -47,6 +48,7 @@ def test_gpu_benchmark_runs_on_a_cpu_at_a_small_size():
         assert peak == "n/a" or 0.5 < peak < 2.0
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_refuses_a_long_document_shorter_than_its_comparison():
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.gpu", "--long", "2000"], cwd=REPO, capture_output=True, text=True
@@ -69,6 +71,7 @@ def test_streaming_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_passkey_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
     text = run_benchmark(
         "benchmarks.passkey", "--model", str(smollm2_path), "--lengths", "1024", "--depths", "0.5",

@@ -36,6 +36,7 @@ def saved(tmp_path_factory, ray_session):
     return root / "out", text
 
 
+@pytest.mark.slow
 def test_states_are_listed_in_the_manifest_and_survive_a_rerun(saved):
     out, _ = saved
     manifest = pd.read_parquet(out / "manifest")
@@ -47,6 +48,7 @@ def test_states_are_listed_in_the_manifest_and_survive_a_rerun(saved):
     assert state.stat().st_mtime_ns == before  # finished: not read again, its state kept as it was
 
 
+@pytest.mark.slow
 def test_a_planted_fact_is_recalled_from_the_saved_state(saved, capsys):
     out, _ = saved
     assert ask.main(["--state", str(out / "states" / "book.txt.safetensors"), QUESTION]) == 0
@@ -55,6 +57,7 @@ def test_a_planted_fact_is_recalled_from_the_saved_state(saved, capsys):
     assert "book.txt: " in captured.err and "tokens read" in captured.err
 
 
+@pytest.mark.slow
 def test_the_saved_state_answers_as_the_state_kept_in_process(saved, smollm2_path):
     """The book read again in this process, as the job reads it, gives the same answer as its saved state."""
     out, text = saved

@@ -36,6 +36,7 @@ def test_a_book_is_read_and_continued_by_n_tokens(tmp_path, smollm2):
     assert run.stdout.strip() == expected.strip() and expected.strip()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [None, "", "  \n"])
 def test_a_missing_or_empty_input_fails_in_one_line(tmp_path, content):
     path = tmp_path / "book.txt"

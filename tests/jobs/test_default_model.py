@@ -37,6 +37,7 @@ def default_run(tmp_path_factory, ray_session):
     return root, doc
 
 
+@pytest.mark.slow
 def test_without_model_real_text_gets_parsed_grounded_facts_and_a_report_naming_the_model(
     default_run, capsys
 ):

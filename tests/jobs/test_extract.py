@@ -87,6 +87,7 @@ def test_traceback_only_when_asked(capsys, small_corpus, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_remote_code_needs_the_flag(tmp_path):
     """A model that maps to code of its own is refused without --trust-remote-code: the code is never
     imported (nor copied to the modules cache), the job exits 1 with one line naming the model and the flag,
@@ -223,6 +224,7 @@ def test_help_lists_the_main_flags(capsys):
     assert isinstance(parse_args([]), argparse.Namespace)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
 def test_runs_end_to_end(capsys, small_corpus, tiny_model, tmp_path):
     out = tmp_path / "out"

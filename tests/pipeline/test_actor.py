@@ -58,6 +58,7 @@ def results(extractor, docs) -> dict[str, dict]:
     return {r["doc_id"]: r for r in table.to_pylist()}
 
 
+@pytest.mark.slow
 def test_reads_a_group_in_lockstep_and_accounts_for_it(extractor, texts, tokenizer):
     out = results(extractor, [doc(k, v) for k, v in texts.items()])
     fact_tokens = len(tokenizer(FACT_LINE, add_special_tokens=False)["input_ids"])

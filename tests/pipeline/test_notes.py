@@ -11,6 +11,7 @@ PASSAGES = [
 ]
 
 
+@pytest.mark.slow
 def test_notes_are_bounded_and_each_document_keeps_its_own(smollm2):
     notes = RunningNotes(smollm2, max_new_tokens=40)
     new, counts = notes.update(["", ""], PASSAGES)

@@ -117,6 +117,7 @@ def ray_core(pids: list[int]) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_sigkilled_driver_resumes_and_keeps_each_document_once(corpus, model, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, not the tests' one
@@ -159,6 +160,7 @@ def test_sigkilled_driver_resumes_and_keeps_each_document_once(corpus, model, tm
     assert (pd.read_parquet(out / "manifest")["attempts"] == 1).all()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
 def test_killed_actor_is_restarted_and_output_is_complete(corpus, model, tmp_path):
     """SIGKILL the Extractor actor's worker process while it is in the middle of a document."""
@@ -256,6 +258,7 @@ def test_a_read_resumed_from_a_checkpoint_equals_an_uninterrupted_one(fact_model
     assert sorted(pd.read_parquet(tmp_path / "b" / "summaries")["doc_id"]) == ["d0", "d1"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_is_refused_naming_both(fact_model, corpus, tmp_path):
     out = tmp_path / "out"
     book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")

@@ -72,6 +72,7 @@ def e2e(tmp_path_factory, fact_model):
     return config, report, {d.doc_id: d for d in docs}, output
 
 
+@pytest.mark.slow
 def test_every_document_has_exactly_one_summary(e2e):
     _, report, docs, output = e2e
     summaries = pd.read_parquet(output / "summaries")
@@ -145,6 +146,7 @@ def small(tmp_path_factory):
     return root, random_model(tmp_path_factory.mktemp("random") / "model", chunk_size=96)
 
 
+@pytest.mark.slow
 def test_same_tables_whatever_the_number_of_actors(small, tmp_path):
     root, model = small  # a random model: its junk output moves with the smallest numerical change
     run(small_config(root, tmp_path / "one", model, workers=1))
@@ -166,6 +168,7 @@ def test_groups_depend_on_the_input_only():
     assert document_groups(list(reversed(docs)), 4)[1].equals(groups[1])
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_and_keeps_each_document_once(small, tmp_path):
     root, model = small
     config = small_config(root, tmp_path / "out", model, workers=2)
@@ -191,6 +194,7 @@ def test_a_rerun_resumes_and_keeps_each_document_once(small, tmp_path):
         pd.testing.assert_frame_equal(first[name], final[name], obj=name)
 
 
+@pytest.mark.slow
 def test_kv_memory_end_to_end(small, tmp_path):
     root, model = small
     report = run(small_config(root, tmp_path / "kv", model, memory="kv", workers=1))
