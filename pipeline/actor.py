@@ -16,6 +16,7 @@ from transformers import LogitsProcessorList
 from memgpt import MemGPT, MemGPTConfig, MemoryState, names
 from memgpt.names import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL
 from memgpt.padding import right_pad
+from memgpt.repetition import NoRepeatInGenerated, tidy_prose
 from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
 from pipeline.config import ExtractConfig
@@ -163,10 +164,11 @@ class Extractor:
             summaries = [r.notes for r in readings]
         else:
             prompts = [self.prompts.summary()] * len(docs)
-            processor = self.prose([r.seen for r in readings])
+            processor = self.prose_without_loops([r.seen for r in readings])
             summaries, counts = self.generate(
                 prompts, state, self.config.max_new_tokens_summary, processor=processor
             )
+            summaries = [tidy_prose(s) for s in summaries]  # no looping or cut-off sentence
             for r, n in zip(readings, counts, strict=True):
                 r.generated += n
         seconds = before + time.perf_counter() - start
@@ -279,6 +281,12 @@ class Extractor:
             return None
         grammars = [prose_grammar(names) for names in seen]
         return LogitsProcessorList([self.grammar.processor(grammars, max_lines=1 << 30)])
+
+    def prose_without_loops(self, seen: list[list[str]]) -> LogitsProcessorList:
+        """The summary's processors: the prose grammar, then, for chat models, no n-gram written twice (a
+        model trained on the task format may rightly repeat one: "... moved to the garden" for two people)."""
+        processors = list(self.prose(seen) or [])
+        return LogitsProcessorList(processors + [NoRepeatInGenerated()] * (self.prompts.style == "chat"))
 
     def generate(
         self,

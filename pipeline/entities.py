@@ -2,6 +2,12 @@
 
 Rules (every surface form stays listed in its entity's `aliases`, so a merge can always be undone):
 
+0. Only names and noun phrases are entities (`is_entity`): a bare number ("200"), a pronoun ("he") or a piece
+   of a clause ("tests are skipped without CUDA", "m jobs", "of the house") names nothing, so a fact's subject
+   or object of that kind stays in `facts` but gives no `entities` row. Without a part-of-speech tagger
+   (none is a well-kept offline dependency), a phrase is a clause's piece when it holds a verb that needs a
+   subject ("is", "were", "has", "can"...), a subordinator ("because", "which"), a lowercase one-letter word
+   other than "a", or starts or ends with a preposition or conjunction (or ends with an article).
 1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
 2. A group is a *name* when one of its forms, after the honorifics are stripped, is made of capitalised words
    (lowercase particles such as "de", "van" allowed inside) and does not start with a pronoun or article:
@@ -51,12 +57,25 @@ PARTICLES = frozenset("de del della der di du da la le van von ten ter bin ibn a
 STOPWORDS = frozenset(
     "i me he him his she her hers it its we us they them their you your this that the a an".split()
 )
+# words that make a phrase a clause or a piece of one: verbs that need a subject, subordinators, negation
+CLAUSE_WORDS = frozenset(
+    "am is are was were be been being has have had having do does did will would shall should can could may "
+    "might must not isn't aren't wasn't weren't don't doesn't didn't won't can't couldn't which who whom if "
+    "because although though unless whether".split()
+)
+# words a noun phrase neither starts nor ends with: "of the house", "the house in"
+EDGE_WORDS = frozenset(
+    "of in on at to for from with by into onto upon about over under than as and or but nor then so only also "
+    "very too just not".split()
+)
+ENDLESS = EDGE_WORDS | frozenset("the a an his her their its my your our this these those".split())
 # how many times the others' mentions (plus one) the leading candidate needs to take an untitled short name
 DOMINANCE = 3
 _SPACE = re.compile(r"\s+")
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
 _EDGE = "\"'`.,;:!?()[]{}<>\u201c\u201d\u2018\u2019"
 _POSSESSIVE = re.compile(r"['\u2019]s$", re.IGNORECASE)
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?")  # "isn't" one word, "jobs.extract" two
 
 NameKey = tuple[str, tuple[str, ...]]  # (title, tokens); title "" when there is none
 
@@ -74,6 +93,21 @@ def parse_name(surface: str) -> NameKey | None:
     if not _looks_like_name(words, tokens):
         return None
     return " ".join(title), tokens
+
+
+def is_entity(surface: str) -> bool:
+    """Whether `surface` is a name or a noun phrase, and so an entity (rule 0): not a number, a pronoun or a
+    piece of a clause."""
+    if parse_name(surface) is not None:
+        return True
+    words = [w.casefold() for w in _WORD.findall(surface)]
+    if not any(sum(c.isalpha() for c in w) >= 2 for w in words):  # "200", "13", "4k", "x"
+        return False
+    if all(w in STOPWORDS for w in words):  # "he", "it", "this"
+        return False
+    if words[0] in EDGE_WORDS or words[-1] in ENDLESS:
+        return False
+    return not any(w in CLAUSE_WORDS or (len(w) == 1 and w.isalpha() and w != "a") for w in words)
 
 
 def _looks_like_name(words: list[str], tokens: tuple[str, ...]) -> bool:
@@ -246,8 +280,8 @@ def merge_aliases(names: Iterable[str]) -> dict[str, str]:
 
 
 def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
-    """The `entities` table: subjects and objects merged into entities, with aliases, document and mention
-    counts."""
+    """The `entities` table: subjects and objects that are entities (`is_entity`) merged into entities, with
+    aliases, document and mention counts."""
     index = EntityIndex(_mentions(facts))
     return [
         {
@@ -263,5 +297,6 @@ def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
 
 def _mentions(facts: Iterable[dict]) -> Iterator[tuple[str, str]]:
     for row in facts:
-        yield row["subject"], row["doc_id"]
-        yield row["object"], row["doc_id"]
+        for surface in (row["subject"], row["object"]):
+            if is_entity(surface):
+                yield surface, row["doc_id"]

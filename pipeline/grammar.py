@@ -30,6 +30,7 @@ from transformers import LogitsProcessor
 from pipeline.entities import STOPWORDS, TITLES
 
 GRAMMARS = ("text", "lines", "none")
+NO_LINES = '""'  # the grammar of a passage without a line to copy: only the end of the output
 OPENERS = (
     "The A An He She They It In At On After When Later Then This That These His Her Their One Years Meanwhile But "
     "And As So There Here I We You"
@@ -47,9 +48,11 @@ _CLAUSE_START = re.compile(
     r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
 )
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(]\s*|\n\s*)$")
+# a clause: to its punctuation, "--", a table cell's "|" or a code span's "`", or a line break that ends a
+# paragraph or starts a list item, table row or heading (a line break inside a sentence is only wrapping)
 _SENTENCE = re.compile(
-    r"(?:[^.!?;:,_\"\u201c\u201d()\u2014-]|-(?!-))+"
-)  # a clause: to its punctuation or "--"
+    r"(?:[^.!?;:,_\"\u201c\u201d()\u2014|`\n-]|-(?!-)|\n(?![ \t]*(?:\n|[|#>*+-]|\d+[.)])))+"
+)
 # words an object does not end with ("in the", "of"): a phrase cut there says nothing
 _DETERMINERS = frozenset("the a an his her their its my your our this that".split())
 _OPEN_WORDS = frozenset(
@@ -117,14 +120,15 @@ def fact_grammar(
     # space ("Maria" / "Maria Lopez") must not be followed by a separate " | " token
     relation = _one_of(relations, " | ") if relations else rf"/{_RELATION} \| /"
     subject, obj = rf"/{_FREE} \| /", rf"/{_FREE}\n/"
-    names = sorted(set(names_in(passage)) | set(known)) if mode == "text" else []
-    if names and not relations:
-        anchors = copied_anchors(passage, names)[:max_lines]
-        if anchors:  # one line for each sentence with a subject, in order: every sentence is covered
+    if mode == "text":
+        names = sorted(set(names_in(passage)) | set(known))
+        if not relations:  # one line for each sentence with a subject, in order: every sentence is covered
+            anchors = copied_anchors(passage, names)[:max_lines] if names else []
             rules = [f"L{k}: {_one_of(lines, '')}" for k, lines in enumerate(anchors)]
-            start = " ".join(f"L{k}" for k in range(len(anchors)))
-            return llguidance.grammar_from("lark", f"start: {start}\n" + "\n".join(rules) + "\n")
-    if names:
+            start = " ".join(f"L{k}" for k in range(len(anchors))) or NO_LINES
+            return llguidance.grammar_from("lark", f"start: {start}\n" + "".join(f"{r}\n" for r in rules))
+        if not names:  # no name to be a subject: nothing to copy, and free words would be invented ones
+            return llguidance.grammar_from("lark", f"start: {NO_LINES}\n")
         subject = _one_of(names, " | ")
         obj = _one_of(sorted(set(phrases_in(passage)) | set(names)), "\n")
     lark = f"start: line{{1,{max_lines}}}\nline: SUBJECT RELATION OBJECT\n"
@@ -148,7 +152,8 @@ def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
     and what follows. A sentence without such a subject has no line."""
     found = []
     for name in names:
-        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", passage):
+        # a name with a possessive ("Bingley's first choice") is not the subject, the phrase it opens is
+        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019])", passage):
             if _opens_clause(passage, m.start()):
                 found.append((m.start(), _splits(name, _words_after(passage, m.end()))))
     for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?!\w)", passage):

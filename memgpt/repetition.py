@@ -1,0 +1,78 @@
+"""Generated prose without loops: a small greedy model repeats its last sentence until the token limit
+("It is a machine learning model ... ." five times, then cut off). Two guards, used for summaries and notes:
+
+- `NoRepeatInGenerated`: while generating, a token that would repeat an n-gram of the text generated so far
+  is banned. Unlike transformers' `no_repeat_ngram_size`, the prompt does not count: a summary may copy the
+  passage's phrases ("Inspector Halvorsen keeps the ledger"), it only may not copy itself.
+- `tidy_prose`: afterwards, a sentence said before is dropped, and so is an unfinished last sentence (the
+  token limit cut it) when a finished one comes before it.
+"""
+
+import re
+
+import torch
+from transformers import LogitsProcessor
+
+NO_REPEAT_NGRAM = 4  # tokens: "It is a machine" may be written once; 3 would ban "of the" + one word twice
+_SENTENCE_END = re.compile(r"[.!?][\"')\u201d\u2019]*(\s+)")
+_FINISHED = re.compile(r"[.!?][\"')\u201d\u2019]*$")
+_NOT_WORD = re.compile(r"\W+")
+
+
+class NoRepeatInGenerated(LogitsProcessor):
+    """Bans, per row, every token that would complete an n-gram already present in that row's generated
+    tokens. The first call sees the prompt only, so its length marks where generation starts. A row whose
+    every allowed token (after other processors, e.g. a grammar) would be banned keeps its scores: the ban
+    never leaves a row without a choice. For one generate call."""
+
+    def __init__(self, ngram_size: int = NO_REPEAT_NGRAM):
+        if ngram_size < 2:
+            raise ValueError(f"ngram_size must be >= 2, got {ngram_size}")
+        self.n, self.start = ngram_size, None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        generated = input_ids[:, self.start :].tolist()
+        banned = scores.clone()
+        for row, tokens in enumerate(generated):
+            for token in _repeating_tokens(tokens, self.n):
+                if token < banned.shape[1]:
+                    banned[row, token] = float("-inf")
+            if torch.isinf(banned[row]).all():
+                banned[row] = scores[row]
+        return banned
+
+
+def _repeating_tokens(tokens: list[int], n: int) -> set[int]:
+    """The tokens that, appended to `tokens`, would repeat one of its n-grams."""
+    if len(tokens) < n:
+        return set()
+    prefix = tuple(tokens[len(tokens) - n + 1 :])
+    return {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i : i + n - 1]) == prefix}
+
+
+def sentences(text: str) -> list[tuple[str, str]]:
+    """`text` as (sentence, the whitespace after it), split after each ".", "!" or "?" that whitespace follows
+    (closing quotes stay with their sentence); the separators are kept, so line breaks survive."""
+    text, out, at = text.strip(), [], 0
+    for m in _SENTENCE_END.finditer(text):
+        out.append((text[at : m.start(1)], m.group(1)))
+        at = m.end()
+    if at < len(text):
+        out.append((text[at:], ""))
+    return out
+
+
+def tidy_prose(text: str) -> str:
+    """`text` without a sentence it has said before (case, spacing and punctuation aside) and without an
+    unfinished last sentence when a finished one precedes it."""
+    kept, seen = [], set()
+    for sentence, gap in sentences(text):
+        key = _NOT_WORD.sub(" ", sentence.casefold()).strip()
+        if key and key not in seen:
+            seen.add(key)
+            kept.append((sentence, gap))
+    if len(kept) > 1 and not _FINISHED.search(kept[-1][0]):
+        kept.pop()
+    return "".join(s + gap for s, gap in kept).strip()
