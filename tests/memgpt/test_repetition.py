@@ -53,23 +53,26 @@ def test_the_ban_never_leaves_a_row_without_a_choice():
         NoRepeatInGenerated(ngram_size=1)
 
 
-README_PASSAGE = (
-    "The model is a pretrained model. The tokenizer is trained to generate a sequence of tokens. "
-    "Turn a corpus of long documents into knowledge: one summary per document and a table of facts with "
-    "evidence, written to Parquet. Each document is read by a MemGPT, a Hugging Face causal language model "
-    "plus a fixed-size memory updated chunk by chunk, so a book of a million tokens costs linear time and "
-    "constant memory."
-)
+# the README's section "The model": unconstrained, SmolLM2's notes of it loop ("The model is capable of
+# learning from the data and to adapt to new data." again and again)
+README_SECTION = '## The model\n\n```python\nfrom memgpt import MemGPT, load_tokenizer\n\ntokenizer = load_tokenizer()  # the shipped byte-level BPE tokenizer (offline)\nmodel = MemGPT()  # a small default config, random weights\ninput_ids = tokenizer.encode("The history of NLP is", return_tensors="pt")\noutput = model.generate(input_ids, max_length=50)  # long inputs are read chunk by chunk into memory first\n# transformers\' own generation loop runs over the memory: GenerationConfig, logits_processor, stopping_criteria,\n# streamer, repetition_penalty, output_scores / return_dict_in_generate all apply\n```\n\nFour memories behind one interface: **slots** (trainable, the default), **kv** (training-free, for\npretrained models from the hub; positions stay inside the backbone\'s window however long the book),\n**retrieval** (kv plus a host-memory store of everything evicted, brought back when a query needs it: on\nSmolLM2 it finds a passkey in repeated filler at every length measured, 1k to 128k tokens, but answers none of\nthe questions about facts stated once in a real novel) and **archival** (kv plus the text of everything read:\nthe sentences that fit a question best, by BM25, are read again right before it). On facts stated once in real\nbook text and asked in other words, archival memory is the one that answers past the span the model attends to\n(2 or 3 of 16 at 16k, 32k and 128k tokens, where kv, retrieval and a truncated window answer none; full\nattention answers 2 of 16 at 4k), reading at kv\'s speed with 4 bytes of host memory a token: its search brings back every sentence needed, and the 135M backbone is the limit (docs/long-context.md).\n`docs/model.md` explains which code is the update `f` and the read `g`, what each costs and when to use which.'
 
 
-def test_real_notes_write_no_ngram_twice(smollm2):
-    """SmolLM2's notes of a README passage: no 4-gram of generated tokens twice, no sentence twice (~10 s)."""
-    notes = RunningNotes(smollm2, max_new_tokens=96)
-    new, counts = notes.update([""], [README_PASSAGE])
-    ids = smollm2.tokenizer(new[0], add_special_tokens=False)["input_ids"]
+def repeated_4grams(ids: list[int]) -> int:
     grams = [tuple(ids[i : i + 4]) for i in range(len(ids) - 3)]
-    keys = [s.casefold() for s, _ in sentences(new[0])]
-    assert new[0] and counts[0] > 0
-    assert len(keys) == len(set(keys)), new[0]
-    # re-tokenising may merge tokens differently at a few places: allow a repeat or two, not a loop
-    assert len(grams) - len(set(grams)) <= 2, new[0]
+    return len(grams) - len(set(grams))
+
+
+def test_the_ban_stops_a_real_loop(smollm2):
+    """SmolLM2 loops on this prompt without the ban and writes no 4-gram twice with it (2 x 96 tokens: about
+    10 s on 2 idle cores)."""
+    notes = RunningNotes(smollm2, max_new_tokens=96)
+    ids = torch.tensor([notes.prompt("", README_SECTION)])
+    free, banned = (
+        smollm2.generate(ids, max_new_tokens=96, do_sample=False, logits_processor=processors)[
+            0, ids.shape[1] :
+        ]
+        for processors in (None, [NoRepeatInGenerated()])
+    )
+    assert repeated_4grams(free.tolist()) > 10  # the looping case
+    assert repeated_4grams(banned.tolist()) == 0
