@@ -56,7 +56,8 @@ class DocumentProgress:
 
     def __init__(self, output: str, stream: TextIO | None = None, every_s: float = 2.0):
         self.out, self.stream, self.every_s = Output(output), stream or sys.stderr, every_s
-        self.seen = self._files()
+        self.seen: dict[str, int | None] = {}
+        _quietly(self._remember)  # an output that cannot be listed is the run's to report, not this one's
         self.done = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="document-progress", daemon=True)
@@ -79,6 +80,9 @@ class DocumentProgress:
             if self.seen.get(name) != mtime:
                 self._print(name)
                 self.seen[name] = mtime
+
+    def _remember(self) -> None:
+        self.seen = self._files()
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every_s):
