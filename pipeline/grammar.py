@@ -152,8 +152,9 @@ def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
     and what follows. A sentence without such a subject has no line."""
     found = []
     for name in names:
-        # a name with a possessive ("Bingley's first choice") is not the subject, the phrase it opens is
-        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019])", passage):
+        # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
+        # subject, the phrase it opens is
+        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
             if _opens_clause(passage, m.start()):
                 found.append((m.start(), _splits(name, _words_after(passage, m.end()))))
     for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?!\w)", passage):

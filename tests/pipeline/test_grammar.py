@@ -130,7 +130,12 @@ def test_relations_and_objects_are_words_of_their_own_sentence():
 def test_a_clause_ends_at_a_table_cell_a_paragraph_or_a_list_item():
     table = "| `tests/` | the suite; GPU-only tests are skipped without CUDA |\n| `cluster.yaml` | a file |"
     lines = [line for anchor in copied_anchors(table, ["GPU"]) for line in anchor]
-    assert lines and not any("cluster" in line for line in lines)
+    assert not any("cluster" in line for line in lines)
+    lines = [line for anchor in copied_anchors(table.replace("GPU-only", "GPU"), ["GPU"]) for line in anchor]
+    assert "GPU | tests | are skipped without CUDA\n" in lines  # and not "CUDA cluster"
+    assert not copied_anchors(table, ["GPU"])  # "GPU-only tests": a compound, not a subject
+    possessive = "Miss Bingley's first choice was Mr. Darcy."
+    assert not copied_anchors(possessive, ["Miss Bingley"])  # a possessive, not a subject
     prose = "Elizabeth walked to the village\n\nDarcy rode home.\nElizabeth wrote letters\n- Darcy read"
     lines = [line for anchor in copied_anchors(prose, ["Darcy", "Elizabeth"]) for line in anchor]
     assert "Elizabeth | walked to | the village\n" in lines and "Elizabeth | wrote | letters\n" in lines
