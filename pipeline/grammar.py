@@ -8,7 +8,10 @@ milliseconds; no dependencies of its own). Three modes:
   observatory of Bergen"); after "he" or "she", the subject is any name met in the passage or the running
   notes, which the model must choose, so the pronoun is resolved. With a fixed relation vocabulary
   (`facts_relations` in the YAML) the subject is a name, the relation one of the vocabulary and the object a
-  phrase of the passage. Every fact can so be found in the text it came from, or in the notes.
+  phrase of the passage. Every fact can so be found in the text it came from, or in the notes, and its
+  relation is words of its own sentence (or of the vocabulary). A passage without a sentence whose subject
+  is a name or pronoun (or, with a vocabulary, without a name) allows no line: free words there would be
+  words the model makes up.
 - lines: any words in each of the three fields (the relation from the vocabulary, if one is given);
 - none: unconstrained generation, parsed afterwards (lines that are no fact are counted as unparsed).
 
