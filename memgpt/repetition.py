@@ -4,8 +4,10 @@
 - `NoRepeatInGenerated`: while generating, a token that would repeat an n-gram of the text generated so far
   is banned. Unlike transformers' `no_repeat_ngram_size`, the prompt does not count: a summary may copy the
   passage's phrases ("Inspector Halvorsen keeps the ledger"), it only may not copy itself.
-- `tidy_prose`: afterwards, a sentence said before is dropped, and so is an unfinished last sentence (the
-  token limit cut it) when a finished one comes before it.
+- `tidy_prose`: afterwards, a sentence (or line) that adds no content word to what was said before it is
+  dropped: an exact repeat, and the near repeats the ban leads to ("The Captain, the Captain of the ship." /
+  "The Captain of the Captain, a pirate." / "The Captain is a pirate."). So is an unfinished last sentence
+  (the token limit cut it) when a finished one comes before it.
 """
 
 import re
@@ -14,9 +16,16 @@ import torch
 from transformers import LogitsProcessor
 
 NO_REPEAT_NGRAM = 4  # tokens: "It is a machine" may be written once; 3 would ban "of the" + one word twice
-_SENTENCE_END = re.compile(r"[.!?][\"')\u201d\u2019]*(\s+)")
+_SENTENCE_END = re.compile(r"[.!?][\"')\u201d\u2019]*(\s+)|(\s*\n\s*)")
 _FINISHED = re.compile(r"[.!?][\"')\u201d\u2019]*$")
-_NOT_WORD = re.compile(r"\W+")
+_WORD = re.compile(r"[^\W_]+")
+# words that carry no content: a sentence made only of these and of words said before says nothing new
+FUNCTION_WORDS = frozenset(
+    "a an the this that these those his her its their my your our he she it they i we you him them me us who "
+    "which what is are was were be been being has have had do does did will would can could shall should may "
+    "might must not no and or but so of in on at to for from with by as into about than then there here also "
+    "very too just all any some each every one s".split()
+)
 
 
 class NoRepeatInGenerated(LogitsProcessor):
@@ -54,10 +63,13 @@ def _repeating_tokens(tokens: list[int], n: int) -> set[int]:
 
 def sentences(text: str) -> list[tuple[str, str]]:
     """`text` as (sentence, the whitespace after it), split after each ".", "!" or "?" that whitespace follows
-    (closing quotes stay with their sentence); the separators are kept, so line breaks survive."""
+    (closing quotes stay with their sentence) and at line breaks; the separators are kept, so line breaks
+    survive."""
     text, out, at = text.strip(), [], 0
     for m in _SENTENCE_END.finditer(text):
-        out.append((text[at : m.start(1)], m.group(1)))
+        gap = 1 if m.group(1) is not None else 2
+        if m.start(gap) > at:
+            out.append((text[at : m.start(gap)], m.group(gap)))
         at = m.end()
     if at < len(text):
         out.append((text[at:], ""))
@@ -65,14 +77,16 @@ def sentences(text: str) -> list[tuple[str, str]]:
 
 
 def tidy_prose(text: str) -> str:
-    """`text` without a sentence it has said before (case, spacing and punctuation aside) and without an
-    unfinished last sentence when a finished one precedes it."""
-    kept, seen = [], set()
+    """`text` without a sentence that adds no content word to those before it (a repeat, case and
+    punctuation aside, or a near repeat) and without an unfinished last sentence when a finished one precedes
+    it (inside a paragraph). The first sentence always stays."""
+    kept, said = [], set()
     for sentence, gap in sentences(text):
-        key = _NOT_WORD.sub(" ", sentence.casefold()).strip()
-        if key and key not in seen:
-            seen.add(key)
+        words = {w for w in _WORD.findall(sentence.casefold()) if w not in FUNCTION_WORDS}
+        if not kept or words - said:
+            said |= words
             kept.append((sentence, gap))
-    if len(kept) > 1 and not _FINISHED.search(kept[-1][0]):
+    # cut off by the token limit: no end mark, inside a paragraph (a last line of a list has no end mark either)
+    if len(kept) > 1 and not _FINISHED.search(kept[-1][0]) and "\n" not in kept[-2][1]:
         kept.pop()
     return "".join(s + gap for s, gap in kept).strip()

@@ -2,12 +2,16 @@
 
 Rules (every surface form stays listed in its entity's `aliases`, so a merge can always be undone):
 
-0. Only names and noun phrases are entities (`is_entity`): a bare number ("200"), a pronoun ("he") or a piece
-   of a clause ("tests are skipped without CUDA", "m jobs", "of the house") names nothing, so a fact's subject
-   or object of that kind stays in `facts` but gives no `entities` row. Without a part-of-speech tagger
-   (none is a well-kept offline dependency), a phrase is a clause's piece when it holds a verb that needs a
-   subject ("is", "were", "has", "can"...), a subordinator ("because", "which"), a lowercase one-letter word
-   other than "a", or starts or ends with a preposition or conjunction (or ends with an article).
+0. Only names and noun phrases are entities (`is_entity`): a bare number ("200"), a pronoun ("he"), a title
+   alone ("Mrs") or a piece of a clause ("tests are skipped without CUDA", "m jobs", "of the house", "quite
+   young", "danced with her twice") names nothing, so a fact's subject or object of that kind stays in
+   `facts` but gives no `entities` row. Without a part-of-speech tagger (none is a well-kept offline
+   dependency), closed word lists decide: a phrase is no noun phrase when it holds a verb that needs a subject
+   ("is", "were", "can"), a personal pronoun ("him", "they"; "her" only as a possessive, first), a degree
+   adverb ("quite", "twice"), a subordinator ("because") or a lowercase one-letter word other than "a"; when
+   it starts with a preposition, conjunction, particle or a participle ("seated on ...") or ends with one (or
+   with an article); or when, longer than three words or with "and"/"or", it does not start with a
+   determiner ("the house and the garden" is one, "brown and brawny" is not).
 1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
 2. A group is a *name* when one of its forms, after the honorifics are stripped, is made of capitalised words
    (lowercase particles such as "de", "van" allowed inside) and does not start with a pronoun or article:
@@ -63,12 +67,22 @@ CLAUSE_WORDS = frozenset(
     "might must not isn't aren't wasn't weren't don't doesn't didn't won't can't couldn't which who whom if "
     "because although though unless whether".split()
 )
-# words a noun phrase neither starts nor ends with: "of the house", "the house in"
+# personal pronouns and degree adverbs: a phrase with one is a piece of a clause ("for her to hear")
+PRONOUNS_AND_DEGREES = frozenset(
+    "i me he him she we us they them myself himself herself ourselves themselves itself quite rather somewhat "
+    "almost enough twice once".split()
+)
+# words a noun phrase neither starts nor ends with: "of the house", "the house in", "there a tiller"
 EDGE_WORDS = frozenset(
     "of in on at to for from with by into onto upon about over under than as and or but nor then so only also "
-    "very too just not".split()
+    "very too just not there here off up down out away back".split()
 )
-ENDLESS = EDGE_WORDS | frozenset("the a an his her their its my your our this these those".split())
+DETERMINERS = frozenset(
+    "the a an his her their its my your our this that these those some any many several each every no all both "
+    "few one two three four five six seven eight nine ten".split()
+)
+ENDLESS = EDGE_WORDS | DETERMINERS | {"own"}
+MAX_BARE_WORDS = 3  # a longer phrase without a determiner first is a clause's piece, not a noun phrase
 # how many times the others' mentions (plus one) the leading candidate needs to take an untitled short name
 DOMINANCE = 3
 _SPACE = re.compile(r"\s+")
@@ -103,11 +117,23 @@ def is_entity(surface: str) -> bool:
     words = [w.casefold() for w in _WORD.findall(surface)]
     if not any(sum(c.isalpha() for c in w) >= 2 for w in words):  # "200", "13", "4k", "x"
         return False
-    if all(w in STOPWORDS for w in words):  # "he", "it", "this"
+    if all(w in STOPWORDS for w in words) or (len(words) == 1 and words[0] in TITLES):  # "he", "Mrs"
         return False
-    if words[0] in EDGE_WORDS or words[-1] in ENDLESS:
+    if words[0] in EDGE_WORDS or _participle(words[0]) or words[-1] in ENDLESS:
         return False
-    return not any(w in CLAUSE_WORDS or (len(w) == 1 and w.isalpha() and w != "a") for w in words)
+    inner = words[1:] if words[0] == "her" else words  # "her house": a possessive
+    if any(w in CLAUSE_WORDS or w in PRONOUNS_AND_DEGREES or _one_letter(w) for w in inner):
+        return False
+    bare = words[0] not in DETERMINERS and not words[0].isdigit()
+    return not bare or (len(words) <= MAX_BARE_WORDS and not {"and", "or"} & set(words))
+
+
+def _participle(word: str) -> bool:
+    return len(word) > 4 and word.endswith("ed")  # "seated on an oaken chair", "acquainted with"
+
+
+def _one_letter(word: str) -> bool:
+    return len(word) == 1 and word.isalpha() and word != "a"  # "m jobs" of "python -m jobs.extract"
 
 
 def _looks_like_name(words: list[str], tokens: tuple[str, ...]) -> bool:

@@ -61,6 +61,7 @@ _DETERMINERS = frozenset("the a an his her their its my your our this that".spli
 _OPEN_WORDS = frozenset(
     "the a an of in on at to for from with by and or but his her their its my your our".split()
 )
+_POSSESSIVE = re.compile(r"['\u2019]s$")
 _FREE = r"[^| \n]+( [^| \n]+){0,7}"  # one to eight words without "|" or a line break
 _RELATION = r"[a-z]+( [a-z]+){0,3}"
 
@@ -73,13 +74,14 @@ def names_in(text: str) -> list[str]:
     lowercase = {w.casefold() for w in _WORD.findall(text) if w[0].islower()}
     found, inside = set(), set()
     for m in _NAME.finditer(text):
-        words = _split_at_sentence_end([w.strip("_") for w in m.group().split()])  # _italics_
+        # _italics_; "--" is a dash, not part of the name ("London--his")
+        words = _split_at_sentence_end([w.strip("_") for w in m.group().split("--")[0].split()])
         at_start = bool(_SENTENCE_START.search(text[max(0, m.start() - 3) : m.start()]))
         while words and (words[0].casefold() in STOPWORDS or (at_start and words[0].casefold() in lowercase)):
             words.pop(0)
         if not words or words[-1].rstrip(".").casefold() in TITLES:
             continue
-        name = " ".join(words).rstrip("'\u2019")
+        name = _POSSESSIVE.sub("", " ".join(words)).rstrip("'\u2019")  # "Jane's" is Jane
         found.add(name)
         if not at_start or len(words) > 1:
             inside.add(name)

@@ -19,6 +19,25 @@ def test_repeats_differing_in_case_spacing_or_punctuation_are_repeats():
     assert tidy_prose(text) == 'He said "Go!" She went home.\nThen she slept.'  # the line break is kept
 
 
+def test_near_repeats_that_add_no_content_word_are_dropped():
+    """What the n-gram ban turned a loop into, in a real summary of a Moby-Dick chapter: one line a word
+    longer each time, never a new word."""
+    summary = (
+        "The ship.\nThe people:\nThe Captain, the Captain of the ship.\nA pirate, a pirate.\n"
+        "The Captain of the Captain, a pirate, a\nCaptain of the ship, a pirate\nThe Captain who is a pirate,\n"
+        "The Captain is a pirate."
+    )
+    assert tidy_prose(summary) == (
+        "The ship.\nThe people:\nThe Captain, the Captain of the ship.\nA pirate, a pirate."
+    )
+
+
+def test_the_last_line_of_a_list_is_no_cut_off_sentence():
+    notes = "People:\n- Elizabeth visits Pemberley\n- Darcy writes a letter"
+    assert tidy_prose(notes) == notes
+    assert [s for s, _ in sentences(notes)] == notes.splitlines()
+
+
 def test_text_without_repeats_is_unchanged():
     text = "Inspector Halvorsen keeps the ledger. He moved it to Tromsø.\n\nThe winter was long."
     assert tidy_prose(text) == text

@@ -127,11 +127,17 @@ NOT_ENTITIES = [
     "he", "It", "they",  # pronouns
     "m jobs", "tests are skipped without CUDA cluster", "the 135M backbone is the limit",  # README fragments
     "of the house", "the ledger in", "and Elizabeth", "was walking to", "which he had",
+    # objects of real fact lines from chapters of Pride and Prejudice and Moby-Dick
+    "quite young", "danced with her twice", "near enough for her to hear", "brown and brawny",
+    "acquainted with all the principal people", "seated on an old-fashioned oaken chair", "his own", "off",
+    "there a tiller", "her quite beautiful", "the most beautiful creature I ever", "Mrs", "the skill of them all",
 ]  # fmt: skip
 ENTITIES = [
     "Mr. Darcy", "SmolLM2-135M-Instruct", "Parquet", "J. K. Rowling", "Vitamin C",  # names
     "the house", "the lighthouse at Tromsø", "the observatory of Bergen", "green journal", "the captain's log",
     "summaries", "4k tokens",  # noun phrases
+    "his sacrificial fire of shavings", "a blue coat", "the only creature in the room", "barbaric Ethiopian emperor",
+    "her house", "the house and the garden", "Jane's pleasure", "trophies",
 ]  # fmt: skip
 
 

@@ -28,6 +28,11 @@ def test_names_are_capitalised_words_inside_sentences():
     ]  # fmt: skip  ("It", "Since", "Years", "My" start sentences; "My dear" is no name)
 
 
+def test_a_name_has_no_possessive_and_ends_at_a_dash():
+    text = "She said that Jane's sister had left London--his home--in spring. Jane wrote to Mr. Darcy's sister."
+    assert names_in(text) == ["Jane", "London", "Mr. Darcy"]
+
+
 def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
     anchors = copied_anchors(PASSAGE, names_in(PASSAGE))
     lines = [line for anchor in anchors for line in anchor]
