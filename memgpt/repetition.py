@@ -6,8 +6,8 @@
   passage's phrases ("Inspector Halvorsen keeps the ledger"), it only may not copy itself.
 - `tidy_prose`: afterwards, a sentence (or line) that adds no content word to what was said before it is
   dropped: an exact repeat, and the near repeats the ban leads to ("The Captain, the Captain of the ship." /
-  "The Captain of the Captain, a pirate." / "The Captain is a pirate."). So is an unfinished last sentence
-  (the token limit cut it) when a finished one comes before it.
+  "The Captain of the Captain, a pirate." / "The Captain is a pirate."). When the token limit cut the text,
+  so is its unfinished last sentence, if a finished one comes before it.
 """
 
 import re
@@ -76,17 +76,16 @@ def sentences(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def tidy_prose(text: str) -> str:
+def tidy_prose(text: str, cut_off: bool = False) -> str:
     """`text` without a sentence that adds no content word to those before it (a repeat, case and
-    punctuation aside, or a near repeat) and without an unfinished last sentence when a finished one precedes
-    it (inside a paragraph). The first sentence always stays."""
+    punctuation aside, or a near repeat) and, when generation was `cut_off` by its token limit, without its
+    unfinished last sentence (if a finished one precedes it). The first sentence always stays."""
     kept, said = [], set()
     for sentence, gap in sentences(text):
         words = {w for w in _WORD.findall(sentence.casefold()) if w not in FUNCTION_WORDS}
         if not kept or words - said:
             said |= words
             kept.append((sentence, gap))
-    # cut off by the token limit: no end mark, inside a paragraph (a last line of a list has no end mark either)
-    if len(kept) > 1 and not _FINISHED.search(kept[-1][0]) and "\n" not in kept[-2][1]:
+    if cut_off and len(kept) > 1 and not _FINISHED.search(kept[-1][0]):
         kept.pop()
     return "".join(s + gap for s, gap in kept).strip()

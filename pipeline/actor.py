@@ -168,7 +168,9 @@ class Extractor:
             summaries, counts = self.generate(
                 prompts, state, self.config.max_new_tokens_summary, processor=processor
             )
-            summaries = [tidy_prose(s) for s in summaries]  # no looping or cut-off sentence
+            # no loop, and no end cut off by the token limit
+            cut = [n >= self.config.max_new_tokens_summary for n in counts]
+            summaries = [tidy_prose(s, c) for s, c in zip(summaries, cut, strict=True)]
             for r, n in zip(readings, counts, strict=True):
                 r.generated += n
         seconds = before + time.perf_counter() - start

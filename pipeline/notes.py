@@ -51,4 +51,6 @@ class RunningNotes:
         # the ban after the grammar, so it sees which tokens the grammar left
         processors = LogitsProcessorList([*(logits_processor or []), NoRepeatInGenerated()])
         replies = self.model.reply(prompts, max_new_tokens=self.max_new_tokens, logits_processor=processors)
-        return [tidy_prose(r.text) for r in replies], [len(r.ids) for r in replies]
+        counts = [len(r.ids) for r in replies]
+        notes = [tidy_prose(r.text, n >= self.max_new_tokens) for r, n in zip(replies, counts, strict=True)]
+        return notes, counts

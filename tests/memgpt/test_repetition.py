@@ -11,7 +11,9 @@ LOOP = "It is a machine learning model that can be trained on a large number of 
 
 def test_a_looping_sentence_is_kept_once_and_the_cut_off_end_dropped():
     looping = "The README shows the main command. " + LOOP * 5 + "It is a machine learning mo"
-    assert tidy_prose(looping) == "The README shows the main command. " + LOOP.strip()
+    assert tidy_prose(looping, cut_off=True) == "The README shows the main command. " + LOOP.strip()
+    assert tidy_prose("A model. It is cut at the limit, under", cut_off=True) == "A model."
+    assert tidy_prose("A model.\n- It is cut at the limit, under", cut_off=True) == "A model."
 
 
 def test_repeats_differing_in_case_spacing_or_punctuation_are_repeats():
@@ -32,9 +34,9 @@ def test_near_repeats_that_add_no_content_word_are_dropped():
     )
 
 
-def test_the_last_line_of_a_list_is_no_cut_off_sentence():
+def test_an_unfinished_end_stays_when_the_model_ended_it():
     notes = "People:\n- Elizabeth visits Pemberley\n- Darcy writes a letter"
-    assert tidy_prose(notes) == notes
+    assert tidy_prose(notes) == notes  # ended by the model (EOS), not by the limit
     assert [s for s, _ in sentences(notes)] == notes.splitlines()
 
 

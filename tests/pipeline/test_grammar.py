@@ -29,7 +29,9 @@ def test_names_are_capitalised_words_inside_sentences():
 
 
 def test_a_name_has_no_possessive_and_ends_at_a_dash():
-    text = "She said that Jane's sister had left London--his home--in spring. Jane wrote to Mr. Darcy's sister."
+    text = (
+        "She said that Jane's sister had left London--his home--in spring. Jane wrote to Mr. Darcy's sister."
+    )
     assert names_in(text) == ["Jane", "London", "Mr. Darcy"]
 
 
