@@ -1,9 +1,12 @@
 """Generated prose without loops: a small greedy model repeats its last sentence until the token limit
-("It is a machine learning model ... ." five times, then cut off). Two guards, used for summaries and notes:
+("It is a machine learning model ... ." five times, then cut off). Three guards, used for summaries and notes:
 
 - `NoRepeatInGenerated`: while generating, a token that would repeat an n-gram of the text generated so far
   is banned. Unlike transformers' `no_repeat_ngram_size`, the prompt does not count: a summary may copy the
   passage's phrases ("Inspector Halvorsen keeps the ledger"), it only may not copy itself.
+- `PenalizeGenerated`: a token generated before is made less likely (transformers' repetition penalty, on
+  the generated tokens only): the n-gram ban alone turns a loop into a list of variants ("the offline
+  pipeline, the offline model, the offline training, ...").
 - `tidy_prose`: afterwards, a sentence (or line) that adds no content word to what was said before it is
   dropped: an exact repeat, and the near repeats the ban leads to ("The Captain, the Captain of the ship." /
   "The Captain of the Captain, a pirate." / "The Captain is a pirate."). When the token limit cut the text,
@@ -15,6 +18,7 @@ import re
 import torch
 from transformers import LogitsProcessor
 
+REPETITION_PENALTY = 1.3  # on generated tokens only; 1.2 on the prompt too made the model avoid its names
 NO_REPEAT_NGRAM = 4  # tokens: "It is a machine" may be written once; 3 would ban "of the" + one word twice
 _SENTENCE_END = re.compile(r"[.!?][\"')\u201d\u2019]*(\s+)|(\s*\n\s*)")
 _FINISHED = re.compile(r"[.!?][\"')\u201d\u2019]*$")
@@ -51,6 +55,33 @@ class NoRepeatInGenerated(LogitsProcessor):
             if torch.isinf(banned[row]).all():
                 banned[row] = scores[row]
         return banned
+
+
+class PenalizeGenerated(LogitsProcessor):
+    """transformers' repetition penalty (a token's score divided by `penalty` when positive, multiplied when
+    negative) for the tokens a row has *generated* only: the prompt's names stay as likely as they were, while
+    a word written again and again ("the offline model, the offline corpus, the offline text, ...") becomes
+    less likely each time it would come back. For one generate call."""
+
+    def __init__(self, penalty: float = REPETITION_PENALTY):
+        if penalty < 1.0:
+            raise ValueError(f"penalty must be >= 1, got {penalty}")
+        self.penalty, self.start = penalty, None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        generated = input_ids[:, self.start :].clamp(max=scores.shape[1] - 1)
+        if generated.shape[1] == 0:
+            return scores
+        picked = scores.gather(1, generated)
+        picked = torch.where(picked > 0, picked / self.penalty, picked * self.penalty)
+        return scores.scatter(1, generated, picked)
+
+
+def no_loops() -> list[LogitsProcessor]:
+    """The processors that keep prose from looping, to put after any grammar (they see what it allows)."""
+    return [PenalizeGenerated(), NoRepeatInGenerated()]
 
 
 def _repeating_tokens(tokens: list[int], n: int) -> set[int]:

@@ -16,7 +16,7 @@ from transformers import LogitsProcessorList
 from memgpt import MemGPT, MemGPTConfig, MemoryState, names
 from memgpt.names import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL
 from memgpt.padding import right_pad
-from memgpt.repetition import NoRepeatInGenerated, tidy_prose
+from memgpt.repetition import no_loops, tidy_prose
 from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
 from pipeline.config import ExtractConfig
@@ -285,10 +285,10 @@ class Extractor:
         return LogitsProcessorList([self.grammar.processor(grammars, max_lines=1 << 30)])
 
     def prose_without_loops(self, seen: list[list[str]]) -> LogitsProcessorList:
-        """The summary's processors: the prose grammar, then, for chat models, no n-gram written twice (a
-        model trained on the task format may rightly repeat one: "... moved to the garden" for two people)."""
+        """The summary's processors: the prose grammar, then, for chat models, the guards against loops (a
+        model trained on the task format may rightly repeat itself: "... moved to the garden" for two people)."""
         processors = list(self.prose(seen) or [])
-        return LogitsProcessorList(processors + [NoRepeatInGenerated()] * (self.prompts.style == "chat"))
+        return LogitsProcessorList(processors + (no_loops() if self.prompts.style == "chat" else []))
 
     def generate(
         self,

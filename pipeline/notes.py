@@ -15,7 +15,7 @@ memory) rather than replacing them.
 import torch
 from transformers import LogitsProcessorList
 
-from memgpt.repetition import NoRepeatInGenerated, tidy_prose
+from memgpt.repetition import no_loops, tidy_prose
 
 NOTES_INSTRUCTION = "Write a short summary of the text below. Name the people and say what they do."
 
@@ -48,8 +48,8 @@ class RunningNotes:
         The notes never loop: no n-gram of them is written twice, and a repeated or unfinished last sentence
         is dropped (`memgpt/repetition.py`)."""
         prompts = [self.prompt(n, p) for n, p in zip(notes, passages, strict=True)]
-        # the ban after the grammar, so it sees which tokens the grammar left
-        processors = LogitsProcessorList([*(logits_processor or []), NoRepeatInGenerated()])
+        # after the grammar, so they see which tokens it left
+        processors = LogitsProcessorList([*(logits_processor or []), *no_loops()])
         replies = self.model.reply(prompts, max_new_tokens=self.max_new_tokens, logits_processor=processors)
         counts = [len(r.ids) for r in replies]
         notes = [tidy_prose(r.text, n >= self.max_new_tokens) for r, n in zip(replies, counts, strict=True)]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from memgpt.repetition import NoRepeatInGenerated, sentences, tidy_prose
+from memgpt.repetition import NoRepeatInGenerated, PenalizeGenerated, sentences, tidy_prose
 from pipeline.notes import RunningNotes
 
 LOOP = "It is a machine learning model that can be trained on a large number of data points. "
@@ -72,6 +72,16 @@ def test_the_ban_never_leaves_a_row_without_a_choice():
     assert ban(torch.tensor([[0, 7, 3, 7]]), only_seven)[0, 7] == 0.0  # "7 3" then "7": 7 stays allowed
     with pytest.raises(ValueError):
         NoRepeatInGenerated(ngram_size=1)
+
+
+def test_the_penalty_lowers_generated_tokens_only():
+    penalize = PenalizeGenerated(penalty=2.0)
+    scores = torch.tensor([[4.0, -4.0, 4.0, float("-inf")]])
+    assert torch.equal(penalize(torch.tensor([[0, 1]]), scores), scores)  # the prompt's tokens: unchanged
+    out = penalize(torch.tensor([[0, 1, 2, 1, 3]]), scores)  # generated 2, 1, 3
+    assert out.tolist() == [[4.0, -8.0, 2.0, float("-inf")]]
+    with pytest.raises(ValueError):
+        PenalizeGenerated(penalty=0.5)
 
 
 # the README's section "The model": unconstrained, SmolLM2's notes of it loop ("The model is capable of
