@@ -10,8 +10,9 @@ Rules (every surface form stays listed in its entity's `aliases`, so a merge can
    ("is", "were", "can"), a personal pronoun ("him", "they"; "her" only as a possessive, first), a degree
    adverb ("quite", "twice"), a subordinator ("because") or a lowercase one-letter word other than "a"; when
    it starts with a preposition, conjunction, particle or a participle ("seated on ...") or ends with one (or
-   with an article); or when, longer than three words or with "and"/"or", it does not start with a
-   determiner ("the house and the garden" is one, "brown and brawny" is not).
+   with an article); when a preposition comes before a gerund ("by starting the idea"); or when, longer than
+   three words or with "and"/"or", it does not start with a determiner ("the house and the garden" is one,
+   "brown and brawny" is not).
 1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
 2. A group is a *name* when one of its forms, after the honorifics are stripped, is made of capitalised words
    (lowercase particles such as "de", "van" allowed inside) and does not start with a pronoun or article:
@@ -124,12 +125,19 @@ def is_entity(surface: str) -> bool:
     inner = words[1:] if words[0] == "her" else words  # "her house": a possessive
     if any(w in CLAUSE_WORDS or w in PRONOUNS_AND_DEGREES or _one_letter(w) for w in inner):
         return False
+    after_preposition = [w for p, w in zip(words, words[1:], strict=False) if p in EDGE_WORDS]
+    if any(_gerund(w) for w in after_preposition):  # "a little by starting the idea"
+        return False
     bare = words[0] not in DETERMINERS and not words[0].isdigit()
     return not bare or (len(words) <= MAX_BARE_WORDS and not {"and", "or"} & set(words))
 
 
 def _participle(word: str) -> bool:
     return len(word) > 4 and word.endswith("ed")  # "seated on an oaken chair", "acquainted with"
+
+
+def _gerund(word: str) -> bool:
+    return len(word) > 6 and word.endswith("ing")  # after a preposition: "by starting", not "in spring"
 
 
 def _one_letter(word: str) -> bool:

@@ -14,6 +14,7 @@ def test_a_looping_sentence_is_kept_once_and_the_cut_off_end_dropped():
     assert tidy_prose(looping, cut_off=True) == "The README shows the main command. " + LOOP.strip()
     assert tidy_prose("A model. It is cut at the limit, under", cut_off=True) == "A model."
     assert tidy_prose("A model.\n- It is cut at the limit, under", cut_off=True) == "A model."
+    assert tidy_prose("Jane danced. Elizabeth remains with Mrs.", cut_off=True) == "Jane danced."
 
 
 def test_repeats_differing_in_case_spacing_or_punctuation_are_repeats():

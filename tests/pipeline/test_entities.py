@@ -131,13 +131,14 @@ NOT_ENTITIES = [
     "quite young", "danced with her twice", "near enough for her to hear", "brown and brawny",
     "acquainted with all the principal people", "seated on an old-fashioned oaken chair", "his own", "off",
     "there a tiller", "her quite beautiful", "the most beautiful creature I ever", "Mrs", "the skill of them all",
+    "a little by starting the idea", "hopes of being admitted",
 ]  # fmt: skip
 ENTITIES = [
     "Mr. Darcy", "SmolLM2-135M-Instruct", "Parquet", "J. K. Rowling", "Vitamin C",  # names
     "the house", "the lighthouse at Tromsø", "the observatory of Bergen", "green journal", "the captain's log",
     "summaries", "4k tokens",  # noun phrases
     "his sacrificial fire of shavings", "a blue coat", "the only creature in the room", "barbaric Ethiopian emperor",
-    "her house", "the house and the garden", "Jane's pleasure", "trophies",
+    "her house", "the house and the garden", "Jane's pleasure", "trophies", "the garden in spring",
 ]  # fmt: skip
 
 
