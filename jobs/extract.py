@@ -5,6 +5,8 @@
 
 Runs on a local in-process Ray by default, on a cluster with --address or RAY_ADDRESS, and unchanged as
 `ray job submit --working-dir . -- python -m jobs.extract ...`. Settings come from the YAML config, then flags.
+Prints a line per finished document and the run report; Ray's own messages only from warnings up unless
+--verbose.
 """
 
 import argparse
@@ -15,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from jobs.console import DocumentProgress, quiet_ray
 from jobs.flags import add_flags, described_yaml, split_flags
 from pipeline.config import ExtractConfig
 from pipeline.io import ReadConfig
@@ -22,6 +25,8 @@ from pipeline.prompts import NotesConfig, PromptConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "extract.yaml"
 SECTIONS = {"read": ReadConfig, "prompts": PromptConfig, "notes": NotesConfig}
+# flags about the command itself, not settings of the run
+CONSOLE_FLAGS = ("config", "traceback", "print_config", "verbose")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--print-config", action="store_true", help="print the settings this run would use, each "
                    "with its description, and exit")  # fmt: skip
     p.add_argument("--traceback", action="store_true", help="show the full traceback of a failure")
+    p.add_argument(
+        "--verbose", action="store_true", help="Ray's own logging and progress bars as Ray prints them"
+    )
     return p.parse_args(argv)
 
 
@@ -53,7 +61,7 @@ def load_config(args: argparse.Namespace) -> ExtractConfig:
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {str(path)!r} must hold a mapping of settings")
-    flags, given = split_flags(args, skip=("config", "traceback", "print_config"))
+    flags, given = split_flags(args, skip=CONSOLE_FLAGS)
     data.update(flags)
     for key in ("input", "output"):
         if args.print_config:
@@ -84,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(described_yaml(config), end="")
             return 0
+        quiet_ray(args.verbose)  # before ray is imported
         from pipeline.run import run  # imported late: ray and torch take seconds to import
 
-        report = run(config)
+        with DocumentProgress(config.output):
+            report = run(config)
     except Exception as e:  # one line for the user; --traceback for the details
         if args.traceback:
             raise

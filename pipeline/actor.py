@@ -16,6 +16,7 @@ from transformers import LogitsProcessorList
 from memgpt import MemGPT, MemGPTConfig, MemoryState, names
 from memgpt.names import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL
 from memgpt.padding import right_pad
+from memgpt.repetition import no_loops, tidy_prose
 from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
 from pipeline.config import ExtractConfig
@@ -163,10 +164,13 @@ class Extractor:
             summaries = [r.notes for r in readings]
         else:
             prompts = [self.prompts.summary()] * len(docs)
-            processor = self.prose([r.seen for r in readings])
+            processor = self.prose_without_loops([r.seen for r in readings])
             summaries, counts = self.generate(
                 prompts, state, self.config.max_new_tokens_summary, processor=processor
             )
+            # no loop, and no end cut off by the token limit
+            cut = [n >= self.config.max_new_tokens_summary for n in counts]
+            summaries = [tidy_prose(s, c) for s, c in zip(summaries, cut, strict=True)]
             for r, n in zip(readings, counts, strict=True):
                 r.generated += n
         seconds = before + time.perf_counter() - start
@@ -279,6 +283,12 @@ class Extractor:
             return None
         grammars = [prose_grammar(names) for names in seen]
         return LogitsProcessorList([self.grammar.processor(grammars, max_lines=1 << 30)])
+
+    def prose_without_loops(self, seen: list[list[str]]) -> LogitsProcessorList:
+        """The summary's processors: the prose grammar, then, for chat models, the guards against loops (a
+        model trained on the task format may rightly repeat itself: "... moved to the garden" for two people)."""
+        processors = list(self.prose(seen) or [])
+        return LogitsProcessorList(processors + (no_loops() if self.prompts.style == "chat" else []))
 
     def generate(
         self,

@@ -2,6 +2,17 @@
 
 Rules (every surface form stays listed in its entity's `aliases`, so a merge can always be undone):
 
+0. Only names and noun phrases are entities (`is_entity`): a bare number ("200"), a pronoun ("he"), a title
+   alone ("Mrs") or a piece of a clause ("tests are skipped without CUDA", "m jobs", "of the house", "quite
+   young", "danced with her twice") names nothing, so a fact's subject or object of that kind stays in
+   `facts` but gives no `entities` row. Without a part-of-speech tagger (none is a well-kept offline
+   dependency), closed word lists decide: a phrase is no noun phrase when it holds a verb that needs a subject
+   ("is", "were", "can"), a personal pronoun ("him", "they"; "her" only as a possessive, first), a degree
+   adverb ("quite", "twice"), a subordinator ("because") or a lowercase one-letter word other than "a"; when
+   it starts with a preposition, conjunction, particle or a participle ("seated on ...") or ends with one (or
+   with an article); when a preposition comes before a gerund ("by starting the idea"); or when, longer than
+   three words or with "and"/"or", it does not start with a determiner ("the house and the garden" is one,
+   "brown and brawny" is not).
 1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
 2. A group is a *name* when one of its forms, after the honorifics are stripped, is made of capitalised words
    (lowercase particles such as "de", "van" allowed inside) and does not start with a pronoun or article:
@@ -51,12 +62,35 @@ PARTICLES = frozenset("de del della der di du da la le van von ten ter bin ibn a
 STOPWORDS = frozenset(
     "i me he him his she her hers it its we us they them their you your this that the a an".split()
 )
+# words that make a phrase a clause or a piece of one: verbs that need a subject, subordinators, negation
+CLAUSE_WORDS = frozenset(
+    "am is are was were be been being has have had having do does did will would shall should can could may "
+    "might must not isn't aren't wasn't weren't don't doesn't didn't won't can't couldn't which who whom if "
+    "because although though unless whether".split()
+)
+# personal pronouns and degree adverbs: a phrase with one is a piece of a clause ("for her to hear")
+PRONOUNS_AND_DEGREES = frozenset(
+    "i me he him she we us they them myself himself herself ourselves themselves itself quite rather somewhat "
+    "almost enough twice once".split()
+)
+# words a noun phrase neither starts nor ends with: "of the house", "the house in", "there a tiller"
+EDGE_WORDS = frozenset(
+    "of in on at to for from with by into onto upon about over under than as and or but nor then so only also "
+    "very too just not there here off up down out away back".split()
+)
+DETERMINERS = frozenset(
+    "the a an his her their its my your our this that these those some any many several each every no all both "
+    "few one two three four five six seven eight nine ten".split()
+)
+ENDLESS = EDGE_WORDS | DETERMINERS | {"own"}
+MAX_BARE_WORDS = 3  # a longer phrase without a determiner first is a clause's piece, not a noun phrase
 # how many times the others' mentions (plus one) the leading candidate needs to take an untitled short name
 DOMINANCE = 3
 _SPACE = re.compile(r"\s+")
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
 _EDGE = "\"'`.,;:!?()[]{}<>\u201c\u201d\u2018\u2019"
 _POSSESSIVE = re.compile(r"['\u2019]s$", re.IGNORECASE)
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?")  # "isn't" one word, "jobs.extract" two
 
 NameKey = tuple[str, tuple[str, ...]]  # (title, tokens); title "" when there is none
 
@@ -74,6 +108,40 @@ def parse_name(surface: str) -> NameKey | None:
     if not _looks_like_name(words, tokens):
         return None
     return " ".join(title), tokens
+
+
+def is_entity(surface: str) -> bool:
+    """Whether `surface` is a name or a noun phrase, and so an entity (rule 0): not a number, a pronoun or a
+    piece of a clause."""
+    if parse_name(surface) is not None:
+        return True
+    words = [w.casefold() for w in _WORD.findall(surface)]
+    if not any(sum(c.isalpha() for c in w) >= 2 for w in words):  # "200", "13", "4k", "x"
+        return False
+    if all(w in STOPWORDS for w in words) or (len(words) == 1 and words[0] in TITLES):  # "he", "Mrs"
+        return False
+    if words[0] in EDGE_WORDS or _participle(words[0]) or words[-1] in ENDLESS:
+        return False
+    inner = words[1:] if words[0] == "her" else words  # "her house": a possessive
+    if any(w in CLAUSE_WORDS or w in PRONOUNS_AND_DEGREES or _one_letter(w) for w in inner):
+        return False
+    after_preposition = [w for p, w in zip(words, words[1:], strict=False) if p in EDGE_WORDS]
+    if any(_gerund(w) for w in after_preposition):  # "a little by starting the idea"
+        return False
+    bare = words[0] not in DETERMINERS and not words[0].isdigit()
+    return not bare or (len(words) <= MAX_BARE_WORDS and not {"and", "or"} & set(words))
+
+
+def _participle(word: str) -> bool:
+    return len(word) > 4 and word.endswith("ed")  # "seated on an oaken chair", "acquainted with"
+
+
+def _gerund(word: str) -> bool:
+    return len(word) > 6 and word.endswith("ing")  # after a preposition: "by starting", not "in spring"
+
+
+def _one_letter(word: str) -> bool:
+    return len(word) == 1 and word.isalpha() and word != "a"  # "m jobs" of "python -m jobs.extract"
 
 
 def _looks_like_name(words: list[str], tokens: tuple[str, ...]) -> bool:
@@ -246,8 +314,8 @@ def merge_aliases(names: Iterable[str]) -> dict[str, str]:
 
 
 def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
-    """The `entities` table: subjects and objects merged into entities, with aliases, document and mention
-    counts."""
+    """The `entities` table: subjects and objects that are entities (`is_entity`) merged into entities, with
+    aliases, document and mention counts."""
     index = EntityIndex(_mentions(facts))
     return [
         {
@@ -263,5 +331,6 @@ def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
 
 def _mentions(facts: Iterable[dict]) -> Iterator[tuple[str, str]]:
     for row in facts:
-        yield row["subject"], row["doc_id"]
-        yield row["object"], row["doc_id"]
+        for surface in (row["subject"], row["object"]):
+            if is_entity(surface):
+                yield surface, row["doc_id"]

@@ -8,7 +8,10 @@ milliseconds; no dependencies of its own). Three modes:
   observatory of Bergen"); after "he" or "she", the subject is any name met in the passage or the running
   notes, which the model must choose, so the pronoun is resolved. With a fixed relation vocabulary
   (`facts_relations` in the YAML) the subject is a name, the relation one of the vocabulary and the object a
-  phrase of the passage. Every fact can so be found in the text it came from, or in the notes.
+  phrase of the passage. Every fact can so be found in the text it came from, or in the notes, and its
+  relation is words of its own sentence (or of the vocabulary). A passage without a sentence whose subject
+  is a name or pronoun (or, with a vocabulary, without a name) allows no line: free words there would be
+  words the model makes up.
 - lines: any words in each of the three fields (the relation from the vocabulary, if one is given);
 - none: unconstrained generation, parsed afterwards (lines that are no fact are counted as unparsed).
 
@@ -30,6 +33,7 @@ from transformers import LogitsProcessor
 from pipeline.entities import STOPWORDS, TITLES
 
 GRAMMARS = ("text", "lines", "none")
+NO_LINES = '""'  # the grammar of a passage without a line to copy: only the end of the output
 OPENERS = (
     "The A An He She They It In At On After When Later Then This That These His Her Their One Years Meanwhile But "
     "And As So There Here I We You"
@@ -47,14 +51,17 @@ _CLAUSE_START = re.compile(
     r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
 )
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(]\s*|\n\s*)$")
+# a clause: to its punctuation, "--", a table cell's "|" or a code span's "`", or a line break that ends a
+# paragraph or starts a list item, table row or heading (a line break inside a sentence is only wrapping)
 _SENTENCE = re.compile(
-    r"(?:[^.!?;:,_\"\u201c\u201d()\u2014-]|-(?!-))+"
-)  # a clause: to its punctuation or "--"
+    r"(?:[^.!?;:,_\"\u201c\u201d()\u2014|`\n-]|-(?!-)|\n(?![ \t]*(?:\n|[|#>*+-]|\d+[.)])))+"
+)
 # words an object does not end with ("in the", "of"): a phrase cut there says nothing
 _DETERMINERS = frozenset("the a an his her their its my your our this that".split())
 _OPEN_WORDS = frozenset(
     "the a an of in on at to for from with by and or but his her their its my your our".split()
 )
+_POSSESSIVE = re.compile(r"['\u2019]s$")
 _FREE = r"[^| \n]+( [^| \n]+){0,7}"  # one to eight words without "|" or a line break
 _RELATION = r"[a-z]+( [a-z]+){0,3}"
 
@@ -67,13 +74,14 @@ def names_in(text: str) -> list[str]:
     lowercase = {w.casefold() for w in _WORD.findall(text) if w[0].islower()}
     found, inside = set(), set()
     for m in _NAME.finditer(text):
-        words = _split_at_sentence_end([w.strip("_") for w in m.group().split()])  # _italics_
+        # _italics_; "--" is a dash, not part of the name ("London--his")
+        words = _split_at_sentence_end([w.strip("_") for w in m.group().split("--")[0].split()])
         at_start = bool(_SENTENCE_START.search(text[max(0, m.start() - 3) : m.start()]))
         while words and (words[0].casefold() in STOPWORDS or (at_start and words[0].casefold() in lowercase)):
             words.pop(0)
         if not words or words[-1].rstrip(".").casefold() in TITLES:
             continue
-        name = " ".join(words).rstrip("'\u2019")
+        name = _POSSESSIVE.sub("", " ".join(words)).rstrip("'\u2019")  # "Jane's" is Jane
         found.add(name)
         if not at_start or len(words) > 1:
             inside.add(name)
@@ -117,14 +125,15 @@ def fact_grammar(
     # space ("Maria" / "Maria Lopez") must not be followed by a separate " | " token
     relation = _one_of(relations, " | ") if relations else rf"/{_RELATION} \| /"
     subject, obj = rf"/{_FREE} \| /", rf"/{_FREE}\n/"
-    names = sorted(set(names_in(passage)) | set(known)) if mode == "text" else []
-    if names and not relations:
-        anchors = copied_anchors(passage, names)[:max_lines]
-        if anchors:  # one line for each sentence with a subject, in order: every sentence is covered
+    if mode == "text":
+        names = sorted(set(names_in(passage)) | set(known))
+        if not relations:  # one line for each sentence with a subject, in order: every sentence is covered
+            anchors = copied_anchors(passage, names)[:max_lines] if names else []
             rules = [f"L{k}: {_one_of(lines, '')}" for k, lines in enumerate(anchors)]
-            start = " ".join(f"L{k}" for k in range(len(anchors)))
-            return llguidance.grammar_from("lark", f"start: {start}\n" + "\n".join(rules) + "\n")
-    if names:
+            start = " ".join(f"L{k}" for k in range(len(anchors))) or NO_LINES
+            return llguidance.grammar_from("lark", f"start: {start}\n" + "".join(f"{r}\n" for r in rules))
+        if not names:  # no name to be a subject: nothing to copy, and free words would be invented ones
+            return llguidance.grammar_from("lark", f"start: {NO_LINES}\n")
         subject = _one_of(names, " | ")
         obj = _one_of(sorted(set(phrases_in(passage)) | set(names)), "\n")
     lark = f"start: line{{1,{max_lines}}}\nline: SUBJECT RELATION OBJECT\n"
@@ -148,7 +157,9 @@ def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
     and what follows. A sentence without such a subject has no line."""
     found = []
     for name in names:
-        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", passage):
+        # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
+        # subject, the phrase it opens is
+        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
             if _opens_clause(passage, m.start()):
                 found.append((m.start(), _splits(name, _words_after(passage, m.end()))))
     for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?!\w)", passage):

@@ -13,6 +13,9 @@ memory) rather than replacing them.
 """
 
 import torch
+from transformers import LogitsProcessorList
+
+from memgpt.repetition import no_loops, tidy_prose
 
 NOTES_INSTRUCTION = "Write a short summary of the text below. Name the people and say what they do."
 
@@ -41,9 +44,13 @@ class RunningNotes:
         """New notes per document from the old ones and the passages read since, and the tokens generated.
 
         Only the text is read: the update starts from an empty memory, so what the notes say comes from the
-        notes and the passage, and the cost stays bounded. `logits_processor` constrains what is written."""
+        notes and the passage, and the cost stays bounded. `logits_processor` constrains what is written.
+        The notes never loop: no n-gram of them is written twice, and a repeated or unfinished last sentence
+        is dropped (`memgpt/repetition.py`)."""
         prompts = [self.prompt(n, p) for n, p in zip(notes, passages, strict=True)]
-        replies = self.model.reply(
-            prompts, max_new_tokens=self.max_new_tokens, logits_processor=logits_processor
-        )
-        return [r.text.strip() for r in replies], [len(r.ids) for r in replies]
+        # after the grammar, so they see which tokens it left
+        processors = LogitsProcessorList([*(logits_processor or []), *no_loops()])
+        replies = self.model.reply(prompts, max_new_tokens=self.max_new_tokens, logits_processor=processors)
+        counts = [len(r.ids) for r in replies]
+        notes = [tidy_prose(r.text, n >= self.max_new_tokens) for r, n in zip(replies, counts, strict=True)]
+        return notes, counts

@@ -234,3 +234,8 @@ def test_runs_end_to_end(capsys, small_corpus, tiny_model, tmp_path):
     assert code == 0 and "5 documents (5 processed" in printed and str(out / "summaries") in printed
     assert sorted(pd.read_parquet(out / "summaries")["doc_id"]) == [f"play{i}.txt" for i in range(5)]
     assert pd.read_parquet(out / "errors")["error_type"].tolist() == ["EmptyDocument"]
+
+
+def test_verbose_is_about_the_console_not_a_setting():
+    args = parse_args(["--input", "i", "--output", "o", "--verbose"])
+    assert args.verbose and load_config(args) == load_config(parse_args(["--input", "i", "--output", "o"]))

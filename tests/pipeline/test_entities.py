@@ -1,9 +1,10 @@
 import re
 from itertools import takewhile
 
+import pytest
 from pipeline_support import corpus_file
 
-from pipeline.entities import EntityIndex, entity_rows, merge_aliases, parse_name
+from pipeline.entities import EntityIndex, entity_rows, is_entity, merge_aliases, parse_name
 
 DARCY = ["Mr. Darcy", "Darcy", "Fitzwilliam Darcy", "Mr Darcy", "Mr. Darcy", "Darcy"]
 BENNETS = ["Mr. Bennet", "Mrs. Bennet", "Jane Bennet", "Elizabeth Bennet", "Bennet", "Jane", "Elizabeth"]
@@ -114,11 +115,53 @@ def test_entity_rollup_across_documents():
         {"doc_id": "b", "subject": "he", "object": "  "},
     ]
     rows = {r["entity"]: r for r in entity_rows(facts, run_id="r1")}
-    assert list(rows) == ["captain ahab", "he", "pequod", "white whale"]
+    assert list(rows) == ["captain ahab", "pequod", "white whale"]  # "he" names no one in particular
     assert rows["captain ahab"]["aliases"] == ["Ahab", "Captain Ahab", "captain ahab"]
     assert rows["captain ahab"]["n_mentions"] == 3 and rows["captain ahab"]["n_documents"] == 2
     assert rows["white whale"]["aliases"] == ["The white whale", "the White Whale"]
     assert rows["white whale"]["n_documents"] == 2 and rows["white whale"]["run_id"] == "r1"
+
+
+NOT_ENTITIES = [
+    "2", "200", "13", "1.5B", "4k", "x",  # numbers and codes
+    "he", "It", "they",  # pronouns
+    "m jobs", "tests are skipped without CUDA cluster", "the 135M backbone is the limit",  # README fragments
+    "of the house", "the ledger in", "and Elizabeth", "was walking to", "which he had",
+    # objects of real fact lines from chapters of Pride and Prejudice and Moby-Dick
+    "quite young", "danced with her twice", "near enough for her to hear", "brown and brawny",
+    "acquainted with all the principal people", "seated on an old-fashioned oaken chair", "his own", "off",
+    "there a tiller", "her quite beautiful", "the most beautiful creature I ever", "Mrs", "the skill of them all",
+    "a little by starting the idea", "hopes of being admitted",
+]  # fmt: skip
+ENTITIES = [
+    "Mr. Darcy", "SmolLM2-135M-Instruct", "Parquet", "J. K. Rowling", "Vitamin C",  # names
+    "the house", "the lighthouse at Tromsø", "the observatory of Bergen", "green journal", "the captain's log",
+    "summaries", "4k tokens",  # noun phrases
+    "his sacrificial fire of shavings", "a blue coat", "the only creature in the room", "barbaric Ethiopian emperor",
+    "her house", "the house and the garden", "Jane's pleasure", "trophies", "the garden in spring",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("surface", NOT_ENTITIES)
+def test_numbers_pronouns_and_pieces_of_clauses_are_no_entities(surface):
+    assert not is_entity(surface)
+
+
+@pytest.mark.parametrize("surface", ENTITIES)
+def test_names_and_noun_phrases_are_entities(surface):
+    assert is_entity(surface)
+
+
+def test_facts_keep_their_objects_but_the_entities_table_only_entities():
+    """The README's own facts of the first run: only names and noun phrases become entities."""
+    facts = [
+        {"doc_id": "README.md", "subject": "SmolLM2-135M-Instruct", "object": "200"},
+        {"doc_id": "README.md", "subject": "CPU", "object": "m jobs"},
+        {"doc_id": "README.md", "subject": "GPU", "object": "tests are skipped without CUDA"},
+        {"doc_id": "README.md", "subject": "Parquet", "object": "summaries"},
+    ]
+    rows = [r["entity"] for r in entity_rows(facts, run_id="r")]
+    assert rows == ["cpu", "gpu", "parquet", "smollm2-135m-instruct", "summaries"]
 
 
 TITLE = r"(?:Mr|Mrs|Miss|Lady|Sir|Lord|Colonel|Captain|Dr)\.?"

@@ -2,7 +2,9 @@
 
 import re
 
+import llguidance
 import torch
+from pipeline_support import corpus_file
 
 from pipeline.facts import parse_facts
 from pipeline.grammar import OPENERS, FactsGrammar, copied_anchors, fact_grammar, names_in, prose_grammar
@@ -24,6 +26,13 @@ def test_names_are_capitalised_words_inside_sentences():
         "Netherfield",
         "Tromsø",
     ]  # fmt: skip  ("It", "Since", "Years", "My" start sentences; "My dear" is no name)
+
+
+def test_a_name_has_no_possessive_and_ends_at_a_dash():
+    text = (
+        "She said that Jane's sister had left London--his home--in spring. Jane wrote to Mr. Darcy's sister."
+    )
+    assert names_in(text) == ["Jane", "London", "Mr. Darcy"]
 
 
 def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
@@ -95,3 +104,48 @@ def test_prose_names_only_what_the_document_named(smollm2):
     assert "London" in free  # unconstrained, it names what the prompt did
     capitals = {w for w in re.findall(r"[A-Z]\w*", prose)}
     assert capitals and capitals <= {"Elizabeth", "Bennet"} | set(OPENERS)
+
+
+def test_a_passage_without_a_subject_allows_no_line(smollm2):
+    """Names that open no clause ("with the default model SmolLM2") give no line to copy: the grammar then
+    allows only the end, never a line of free words ("SmolLM2 | ipsum dolo adipiscing | 200")."""
+    tok = smollm2.tokenizer
+    grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
+    passage = "Run it with the default model SmolLM2-135M-Instruct on 200 pages, written to Parquet."
+    assert names_in(passage) and not copied_anchors(passage, names_in(passage))
+    for g in (
+        fact_grammar("text", 8, passage),
+        fact_grammar("text", 8, "no names here.", relations=("has",)),
+    ):
+        matcher = llguidance.LLMatcher(grammar.tokenizer, g, log_level=0)
+        assert not matcher.is_error() and matcher.is_accepting()
+        assert matcher.validate_tokens(tok.encode("SmolLM2-135M-Instruct | ipsum dolo | 200\n")) == 0
+
+
+def test_relations_and_objects_are_words_of_their_own_sentence():
+    """On a real chapter: every line the text grammar allows is its sentence's words, in their order."""
+    text = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")[20_000:30_000]
+    lines = [line for anchor in copied_anchors(text, names_in(text)) for line in anchor]
+    words = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")
+    sentences = [" ".join(words.findall(s.replace("--", " "))) for s in re.split(r"[.!?]", text)]
+    assert len(lines) > 20
+    for line in lines:
+        _, relation, obj = line.rstrip("\n").split(" | ")
+        assert any(f" {relation} {obj} " in f" {s} " for s in sentences), line
+
+
+def test_a_clause_ends_at_a_table_cell_a_paragraph_or_a_list_item():
+    table = "| `tests/` | the suite; GPU-only tests are skipped without CUDA |\n| `cluster.yaml` | a file |"
+    lines = [line for anchor in copied_anchors(table, ["GPU"]) for line in anchor]
+    assert not any("cluster" in line for line in lines)
+    lines = [line for anchor in copied_anchors(table.replace("GPU-only", "GPU"), ["GPU"]) for line in anchor]
+    assert "GPU | tests | are skipped without CUDA\n" in lines  # and not "CUDA cluster"
+    assert not copied_anchors(table, ["GPU"])  # "GPU-only tests": a compound, not a subject
+    possessive = "Miss Bingley's first choice was Mr. Darcy."
+    assert not copied_anchors(possessive, ["Miss Bingley"])  # a possessive, not a subject
+    prose = "Elizabeth walked to the village\n\nDarcy rode home.\nElizabeth wrote letters\n- Darcy read"
+    lines = [line for anchor in copied_anchors(prose, ["Darcy", "Elizabeth"]) for line in anchor]
+    assert "Elizabeth | walked to | the village\n" in lines and "Elizabeth | wrote | letters\n" in lines
+    assert not any("Darcy" in line.split(" | ", 1)[1] for line in lines)
+    wrapped = "Elizabeth Bennet\nwalked to the village."  # a line break inside a sentence is only wrapping
+    assert "Elizabeth Bennet | walked to | the village\n" in copied_anchors(wrapped, ["Elizabeth Bennet"])[0]
