@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jobs.console import DocumentProgress, document_line
 from pipeline.io import Output
 from pipeline.schemas import TABLES, to_table
@@ -49,6 +51,7 @@ def test_progress_of_a_missing_output_is_silent(tmp_path):
     assert printed.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_the_console_has_a_line_per_document_and_no_ray_info(small_corpus, tiny_model, tmp_path):
     """The real command in a fresh process (Ray's loggers are set up at import): Ray's INFO lines and Ray
     Data's progress logging stay off a non-interactive console; each document gets one line. About 30 s."""

@@ -95,6 +95,7 @@ def repeated_4grams(ids: list[int]) -> int:
     return len(grams) - len(set(grams))
 
 
+@pytest.mark.slow
 def test_the_ban_stops_a_real_loop(smollm2):
     """SmolLM2 loops on this prompt without the ban and writes no 4-gram twice with it (2 x 96 tokens: about
     10 s on 2 idle cores)."""

@@ -3,6 +3,7 @@
 import re
 
 import llguidance
+import pytest
 import torch
 from pipeline_support import corpus_file
 
@@ -51,6 +52,7 @@ def prompt_ids(tok, passage: str) -> torch.Tensor:
                                    return_tensors="pt", return_dict=True)["input_ids"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_text_grammar_lines_parse_and_are_copied_from_the_passage(smollm2):
     tok = smollm2.tokenizer
     grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
@@ -72,6 +74,7 @@ def test_text_grammar_lines_parse_and_are_copied_from_the_passage(smollm2):
         assert all(f"{line}\n" in allowed for line in text.splitlines())
 
 
+@pytest.mark.slow
 def test_a_fixed_relation_vocabulary(smollm2):
     tok = smollm2.tokenizer
     grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
@@ -92,6 +95,7 @@ def test_a_pronoun_may_resolve_to_a_name_met_before_the_chunk():
     assert "Halvorsen" not in fact_grammar("text", 4, later)
 
 
+@pytest.mark.slow
 def test_prose_names_only_what_the_document_named(smollm2):
     """Asked about something the document never mentions, the model may still write, but name no one new."""
     tok = smollm2.tokenizer
@@ -106,6 +110,7 @@ def test_prose_names_only_what_the_document_named(smollm2):
     assert capitals and capitals <= {"Elizabeth", "Bennet"} | set(OPENERS)
 
 
+@pytest.mark.slow
 def test_a_passage_without_a_subject_allows_no_line(smollm2):
     """Names that open no clause ("with the default model SmolLM2") give no line to copy: the grammar then
     allows only the end, never a line of free words ("SmolLM2 | ipsum dolo adipiscing | 200")."""
