@@ -29,6 +29,53 @@ def passage_loss(logits: torch.Tensor, target: torch.Tensor) -> float:
     return float(F.cross_entropy(logits[0, :-1].float(), target[1:]))
 
 
+def last_window(
+    model, ids: torch.Tensor, at: int, window: int, new_tokens: int
+) -> tuple[float, float, float]:
+    """The backbone alone at `at`: its loss on the next SCORED tokens with the last window in context, its cost
+    per generated token (the window's prefill shared over the tokens, plus decoding) and decoding's alone."""
+    target = ids[at : at + SCORED]
+    context = ids[max(0, at - (window - SCORED)) : at + SCORED]
+    loss = passage_loss(model.backbone(context[None]).logits[:, -SCORED:], target)
+    last = ids[max(0, at - (window - new_tokens)) : at][None]
+    t0 = time.perf_counter()  # the window's prefill, then decoding from it, timed apart
+    cache = model.backbone(last[:, :-1], use_cache=True).past_key_values
+    prefill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.backbone.generate(last, past_key_values=cache, max_new_tokens=new_tokens, do_sample=False,
+                            min_new_tokens=new_tokens, pad_token_id=model.tokenizer.eos_token_id)  # fmt: skip
+    decode = (time.perf_counter() - t0) / new_tokens
+    return loss, prefill / new_tokens + decode, decode
+
+
+def with_memory(
+    name: str, model, ids: torch.Tensor, at_tokens: list[int], baseline: dict, new_tokens: int
+) -> list:
+    """The memory read up to each position (only what is new since the last), its loss and cost beside the
+    backbone's own at that position."""
+    rows, state, read, reading = [], model.init_state(1), 0, 0.0
+    for at in at_tokens:
+        t0 = time.perf_counter()
+        state = model.read([ids[read:at]], memory=state, progress=True)
+        read, reading = at, reading + time.perf_counter() - t0
+        target = ids[at : at + SCORED]
+        loss = passage_loss(model(target[None], memory=state).logits, target)
+        prompt = ids[at - 8 : at]  # generation continues from the memory plus the last few tokens
+        t0 = time.perf_counter()
+        model.generate(
+            prompt[None], memory=state, max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1
+        )
+        ours = (time.perf_counter() - t0) / new_tokens
+        truncated, theirs, decode = baseline[at]
+        rows.append({"memory": name, "at": at, "loss memory": loss, "loss last window": truncated,
+                     "read s": round(reading, 1), "ms/token memory": 1000 * ours,
+                     "ms/token last window": 1000 * theirs, "cost ratio": ours / theirs,
+                     "ms/token last window, decoding only": 1000 * decode,
+                     "cost ratio, decoding only": ours / decode})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     from memgpt import MemGPT, hub
     from memgpt.offline import ensure_smollm2
@@ -64,40 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     at_tokens = sorted(a // C * C for a in args.at)
     if at_tokens[-1] + SCORED > len(ids):
         raise ValueError(f"{args.book} has {len(ids)} tokens, fewer than {at_tokens[-1] + SCORED}")
-    baseline = {}  # the backbone alone at each position: its loss and its cost per token
-    for at in at_tokens:
-        target = ids[at : at + SCORED]
-        context = ids[max(0, at - (window - SCORED)) : at + SCORED]
-        loss = passage_loss(first.backbone(context[None]).logits[:, -SCORED:], target)
-        last = ids[max(0, at - (window - args.new_tokens)) : at][None]
-        t0 = time.perf_counter()  # the window's prefill, then decoding from it, timed apart
-        cache = first.backbone(last[:, :-1], use_cache=True).past_key_values
-        prefill = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        first.backbone.generate(last, past_key_values=cache, max_new_tokens=args.new_tokens, do_sample=False,
-                                min_new_tokens=args.new_tokens, pad_token_id=first.tokenizer.eos_token_id)  # fmt: skip
-        decode = (time.perf_counter() - t0) / args.new_tokens
-        baseline[at] = loss, prefill / args.new_tokens + decode, decode
+    baseline = {at: last_window(first, ids, at, window, args.new_tokens) for at in at_tokens}
     for name, model in models.items():
-        state, read, reading = model.init_state(1), 0, 0.0
-        for at in at_tokens:
-            t0 = time.perf_counter()
-            state = model.read([ids[read:at]], memory=state, progress=True)  # only what is new since the last
-            read, reading = at, reading + time.perf_counter() - t0
-            target = ids[at : at + SCORED]
-            with_memory = passage_loss(model(target[None], memory=state).logits, target)
-            prompt = ids[at - 8 : at]  # generation continues from the memory plus the last few tokens
-            t0 = time.perf_counter()
-            model.generate(prompt[None], memory=state, max_new_tokens=args.new_tokens, do_sample=False,
-                           eos_token_id=-1)  # fmt: skip
-            ours = (time.perf_counter() - t0) / args.new_tokens
-            truncated, theirs, decode = baseline[at]
-            rows.append({"memory": name, "at": at, "loss memory": with_memory, "loss last window": truncated,
-                         "read s": round(reading, 1), "ms/token memory": 1000 * ours,
-                         "ms/token last window": 1000 * theirs, "cost ratio": ours / theirs,
-                         "ms/token last window, decoding only": 1000 * decode,
-                         "cost ratio, decoding only": ours / decode})  # fmt: skip
-            print(json.dumps(rows[-1]), flush=True)
+        rows += with_memory(name, model, ids, at_tokens, baseline, args.new_tokens)
     print_table(
         rows,
         f"continuation of {args.book}: next {SCORED} tokens, memory (budget {args.kv_budget}) vs last {window} tokens",

@@ -169,6 +169,61 @@ def plot(curves: list[Curve], window: int, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def run_methods(methods: list[str], backbone, tokenizer, ids: torch.Tensor, chunk: int, tokens: int, window: int,
+                out: Path) -> list[Curve]:  # fmt: skip
+    """Each method's loss curve over the book, saved as it goes: a long run stopped early loses nothing."""
+    curves = []
+    for name in methods:
+        options = METHODS[name]
+        limit = min(tokens, window) if name == "full" else tokens
+        start = time.time()
+        model = None if options is None else MemGPT.from_backbone(backbone, tokenizer=tokenizer, chunk_size=chunk,
+                                                                   **options)  # fmt: skip
+        curves.append(Curve(name, loss_curve(model, backbone, ids, chunk, limit), time.time() - start))
+        partial = {c.method: c.losses for c in curves}
+        (out / "streaming.partial.json").write_text(
+            json.dumps({"command": command(), "curves": partial}) + "\n"
+        )
+        print(
+            f"{name}: {limit:,} tokens in {curves[-1].seconds:.0f}s, "
+            + " ".join(f"{x:.2f}" for x in curves[-1].losses)
+        )
+    return curves
+
+
+def full_attention_at(offsets: list[int], backbone, tokenizer, ids: torch.Tensor, chunk: int, window: int,
+                      curves: list[Curve]) -> list[str]:  # fmt: skip
+    """Full attention's loss on the BIN tokens at each offset, the window before it read exactly (a reference
+    for kv memory past the window), beside each method's there."""
+    full = MemGPT.from_backbone(backbone, tokenizer=tokenizer, chunk_size=chunk, kv_budget=None)
+    goals = []
+    for at in offsets:
+        start = max(0, at - window + BIN)
+        losses = loss_curve(full, backbone, ids[start:], chunk, at + BIN - start)
+        goals.append(f"full attention at {at // 1024}-{(at + BIN) // 1024}k, the {(at - start) // 1024}k before "
+                     f"it as context: {losses[-1]:.3f}" + "".join(
+                         f"; {c.method} there {c.losses[at // BIN]:.3f}" for c in curves if len(c.losses) > at // BIN))  # fmt: skip
+    return goals
+
+
+def write(
+    out: Path, curves: list[Curve], goals: list[str], speed: dict, model: str, tokens: int, window: int
+) -> str:
+    """streaming.md, .json and .png, and the table printed; returns the markdown table."""
+    md = table(curves)
+    (out / "streaming.md").write_text(md + "\n\n" + "\n".join(f"- {g}" for g in goals) + "\n")
+    record = {"command": command(), "machine": machine(), "model": model, "tokens": tokens, "bin": BIN,
+              "curves": {c.method: c.losses for c in curves}, "seconds": {c.method: c.seconds for c in curves},
+              "seconds_per_chunk": speed, "goals": goals}  # fmt: skip
+    (out / "streaming.json").write_text(json.dumps(record, indent=1) + "\n")
+    plot(curves, window, out / "streaming.png")
+    print_table(
+        [{"method": c.method, "seconds": c.seconds, "last loss": c.losses[-1]} for c in curves], "methods"
+    )
+    print("\n" + md + "\n\n" + "\n".join(goals))
+    return md
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument(
@@ -214,34 +269,8 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    curves, goals = [], []
-    for name in methods:
-        options = METHODS[name]
-        limit = min(tokens, window) if name == "full" else tokens
-        start = time.time()
-        if options is None:
-            losses = loss_curve(None, backbone, ids, args.chunk, limit)
-        else:
-            model = MemGPT.from_backbone(backbone, tokenizer=tokenizer, chunk_size=args.chunk, **options)
-            losses = loss_curve(model, backbone, ids, args.chunk, limit)
-        curves.append(Curve(name, losses, time.time() - start))
-        partial = {
-            c.method: c.losses for c in curves
-        }  # kept as it goes: a long run stopped early loses nothing
-        (out / "streaming.partial.json").write_text(
-            json.dumps({"command": command(), "curves": partial}) + "\n"
-        )
-        print(
-            f"{name}: {limit:,} tokens in {curves[-1].seconds:.0f}s, " + " ".join(f"{x:.2f}" for x in losses)
-        )
-
-    full = MemGPT.from_backbone(backbone, tokenizer=tokenizer, chunk_size=args.chunk, kv_budget=None)
-    for at in args.full_at:  # the window before `at` read exactly, then the BIN tokens at `at` scored
-        start = max(0, at - window + BIN)
-        losses = loss_curve(full, backbone, ids[start:], args.chunk, at + BIN - start)
-        goals.append(f"full attention at {at // 1024}-{(at + BIN) // 1024}k, the {(at - start) // 1024}k before "
-                     f"it as context: {losses[-1]:.3f}" + "".join(
-                         f"; {c.method} there {c.losses[at // BIN]:.3f}" for c in curves if len(c.losses) > at // BIN))  # fmt: skip
+    curves = run_methods(methods, backbone, tokenizer, ids, args.chunk, tokens, window, out)
+    goals = full_attention_at(args.full_at, backbone, tokenizer, ids, args.chunk, window, curves)
     speed = throughput(backbone, tokenizer, ids, args.chunk, budget=1024)
     goals += summarise(curves, window)
     goals.append(
@@ -250,17 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         f"attending to 1024 cached entries: {speed['bare'] / speed['cached']:.2f} (the floor any 1024-entry memory "
         f"pays), so kv memory's own work costs {speed['kv'] / speed['cached'] - 1:+.1%}"
     )
-    md = table(curves)
-    (out / "streaming.md").write_text(md + "\n\n" + "\n".join(f"- {g}" for g in goals) + "\n")
-    record = {"command": command(), "machine": machine(), "model": args.model, "tokens": tokens, "bin": BIN,
-              "curves": {c.method: c.losses for c in curves}, "seconds": {c.method: c.seconds for c in curves},
-              "seconds_per_chunk": speed, "goals": goals}  # fmt: skip
-    (out / "streaming.json").write_text(json.dumps(record, indent=1) + "\n")
-    plot(curves, window, out / "streaming.png")
-    print_table(
-        [{"method": c.method, "seconds": c.seconds, "last loss": c.losses[-1]} for c in curves], "methods"
-    )
-    print("\n" + md + "\n\n" + "\n".join(goals))
+    write(out, curves, goals, speed, args.model, tokens, window)
     print(
         f"\ncommand: {command()}\nwrote {out}/streaming.md, streaming.json, streaming.png in {time.time() - t0:.0f}s"
     )

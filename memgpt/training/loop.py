@@ -78,22 +78,11 @@ def train(
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        for micro in range(cfg.grad_accum):  # gradients of grad_accum batches add up before one step
-            batch = batches(step, micro)
-            with autocast:
-                loss, stats = batch_loss(model, batch, cfg)
-            (loss / cfg.grad_accum).backward()
-            tokens += batch.chunks.numel() * world_size
-        grad_norm = optimizer_step(model, opt, cfg, world_size)
-        n_chunks = batch.chunks.shape[1] + (
-            batch.query is not None
-        )  # the last chunk of books is in the query
-        record = {"step": step + 1, "loss": float(loss.detach()), "chunks": n_chunks,
-                  "grad_norm": grad_norm, **stats}  # fmt: skip
+        record, n = step_batches(model, opt, batches, cfg, step, world_size, autocast)
+        tokens += n
         history.append(record)
         if step % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-            bar.set_postfix(**{k: f"{v:.3f}" for k, v in record.items() if k in ("loss", *stats)},
+            bar.set_postfix(**{k: f"{v:.3f}" for k, v in record.items() if k not in ("step", "chunks")},
                             n=record["chunks"], tok_s=f"{tokens / (time.time() - t0):.0f}")  # fmt: skip
             if report is not None:
                 report(record)
@@ -115,6 +104,28 @@ def train(
     if rank == 0:
         save_final(model, cfg, step + 1, history)
     return model
+
+
+def step_batches(model: MemGPT, opt: torch.optim.Optimizer, batches: "Batches", cfg: TrainConfig, step: int,
+                 world_size: int, autocast) -> tuple[dict, int]:  # fmt: skip
+    """One optimizer step over `grad_accum` batches (their gradients add up): its record and tokens read."""
+    opt.zero_grad(set_to_none=True)
+    tokens = 0
+    for micro in range(cfg.grad_accum):
+        batch = batches(step, micro)
+        with autocast:
+            loss, stats = batch_loss(model, batch, cfg)
+        (loss / cfg.grad_accum).backward()
+        tokens += batch.chunks.numel() * world_size
+    grad_norm = optimizer_step(model, opt, cfg, world_size)
+    n_chunks = batch.chunks.shape[1] + (batch.query is not None)  # books: the last chunk is in the query
+    return {
+        "step": step + 1,
+        "loss": float(loss.detach()),
+        "chunks": n_chunks,
+        "grad_norm": grad_norm,
+        **stats,
+    }, tokens
 
 
 class Batches:
