@@ -77,12 +77,14 @@ class ReadUnit:
         return f"read-{self.index:06d}"
 
 
-def read_units(files: list[pafs.FileInfo]) -> list[ReadUnit]:
-    """Cut the sorted file listing into units of at most UNIT_FILES files and UNIT_BYTES bytes."""
+def read_units(
+    files: list[pafs.FileInfo], max_files: int = UNIT_FILES, max_bytes: int = UNIT_BYTES
+) -> list[ReadUnit]:
+    """Cut the sorted file listing into units of at most `max_files` files and `max_bytes` bytes."""
     units, current, size = [], [], 0
     for i, info in enumerate(files):
         f = InputFile(i, info.path, int(info.type), info.size)
-        if current and (len(current) >= UNIT_FILES or size + (f.size or 0) > UNIT_BYTES):
+        if current and (len(current) >= max_files or size + (f.size or 0) > max_bytes):
             units.append(ReadUnit(len(units), tuple(current)))
             current, size = [], 0
         current.append(f)
@@ -258,7 +260,10 @@ def duplicate_winners(stream: Stream, units: list[ReadUnit]) -> dict[str, tuple[
 
     The ids are grouped on the cluster; only the repeated ones (usually none) come back to the driver."""
     ids = ray.data.read_datasource(IdSource(stream, units, {}), num_cpus=READ_CPUS)
-    firsts = ids.groupby("doc_id").map_groups(_first_of_repeated, batch_format="pyarrow", num_cpus=READ_CPUS)
+    partitions = max(1, min(len(units), int(ray.cluster_resources().get("CPU", 1))))
+    firsts = ids.groupby("doc_id", num_partitions=partitions).map_groups(
+        _first_of_repeated, batch_format="pyarrow", num_cpus=READ_CPUS
+    )
     return {r["doc_id"]: (r["order"], r["source"]) for r in firsts.take_all()}
 
 
