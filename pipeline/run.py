@@ -21,6 +21,7 @@ from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table
 from pipeline.sink import ResultSink
 from pipeline.stream import (
     READ_CPUS,
+    TALLY,
     CorpusSource,
     Stream,
     clear_read_state,
@@ -94,7 +95,9 @@ def extract(config: ExtractConfig, root: str, files: list, run_id: str, sink: Re
         num_cpus=config.cpus_per_worker,
     )
     ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
-    return read_tally(out)
+    tally = read_tally(out)
+    out.delete_dir(TALLY)  # counted: nothing of the read stage is left in the output
+    return tally
 
 
 def check_model(config: ExtractConfig) -> None:
