@@ -87,6 +87,7 @@ def objects(prefix: str) -> list[str]:
     return sorted(i.path[len(root) + 1 :] for i in infos if i.type == pafs.FileType.File)
 
 
+@pytest.mark.long  # ~2 minutes: two drivers, each with a Ray of its own
 def test_a_run_killed_on_s3_resumes_and_keeps_each_document_once(s3_env, tmp_path):
     upload_corpus("corpus")
     model = random_model(tmp_path / "tiny", chunk_size=64)
