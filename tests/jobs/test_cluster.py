@@ -193,6 +193,19 @@ def driver_pids(marker: str) -> list[int]:
     return pids
 
 
+def extractors(sid: int) -> list[int]:
+    """Extractor actor processes of session `sid` (Ray names the process after the actor)."""
+    found = []
+    for pid in session_pids(sid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::") and b"Extractor" in cmd:
+            found.append(pid)
+    return found
+
+
 def wait_for_commit(out: Path, job: subprocess.Popen, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while not list((out / "manifest").glob("*.parquet")):
@@ -253,11 +266,16 @@ def test_a_lost_worker_node_and_a_lost_driver(tmp_path, big_corpus, tiny_model):
         out = tmp_path / "out"
         job = submit(out, workers=2)
         wait_for_commit(out, job)
+        deadline = time.monotonic() + 60
+        while not extractors(worker.pid):  # the node to lose holds an actor in the middle of the corpus
+            assert time.monotonic() < deadline, "no Extractor actor on the worker node"
+            time.sleep(0.1)
         raylets = session_pids(worker.pid, "raylet")
         assert len(raylets) == 1, raylets
         os.kill(raylets[0], signal.SIGKILL)
         logs = job.communicate(timeout=420)[0]
         first_done = len(list((out / "manifest").glob("*.parquet")))
+        print(f"node lost: job exit {job.returncode}, {first_done} of {N_BIG} committed")
         if job.returncode != 0:  # failed: it must say so, and a rerun on what remains must finish the job
             assert "failed" in logs.lower(), logs[-3000:]
             rerun = submit(out, workers=1)
