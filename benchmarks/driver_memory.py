@@ -2,6 +2,7 @@
 
     python -m benchmarks.driver_memory                         # 1,000 vs 10,000 documents, 1 KB - 1 MB each
     python -m benchmarks.driver_memory --sizes 200 2000 --max-kb 32 --done   # reads only (all already done)
+    python -m benchmarks.driver_memory --first-commit          # seconds to the first committed document
 
 Documents are log-uniform in size between --min-kb and --max-kb (Shakespeare's text), one in 50 bad (empty or
 binary). Each size runs in a fresh driver process (`run()`, a local Ray, a tiny random MemGPT, summaries only)
@@ -13,8 +14,10 @@ the job reads and checks the whole corpus but gives the model nothing: what the 
 import argparse
 import json
 import math
+import os
 import random
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,6 +129,39 @@ def measure_in_subprocess(corpus: Path, output: Path, model: Path, workers: int)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def first_commit(corpus: Path, output: Path, model: Path, workers: int, timeout: float = 600) -> float:
+    """Seconds from starting `python -m jobs.extract` (a fresh process, its own Ray) to its first committed
+    document; the job is then SIGKILLed with every process of its session."""
+    cmd = [sys.executable, "-m", "jobs.extract", "--input", str(corpus), "--output", str(output)]
+    cmd += ["--model", str(model), "--workers", str(workers), "--batch-size", "4", "--no-facts"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while not any((output / "manifest").glob("*.parquet")):
+            if proc.poll() is not None or time.perf_counter() - start > timeout:
+                return float("nan")
+            time.sleep(0.05)
+        return time.perf_counter() - start
+    finally:
+        for pid in _session(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _session(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="documents per corpus")
@@ -133,6 +169,11 @@ def main() -> None:
     p.add_argument("--max-kb", type=float, default=1024.0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--done", action="store_true", help="mark every document finished: measure the read only")
+    p.add_argument(
+        "--first-commit",
+        action="store_true",
+        help="only the seconds to the first commit (the job is then killed)",
+    )
     p.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
@@ -145,13 +186,19 @@ def main() -> None:
     for n in args.sizes:
         corpus, output = work / f"corpus-{n}", work / f"out-{n}"
         total = make_corpus(corpus, n, args.min_kb, args.max_kb)
+        if args.first_commit:
+            rows.append(
+                {"corpus": f"{n} docs", "first commit s": first_commit(corpus, output, model, args.workers)}
+            )
+            continue
         if args.done:
             mark_done(corpus, output)
         rows.append(
             {"corpus": f"{n} docs, {total / 2**20:,.0f} MiB"}
             | measure_in_subprocess(corpus, output, model, args.workers)
         )
-    print_table(rows, f"driver memory vs corpus size ({'read only: all done' if args.done else 'full job'})")
+    what = "first commit only" if args.first_commit else "read only: all done" if args.done else "full job"
+    print_table(rows, f"driver memory vs corpus size ({what})")
     print(f"outputs and corpora under {work} (delete when done)\nmachine: {machine()}\ncommand: {command()}")
 
 

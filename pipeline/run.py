@@ -85,6 +85,9 @@ def extract(config: ExtractConfig, root: str, files: list, run_id: str, sink: Re
         num_cpus=READ_CPUS,
         concurrency=max(2, config.workers),
     )
+    # one group per block: Ray Data merges a read task's small outputs into one block (up to 128 MiB), and an
+    # actor call on a merged block would commit nothing until every group in it is read
+    ds = ds.repartition(target_num_rows_per_block=1)
     ds = ds.map_batches(
         Extractor,
         fn_constructor_args=(config, run_id),

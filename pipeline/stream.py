@@ -177,16 +177,19 @@ def read_unit(stream: Stream, unit: ReadUnit, winners: dict[str, tuple[int, str]
         if not done:
             todo.append(doc.to_row() | {"attempt": attempts + 1})
         if len(window) == stream.batch_size * WINDOW_GROUPS:
-            for docs in document_groups(todo, stream.batch_size, window):
-                yield group_table(docs, (unit.index << 20) + n_groups)
-                n_groups += 1
+            yield from _window_tables(document_groups(todo, stream.batch_size, window), unit, n_groups)
+            n_groups += stream.batch_size * WINDOW_GROUPS
             window, todo = [], []
-    for docs in document_groups(todo, stream.batch_size, window):
-        yield group_table(docs, (unit.index << 20) + n_groups)
-        n_groups += 1
+    yield from _window_tables(document_groups(todo, stream.batch_size, window), unit, n_groups)
     out.write_errors(unit.name, errors)
     tally["read_errors"] = len(errors)
     out.write_json(posixpath.join(TALLY, unit.name), dict(tally))
+
+
+def _window_tables(groups: list[list[dict]], unit: ReadUnit, first: int) -> Iterator[pa.Table]:
+    """A window's groups, shortest first: the first commit comes after the least reading (groups as formed)."""
+    for g in reversed(range(len(groups))):
+        yield group_table(groups[g], (unit.index << 20) + first + g)
 
 
 def group_table(docs: list[dict], group: int = 0) -> pa.Table:
