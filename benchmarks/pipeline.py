@@ -18,7 +18,8 @@ from jobs.quickstart import make_corpus
 from pipeline.actor import Extractor
 from pipeline.config import ExtractConfig
 from pipeline.io import read_corpus
-from pipeline.run import document_groups, pending, run
+from pipeline.run import run
+from pipeline.stream import document_groups, group_table
 
 from .common import command, machine, parser, print_table
 
@@ -30,18 +31,12 @@ def in_process(config: ExtractConfig) -> tuple[int, float]:
     docs, _ = read_corpus(config.input, config.read, "bench")
     extractor = Extractor(config, "bench")
     tokens, model_s = 0, 0.0
-    for group in document_groups(pending(docs, _empty_manifest()), config.batch_size):
+    for group in document_groups([d.to_row() | {"attempt": 1} for d in docs], config.batch_size):
         start = time.perf_counter()
-        results = extractor(group).to_pylist()
+        results = extractor(group_table(group)).to_pylist()
         model_s += time.perf_counter() - start
         tokens += sum(m["n_tokens"] for r in results for m in r["manifest"])
     return tokens, model_s
-
-
-def _empty_manifest():
-    from pipeline.schemas import MANIFEST
-
-    return MANIFEST.empty_table()
 
 
 def main() -> None:

@@ -114,9 +114,13 @@ class Extractor:
         ] = {}  # group key -> first chunk read by the last call (0: from the start)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        results = []
-        for _, group in groupby(batch.to_pylist(), key=lambda d: d["group"]):
-            results.extend(self.extract_or_record(list(group)))
+        """Results of a batch of lockstep groups: rows of the read stage (`schemas.GROUPS`, a group per row)
+        or of documents with a `group` column (consecutive rows of one group)."""
+        if "docs" in batch.column_names:
+            groups = [row["docs"] for row in batch.to_pylist()]
+        else:
+            groups = [list(g) for _, g in groupby(batch.to_pylist(), key=lambda d: d["group"])]
+        results = [r for group in groups if group for r in self.extract_or_record(group)]
         return pa.Table.from_pylist(results, schema=RESULTS)
 
     def extract_or_record(self, docs: list[dict]) -> list[dict]:

@@ -163,7 +163,7 @@ def read_corpus(
     fs, root, files = list_inputs(uri, config)
     docs, errors, seen = [], [], {}
     for info in files:
-        for item in _read_file(fs, root, info, config):
+        for item in read_file(fs, root, info, config):
             if isinstance(item, BadInput):
                 errors.append(item.row(run_id))
             elif item.doc_id in seen:
@@ -172,11 +172,12 @@ def read_corpus(
             else:
                 seen[item.doc_id] = item.source
                 docs.append(item)
-                errors.extend(_flag_rows(item, run_id))
+                errors.extend(flag_rows(item, run_id))
     return docs, errors
 
 
-def _flag_rows(doc: Document, run_id: str) -> list[dict]:
+def flag_rows(doc: Document, run_id: str) -> list[dict]:
+    """The `errors` rows of a document's read-time repairs (it is still processed)."""
     msgs = {
         "invalid_utf8": "invalid UTF-8 decoded with U+FFFD replacement characters; document still processed"
     }
@@ -186,7 +187,7 @@ def _flag_rows(doc: Document, run_id: str) -> list[dict]:
     ]
 
 
-def _read_file(fs: pafs.FileSystem, root: str, info: pafs.FileInfo, config: ReadConfig) -> Iterator:
+def read_file(fs: pafs.FileSystem, root: str, info: pafs.FileInfo, config: ReadConfig) -> Iterator:
     """Yield Documents and BadInputs for one file; a failure of the whole file is one BadInput."""
     rel = posixpath.relpath(info.path, root) if root else info.path
     fmt = _format_of(info.path, config)
@@ -383,6 +384,14 @@ class Output:
         return sorted(
             f[: -len(".parquet")] for f in files if f.endswith(".parquet") and not f.startswith((".", "_"))
         )
+
+    def read_unit(self, table: str, name: str) -> pa.Table | None:
+        """One committed unit of `table`, or None if it does not exist."""
+        path = self.path(table, name)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_file(path) as f:
+            return pq.read_table(f)
 
     def read(self, table: str) -> pa.Table:
         """The whole table (all committed units, in file-name order); empty with the schema if none."""

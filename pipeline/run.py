@@ -4,9 +4,9 @@ import os
 import posixpath
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
-import pyarrow as pa
 import ray
 import transformers
 from transformers.utils import logging as hf_logging
@@ -17,9 +17,20 @@ from pipeline.actor import Extractor, load_model, model_name, model_options, mod
 from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import ExtractConfig
 from pipeline.entities import entity_rows
-from pipeline.io import Document, Output, list_inputs, read_corpus
+from pipeline.io import Output, list_inputs
 from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table
 from pipeline.sink import ResultSink
+from pipeline.stream import (
+    READ_CPUS,
+    TALLY,
+    CorpusSource,
+    Stream,
+    clear_read_state,
+    duplicate_winners,
+    needs_id_pass,
+    read_tally,
+    read_units,
+)
 
 # Writes are small and need no CPU reservation: with one reserved, actors holding every CPU would hold back all
 # commits (Ray Data's resource budget) until the last document is read, and a killed run would lose them all.
@@ -30,7 +41,7 @@ def run(config: ExtractConfig) -> "Report":
     """Extract summaries, facts and entities from `config.input` into `config.output`; resumes a killed run."""
     model_path(config, progress=lambda message: print(f"model: {message}", file=sys.stderr, flush=True))
     check_model(config)
-    list_inputs(config.input, config.read)  # a missing input fails here, before anything is written
+    _, root, files = list_inputs(config.input, config.read)  # a missing input fails here, before any write
     out = Output(config.output)
     out.check_writable()
     run_id, start = config.derived_run_id(), time.perf_counter()
@@ -38,26 +49,10 @@ def run(config: ExtractConfig) -> "Report":
     if config.checkpoint_every:
         check_checkpoints(config, checkpoints)  # a state from another model fails here, before any write
 
-    docs, read_errors = read_corpus(config.input, config.read, run_id)
     out.remove_temp_files()  # half-written files of a killed run (hidden from readers all along)
-    out.write_errors("read", read_errors)
-    todo = pending(docs, out.read("manifest"))
-
     sink = ResultSink(config.output)
-    if todo:
-        connect(config.address)
-        groups = document_groups(todo, config.batch_size, all_docs=[d.to_row() for d in docs])
-        ds = ray.data.from_arrow(groups)
-        ds = ds.map_batches(
-            Extractor,
-            fn_constructor_args=(config, run_id),
-            batch_size=config.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=min(config.workers, len(groups))),
-            num_gpus=config.gpus_per_worker or None,
-            num_cpus=config.cpus_per_worker,
-        )
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
+    connect(config.address)
+    tally = extract(config, root, files, run_id, sink)
     checkpoints.delete_all()  # every group is committed now: no read is left to resume
 
     n_entities = write_entities(out, run_id)
@@ -65,13 +60,48 @@ def run(config: ExtractConfig) -> "Report":
         out,
         config,
         run_id,
-        len(docs),
-        len(docs) - len(todo),
-        len(read_errors),
+        tally["documents"],
+        tally["skipped"],
+        tally["read_errors"],
         n_entities,
         sink.stats,
         time.perf_counter() - start,
     )
+
+
+def extract(config: ExtractConfig, root: str, files: list, run_id: str, sink: ResultSink) -> Counter:
+    """Stream the corpus from storage through the Extractor actors into `sink`; the read stage's counts.
+
+    Read tasks on the cluster read, check and group the documents (pipeline/stream.py); the driver holds the
+    file listing only, and each group is committed as soon as an actor has read it."""
+    out = Output(config.output)
+    stream = Stream(config.input, root, config.output, config.read, config.batch_size, run_id)
+    units = read_units(files)
+    clear_read_state(out, units)
+    if not units:
+        return read_tally(out)
+    winners = duplicate_winners(stream, units) if needs_id_pass(files, config.read) else {}
+    ds = ray.data.read_datasource(
+        CorpusSource(stream, units, winners),
+        num_cpus=READ_CPUS,
+        concurrency=max(2, config.workers),
+    )
+    # one group per block: Ray Data merges a read task's small outputs into one block (up to 128 MiB), and an
+    # actor call on a merged block would commit nothing until every group in it is read
+    ds = ds.repartition(target_num_rows_per_block=1)
+    ds = ds.map_batches(
+        Extractor,
+        fn_constructor_args=(config, run_id),
+        batch_size=1,  # one lockstep group per call
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=config.workers),
+        num_gpus=config.gpus_per_worker or None,
+        num_cpus=config.cpus_per_worker,
+    )
+    ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
+    tally = read_tally(out)
+    out.delete_dir(TALLY)  # counted: nothing of the read stage is left in the output
+    return tally
 
 
 def check_model(config: ExtractConfig) -> None:
@@ -135,42 +165,6 @@ def connect(address: str | None) -> None:
     if not ray.is_initialized():
         local = address is None and not os.environ.get("RAY_ADDRESS")
         ray.init(address=address, log_to_driver=False, **({"include_dashboard": False} if local else {}))
-
-
-def pending(docs: list[Document], manifest: pa.Table) -> list[dict]:
-    """Document rows still to process (not finished with status ok), each with its attempt number."""
-    rows = manifest.to_pylist()
-    done = {r["doc_id"] for r in rows if r["status"] == "ok"}
-    attempts = {r["doc_id"]: r["attempts"] for r in rows}
-    return [d.to_row() | {"attempt": attempts.get(d.doc_id, 0) + 1} for d in docs if d.doc_id not in done]
-
-
-def document_groups(docs: list[dict], batch_size: int, all_docs: list[dict] | None = None) -> list[pa.Table]:
-    """Documents in lockstep groups of `batch_size`, longest first, as one block each.
-
-    A group is fixed by the input alone, so every actor count gives the same batches and the same numbers.
-    With `all_docs` (the whole input), groups are formed from all of it and then keep only `docs`: a resumed
-    run reads an unfinished group as the same group, so the group's mid-document checkpoint still applies.
-    """
-    todo = {d["doc_id"]: d for d in docs}
-    ordered = sorted(all_docs if all_docs is not None else docs, key=lambda d: (-len(d["text"]), d["doc_id"]))
-    schema = pa.schema(
-        [
-            ("doc_id", pa.string()),
-            ("source", pa.string()),
-            ("title", pa.string()),
-            ("text", pa.large_string()),
-            ("group", pa.int64()),
-            ("attempt", pa.int64()),
-        ]
-    )
-    groups = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
-    groups = [[todo[d["doc_id"]] for d in group if d["doc_id"] in todo] for group in groups]
-    return [
-        pa.Table.from_pylist([d | {"group": g} for d in group], schema=schema)
-        for g, group in enumerate(groups)
-        if group
-    ]
 
 
 def write_entities(out: Output, run_id: str) -> int:

@@ -93,6 +93,18 @@ RESULTS = pa.schema(
     + [pa.field("checkpoint", pa.string())]  # the group's checkpoint folder, removed once committed
 )
 
+# What the read stage hands the actors: one row per lockstep group, so that no batching can split a group.
+DOCUMENT = pa.struct(
+    [
+        pa.field("doc_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("text", pa.large_string()),
+        pa.field("attempt", pa.int64()),  # 1 + the attempts the manifest already records
+    ]
+)
+GROUPS = pa.schema([pa.field("group", pa.int64()), pa.field("docs", pa.list_(DOCUMENT))])
+
 
 def validate_row(row: Mapping[str, Any], schema: pa.Schema) -> None:
     """Raise ValueError if `row` has missing/unknown columns or a null in a non-nullable column."""

@@ -161,3 +161,153 @@ def test_job_submitted_to_a_two_node_cluster(tmp_path, small_corpus, tiny_model)
                 stop_node(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert head.poll() is not None and (worker is None or worker.poll() is not None)
+
+
+def session_pids(sid: int, name: str | None = None) -> list[int]:
+    """Live processes of session `sid` (a `ray start --block` we started leads its own), by `comm` if given."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z" and (name is None or comm == name):
+            pids.append(int(entry.name))
+    return pids
+
+
+def driver_pids(marker: str) -> list[int]:
+    """The `python -m jobs.extract` driver(s) whose command line names `marker` (the job's output)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"jobs.extract" in cmd and marker.encode() in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def extractors(sid: int) -> list[int]:
+    """Extractor actor processes of session `sid` (Ray names the process after the actor)."""
+    found = []
+    for pid in session_pids(sid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::") and b"Extractor" in cmd:
+            found.append(pid)
+    return found
+
+
+def wait_for_commit(out: Path, job: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not list((out / "manifest").glob("*.parquet")):
+        assert job.poll() is None, "the job ended before anything could be killed"
+        assert time.monotonic() < deadline, "no document committed in time"
+        time.sleep(0.1)
+
+
+def assert_each_document_once(out: Path, doc_ids: list[str]) -> None:
+    manifest = pd.read_parquet(out / "manifest")
+    assert sorted(manifest["doc_id"]) == doc_ids and (manifest["status"] == "ok").all()
+    assert sorted(pd.read_parquet(out / "summaries")["doc_id"]) == doc_ids
+    assert not list(out.rglob(".tmp-*")) and not (out / "_read").exists()
+
+
+@pytest.fixture
+def big_corpus(tmp_path) -> Path:
+    from pipeline_support import corpus_file
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    plays = corpus_file("shakespeare.txt").read_text(encoding="utf-8")
+    for i in range(N_BIG):
+        (root / f"play{i:02d}.txt").write_text(plays[i * 20_000 : i * 20_000 + 12_000 + 200 * i])
+    return root
+
+
+N_BIG = 12
+
+
+@pytest.mark.long  # ~3 minutes: a cluster, a node lost, a driver lost, three submissions
+def test_a_lost_worker_node_and_a_lost_driver(tmp_path, big_corpus, tiny_model):
+    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_ADDRESS": ""}
+    gcs, dashboard, client_port = free_ports(3)
+    temp_dir = Path("/tmp") / f"rayc{gcs}"
+    head_args = ["--head", "--port", str(gcs), "--num-cpus", "2", "--include-dashboard", "true"]
+    head_args += ["--dashboard-port", str(dashboard), "--ray-client-server-port", str(client_port)]
+    head = start_node([*head_args, "--temp-dir", str(temp_dir)], env, tmp_path / "head.log")
+    worker = None
+    doc_ids = [f"play{i:02d}.txt" for i in range(N_BIG)]
+
+    def submit(out: Path, workers: int) -> subprocess.Popen:
+        cmd = [str(RAY), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}"]
+        cmd += ["--working-dir", str(REPO), "--", sys.executable, "-m", "jobs.extract"]
+        cmd += ["--input", str(big_corpus), "--output", str(out), "--model", str(tiny_model)]
+        cmd += ["--workers", str(workers), "--batch-size", "1", "--checkpoint-every", "2"]
+        cmd += ["--max-new-tokens-facts", "4", "--max-new-tokens-summary", "4"]
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    try:
+        wait_for_nodes(f"127.0.0.1:{gcs}", 1, env)
+        worker = start_node(
+            ["--address", f"127.0.0.1:{gcs}", "--num-cpus", "2"], env, tmp_path / "worker.log"
+        )
+        wait_for_nodes(f"127.0.0.1:{gcs}", 2, env)
+
+        # 1. the worker node's raylet SIGKILLed while documents are read and committed
+        out = tmp_path / "out"
+        job = submit(out, workers=2)
+        wait_for_commit(out, job)
+        deadline = time.monotonic() + 60
+        while not extractors(worker.pid):  # the node to lose holds an actor in the middle of the corpus
+            assert time.monotonic() < deadline, "no Extractor actor on the worker node"
+            time.sleep(0.1)
+        raylets = session_pids(worker.pid, "raylet")
+        assert len(raylets) == 1, raylets
+        os.kill(raylets[0], signal.SIGKILL)
+        logs = job.communicate(timeout=420)[0]
+        first_done = len(list((out / "manifest").glob("*.parquet")))
+        print(f"node lost: job exit {job.returncode}, {first_done} of {N_BIG} committed")
+        if job.returncode != 0:  # failed: it must say so, and a rerun on what remains must finish the job
+            assert "failed" in logs.lower(), logs[-3000:]
+            rerun = submit(out, workers=1)
+            logs = rerun.communicate(timeout=420)[0]
+            assert rerun.returncode == 0, logs[-3000:]
+            assert f"{N_BIG} documents (" in logs and f"{first_done} already done" in logs, logs[-3000:]
+        else:
+            assert f"{N_BIG} documents ({N_BIG} processed" in logs, logs[-3000:]
+        assert_each_document_once(out, doc_ids)
+
+        # 2. the head's driver SIGKILLed mid-job, then the job submitted again
+        out2 = tmp_path / "out2"
+        job = submit(out2, workers=1)
+        wait_for_commit(out2, job)
+        drivers = driver_pids(str(out2))
+        assert drivers, "no driver process found"
+        for pid in drivers:
+            os.kill(pid, signal.SIGKILL)
+        logs = job.communicate(timeout=120)[0]
+        assert job.returncode != 0, logs[-3000:]
+        done = len(list((out2 / "manifest").glob("*.parquet")))
+        assert 1 <= done < N_BIG, "killed too late to test a resume"
+        again = submit(out2, workers=1)
+        logs = again.communicate(timeout=420)[0]
+        assert again.returncode == 0, logs[-3000:]
+        assert f"{N_BIG} documents ({N_BIG - done} processed, {done} already done, 0 failed)" in logs, logs[
+            -3000:
+        ]
+        assert_each_document_once(out2, doc_ids)
+        assert (pd.read_parquet(out2 / "manifest")["attempts"] == 1).all()
+    finally:
+        for proc in (worker, head):
+            if proc is not None:
+                stop_node(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)

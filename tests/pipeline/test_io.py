@@ -1,15 +1,18 @@
 import json
 import os
+import posixpath
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 from pipeline_support import fact_row
 
-from pipeline.io import Output, ReadConfig, read_corpus, safe_name
-from pipeline.schemas import ERRORS, FACTS, to_table
+from pipeline.io import Output, ReadConfig, list_inputs, read_corpus, safe_name
+from pipeline.schemas import ERRORS, FACTS, MANIFEST, to_table
+from pipeline.stream import CorpusSource, Stream, duplicate_winners, read_tally, read_units
 
 GOOD = "Call me Ishmael. Some years ago, never mind how long precisely."
 
@@ -256,3 +259,69 @@ def test_unwritable_output_is_reported(tmp_path):
         Output(str(blocker / "out")).check_writable()
     Output(str(tmp_path / "fine")).check_writable()
     assert list((tmp_path / "fine").iterdir()) == []  # the probe is gone
+
+
+def stream_read(
+    root: Path, out: Path, config: ReadConfig, batch_size: int = 2, max_files: int = 4
+) -> tuple[list[list[dict]], list]:
+    """The streaming read of run(): the documents of every lockstep group the read tasks emit, and the units."""
+    _, base, files = list_inputs(str(root), config)
+    Output(str(out)).check_writable()
+    stream = Stream(str(root), base, str(out), config, batch_size, "r")
+    units = read_units(files, max_files=max_files)  # several read tasks: duplicates cross task boundaries
+    winners = duplicate_winners(stream, units)
+    ds = ray.data.read_datasource(CorpusSource(stream, units, winners))
+    groups = pa.concat_tables(ray.get(ds.to_arrow_refs())).to_pylist()
+    assert all(1 <= len(g["docs"]) <= batch_size for g in groups)
+    return [g["docs"] for g in groups], units
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_streaming_read_keeps_every_bad_input_rule(bad_corpus, tmp_path):
+    # a duplicate in a later file (and a later read task) than the first q1 and j1: the first still wins
+    write(
+        bad_corpus / "zz.jsonl",
+        json.dumps({"id": "q1", "text": "later"}) + "\n" + json.dumps({"id": "j1", "text": "x"}),
+    )
+    config = ReadConfig(max_chars=100_000)
+    docs, errors = read_corpus(str(bad_corpus), config, "r")
+    groups, units = stream_read(bad_corpus, tmp_path / "out", config)
+    streamed = [d for g in groups for d in g]
+    assert len(units) == 4
+    key = lambda d: d["doc_id"]  # noqa: E731
+    assert sorted(streamed, key=key) == sorted(
+        (d.to_row() | {"attempt": 1} for d in docs), key=key
+    )  # the same documents, each once, text and all
+    committed = Output(str(tmp_path / "out")).read("errors").to_pylist()
+    by = lambda e: (e["source"], e["error_type"])  # noqa: E731
+    assert sorted(committed, key=by) == sorted(errors, key=by)
+    assert ("zz.jsonl:1", "DuplicateDocId") in {by(e) for e in committed}
+    tally = read_tally(Output(str(tmp_path / "out")))
+    assert (tally["documents"], tally["skipped"], tally["read_errors"]) == (len(docs), 0, len(errors))
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_stream_joins_the_manifest_and_groups_within_a_window(tmp_path):
+    root = tmp_path / "corpus"
+    for i in range(12):
+        write(root / f"d{i:02d}.txt", "word " * (1 + (i * 7) % 23))
+    out = Output(str(tmp_path / "out"))
+    row = dict(n_tokens=1, seconds=0.0, error=None, run_id="r", state=None)
+    out.write(
+        "manifest", "d03.txt", to_table([row | dict(doc_id="d03.txt", status="ok", attempts=1)], MANIFEST)
+    )
+    out.write(
+        "manifest", "d04.txt", to_table([row | dict(doc_id="d04.txt", status="error", attempts=2)], MANIFEST)
+    )
+    groups, units = stream_read(root, tmp_path / "out", ReadConfig(), batch_size=2, max_files=3)
+    streamed = [d for g in groups for d in g]
+    ids = [d["doc_id"] for d in streamed]
+    assert sorted(ids) == sorted(f"d{i:02d}.txt" for i in range(12) if i != 3)  # the finished one is dropped
+    assert {d["doc_id"]: d["attempt"] for d in streamed}["d04.txt"] == 3
+    assert read_tally(out)["skipped"] == 1 and read_tally(out)["documents"] == 12
+    # groups are formed per window of the stream (a read task's files), not by sorting the whole corpus
+    unit_of = {posixpath.basename(f.path): u.index for u in units for f in u.files}
+    assert len(set(unit_of.values())) == 4
+    assert all(len({unit_of[d["doc_id"]] for d in g}) == 1 for g in groups)
+    # 3 files a unit: groups of 2 and 1, formed with the finished d03 (then dropped), so its unit gives 1 and 1
+    assert sorted(map(len, groups)) == [1, 1, 1, 1, 1, 2, 2, 2]

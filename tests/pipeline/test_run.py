@@ -15,8 +15,9 @@ from pipeline.config import ExtractConfig
 from pipeline.facts import normalize
 from pipeline.io import Output, read_corpus, safe_name
 from pipeline.prompts import PromptConfig, Prompts
-from pipeline.run import document_groups, run
+from pipeline.run import run
 from pipeline.schemas import MANIFEST, TABLES, to_table
+from pipeline.stream import document_groups
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -163,9 +164,12 @@ def test_groups_depend_on_the_input_only():
         for i in range(10)
     ]
     groups = document_groups(docs, 4)
-    assert [g.num_rows for g in groups] == [4, 4, 2]
-    assert groups[0]["doc_id"].to_pylist() == ["d3", "d7", "d2", "d6"]  # longest first, then by id
-    assert document_groups(list(reversed(docs)), 4)[1].equals(groups[1])
+    assert [len(g) for g in groups] == [4, 4, 2]
+    assert [d["doc_id"] for d in groups[0]] == ["d3", "d7", "d2", "d6"]  # longest first, then by id
+    assert document_groups(list(reversed(docs)), 4) == groups
+    finished = {"d7", "d1"}  # a resumed window: groups as before, less the finished documents
+    resumed = document_groups([d for d in docs if d["doc_id"] not in finished], 4, all_docs=docs)
+    assert resumed == [[d for d in g if d["doc_id"] not in finished] for g in groups]
 
 
 @pytest.mark.slow
