@@ -29,7 +29,8 @@ import torch
 
 from memgpt import MemGPT, MemGPTConfig
 from pipeline.config import ExtractConfig
-from pipeline.io import Output, safe_name
+from pipeline.io import safe_name
+from pipeline.output import Output
 from pipeline.schemas import MANIFEST, to_table
 
 from .common import command, machine, print_table

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.io import Output
+from pipeline.output import Output
 
 # set before ray is imported: the level of the "ray" logger that `ray.init` sets up ("Started a local Ray
 # instance." and the like are INFO); a value the user exported wins

@@ -17,7 +17,7 @@ import posixpath
 import tempfile
 from typing import TYPE_CHECKING
 
-from pipeline.io import Output
+from pipeline.output import Output
 
 if TYPE_CHECKING:  # the write stage imports this module: keep torch out of its worker processes
     import torch

@@ -17,7 +17,8 @@ from pipeline.actor import Extractor, load_model, model_name, model_options, mod
 from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import ExtractConfig
 from pipeline.entities import entity_rows
-from pipeline.io import Output, list_inputs
+from pipeline.io import list_inputs
+from pipeline.output import Output
 from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table
 from pipeline.sink import ResultSink
 from pipeline.stream import (

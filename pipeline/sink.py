@@ -12,7 +12,8 @@ from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink, WriteResult
 
 from pipeline.checkpoints import Checkpoints
-from pipeline.io import Output, safe_name
+from pipeline.io import safe_name
+from pipeline.output import Output
 from pipeline.schemas import TABLES, to_table
 
 

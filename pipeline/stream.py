@@ -35,7 +35,6 @@ from pipeline.io import (
     PARQUET_EXTENSIONS,
     BadInput,
     Document,
-    Output,
     ReadConfig,
     error_row,
     flag_rows,
@@ -43,6 +42,7 @@ from pipeline.io import (
     read_file,
     safe_name,
 )
+from pipeline.output import Output
 from pipeline.schemas import GROUPS
 
 UNIT_FILES = 32  # files per read task, at most (a read task streams any number of records out of them)

@@ -72,6 +72,14 @@ def stop_node(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def add_worker_node(gcs: int, env: dict, tmp_path: Path) -> subprocess.Popen:
+    """A second node of 2 CPUs joined to the head at port `gcs`, once the head is up; returns its process."""
+    wait_for_nodes(f"127.0.0.1:{gcs}", 1, env)
+    worker = start_node(["--address", f"127.0.0.1:{gcs}", "--num-cpus", "2"], env, tmp_path / "worker.log")
+    wait_for_nodes(f"127.0.0.1:{gcs}", 2, env)
+    return worker
+
+
 def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:
     probe = (
         "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
@@ -114,11 +122,7 @@ def test_job_submitted_to_a_two_node_cluster(tmp_path, small_corpus, tiny_model)
     )
     worker = None
     try:
-        wait_for_nodes(f"127.0.0.1:{gcs}", 1, env)
-        worker = start_node(
-            ["--address", f"127.0.0.1:{gcs}", "--num-cpus", "2"], env, tmp_path / "worker.log"
-        )
-        wait_for_nodes(f"127.0.0.1:{gcs}", 2, env)
+        worker = add_worker_node(gcs, env, tmp_path)
 
         out = tmp_path / "out"
         # two 1-CPU actors and a 1-CPU head: the second actor can only run on the second node
@@ -256,11 +260,7 @@ def test_a_lost_worker_node_and_a_lost_driver(tmp_path, big_corpus, tiny_model):
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     try:
-        wait_for_nodes(f"127.0.0.1:{gcs}", 1, env)
-        worker = start_node(
-            ["--address", f"127.0.0.1:{gcs}", "--num-cpus", "2"], env, tmp_path / "worker.log"
-        )
-        wait_for_nodes(f"127.0.0.1:{gcs}", 2, env)
+        worker = add_worker_node(gcs, env, tmp_path)
 
         # 1. the worker node's raylet SIGKILLed while documents are read and committed
         out = tmp_path / "out"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.console import DocumentProgress, document_line
-from pipeline.io import Output
+from pipeline.output import Output
 from pipeline.schemas import TABLES, to_table
 
 REPO = Path(__file__).parents[2]
@@ -55,15 +55,8 @@ def test_progress_of_a_missing_output_is_silent(tmp_path):
 def test_the_console_has_a_line_per_document_and_no_ray_info(small_corpus, tiny_model, tmp_path):
     """The real command in a fresh process (Ray's loggers are set up at import): Ray's INFO lines and Ray
     Data's progress logging stay off a non-interactive console; each document gets one line. About 30 s."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "jobs.extract",
-        "--input",
-        str(small_corpus),
-        "--output",
-        str(tmp_path / "o"),
-    ]
+    cmd = [sys.executable, "-m", "jobs.extract", "--input", str(small_corpus), "--output",
+           str(tmp_path / "o")]  # fmt: skip
     options = ["--model", str(tiny_model), "--max-new-tokens-facts", "4", "--max-new-tokens-summary", "4"]
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
     env.pop("RAY_LOGGER_LEVEL", None)

@@ -154,12 +154,9 @@ def test_names_and_noun_phrases_are_entities(surface):
 
 def test_facts_keep_their_objects_but_the_entities_table_only_entities():
     """The README's own facts of the first run: only names and noun phrases become entities."""
-    facts = [
-        {"doc_id": "README.md", "subject": "SmolLM2-135M-Instruct", "object": "200"},
-        {"doc_id": "README.md", "subject": "CPU", "object": "m jobs"},
-        {"doc_id": "README.md", "subject": "GPU", "object": "tests are skipped without CUDA"},
-        {"doc_id": "README.md", "subject": "Parquet", "object": "summaries"},
-    ]
+    pairs = [("SmolLM2-135M-Instruct", "200"), ("CPU", "m jobs"), ("GPU", "tests are skipped without CUDA"),
+             ("Parquet", "summaries")]  # fmt: skip
+    facts = [{"doc_id": "README.md", "subject": s, "object": o} for s, o in pairs]
     rows = [r["entity"] for r in entity_rows(facts, run_id="r")]
     assert rows == ["cpu", "gpu", "parquet", "smollm2-135m-instruct", "summaries"]
 

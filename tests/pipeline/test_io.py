@@ -10,7 +10,8 @@ import pytest
 import ray
 from pipeline_support import fact_row
 
-from pipeline.io import Output, ReadConfig, list_inputs, read_corpus, safe_name
+from pipeline.io import ReadConfig, list_inputs, read_corpus, safe_name
+from pipeline.output import Output
 from pipeline.schemas import ERRORS, FACTS, MANIFEST, to_table
 from pipeline.stream import CorpusSource, Stream, duplicate_winners, read_tally, read_units
 

@@ -13,7 +13,8 @@ from pipeline_support import CHUNK_SIZE, FACT_LINE, SUMMARY, corpus_file, random
 from pipeline.chunking import chunk_text
 from pipeline.config import ExtractConfig
 from pipeline.facts import normalize
-from pipeline.io import Output, read_corpus, safe_name
+from pipeline.io import read_corpus, safe_name
+from pipeline.output import Output
 from pipeline.prompts import PromptConfig, Prompts
 from pipeline.run import run
 from pipeline.schemas import MANIFEST, TABLES, to_table

@@ -18,7 +18,7 @@ import pytest
 from pipeline_support import REPO, corpus_file, random_model
 from test_reliability import ray_core, session_processes
 
-from pipeline.io import Output
+from pipeline.output import Output
 
 BUCKET = "memgpt-test"
 N_DOCS = 6
@@ -136,7 +136,7 @@ def test_a_run_killed_on_s3_resumes_and_keeps_each_document_once(s3_env, tmp_pat
 
 WRITER = """
 import sys, pyarrow as pa
-from pipeline.io import Output
+from pipeline.output import Output
 from pipeline.schemas import FACTS
 rows = int(sys.argv[2])
 table = pa.table({name: pa.array([f"{name}-{i:09d}" for i in range(rows)]) if FACTS.field(name).type == pa.string()
