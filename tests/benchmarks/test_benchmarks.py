@@ -131,3 +131,20 @@ def test_recall_benchmark_asks_facts_planted_in_a_book(tmp_path):
     assert {r["format"] for r in rows if r["task"] == "single"} == {"chat", "plain"}
     for name in ("recall.md", "recall.json", "recall.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CORPUS.is_file(), reason=f"needs the book text at {CORPUS}")
+def test_extraction_profile_accounts_for_the_job_and_compares_it_with_a_bare_read(smollm2_path):
+    out = run_benchmark("benchmarks.extraction_profile", "--tokens", "600")
+    shares = {
+        m.group(1).strip(): float(m.group(2))
+        for m in re.finditer(r"^(\w[\w ()]*?)\s*\|\s*[\d.,]+\s*\|\s*([\d.]+)$", out, re.M)
+    }
+    assert {"facts", "reading", "notes", "writing"} <= set(shares)
+    assert (
+        0.5 < sum(v for k, v in shares.items() if not k.startswith("grammar masks")) <= 1.01
+    )  # phases add up
+    ratio = float(re.search(r"ratio ([\d.]+)", out).group(1))
+    assert 0 < ratio < 1  # extraction costs more than reading the same tokens
+    assert re.search(r"forward passes per generated token: [\d.]+", out)

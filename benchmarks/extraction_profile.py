@@ -1,0 +1,146 @@
+"""Where the extraction job's time goes: one document read by the job's own actor, every phase timed.
+
+python -m benchmarks.extraction_profile                          # 4k tokens of a real book, default model and settings
+python -m benchmarks.extraction_profile --tokens 16384 --input book.txt
+python -m benchmarks.extraction_profile --device cuda            # the GPU path (bf16 where the device has it)
+
+The actor (`pipeline.actor.Extractor`, default settings) reads one document in this process; its phases are
+timed where they run: reading (the memory's forward over each chunk), facts generation (with the grammar's
+masks timed apart), running notes, the summary, building each chunk's grammar, parsing and grounding the
+lines, and writing the tables. Beside it, in the same run, the bare backbone's chunked forward over the same
+tokens: the job's tokens of text per second over that one's is the ratio that says what extraction costs
+over reading. Forward passes per generated token: the backbone's calls while generating, over the tokens
+generated (1.0 is one pass a token; less is what copying spans would buy).
+"""
+
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import common
+from .planted_text import book_text
+
+
+class Timers:
+    """Seconds per phase, from wrapping the callables each phase runs; a phase inside another (the prompt a
+    generation reads first) counts for the inner one only, so the phases add up."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.open: list[str] = []
+
+    def wrap(self, phase: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            self.open.append(phase)
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - start
+                self.open.pop()
+                self.seconds[phase] += spent
+                if self.open:
+                    self.seconds[self.open[-1]] -= spent
+
+        return timed
+
+
+def instrument(ex, timers: Timers, calls: list[int]) -> None:
+    """The actor's phases timed on this instance; the backbone's forward calls counted."""
+    ex.fact_grammar = timers.wrap("grammar built per chunk", ex.fact_grammar)
+    ex.fact_rows = timers.wrap("parsing and grounding", ex.fact_rows)
+    if ex.notes is not None:
+        ex.notes.update = timers.wrap("notes", ex.notes.update)
+    generate, make_processor = ex.generate, ex.grammar.processor if ex.grammar else None
+
+    def phase_generate(prompts, state, max_new, grammars=None, processor=None):
+        phase = "facts" if grammars is not None else "summary"
+        return timers.wrap(phase, generate)(prompts, state, max_new, grammars, processor)
+
+    ex.generate = phase_generate
+    if make_processor is not None:  # the grammar's masks, inside generation: timed apart, then taken out
+        ex.grammar.processor = lambda *args, **kwargs: _Timed(make_processor(*args, **kwargs), timers)
+    step = ex.model.step
+
+    def counted_step(*args, **kwargs):  # one backbone pass a chunk: not a generated token's
+        calls[1] += 1
+        return step(*args, **kwargs)
+
+    ex.model.step = timers.wrap("reading", counted_step)
+    ex.model.backbone.base_model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+
+
+class _Timed:
+    """A logits processor whose calls are timed (transformers calls the object, not a bound __call__)."""
+
+    def __init__(self, proc, timers: Timers):
+        self.proc, self.call = proc, timers.wrap("grammar masks", proc.__call__)
+
+    def __call__(self, input_ids, scores):
+        return self.call(input_ids, scores)
+
+
+def profile(ex, text: str, out: Path) -> tuple[dict, Timers, int]:
+    """One document through the actor, its rows written as the sink writes them."""
+    from pipeline.output import Output
+    from pipeline.schemas import RESULT_TABLES, TABLES, to_table
+
+    timers, calls = Timers(), [0, 0]  # backbone passes, chunk reads
+    instrument(ex, timers, calls)
+    doc = {"doc_id": "profiled", "text": text, "source": "profiled.txt", "title": None, "attempt": 1}
+    start = time.perf_counter()
+    (result,) = ex.extract([doc])
+    write = timers.wrap("writing", lambda: [Output(str(out)).write(t, "profiled", to_table(result[t], TABLES[t]))
+                                           for t in RESULT_TABLES if result[t]])  # fmt: skip
+    write()
+    timers.seconds["total"] = time.perf_counter() - start
+    return result, timers, calls[0] - calls[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pipeline.actor import Extractor
+    from pipeline.config import ExtractConfig
+
+    p = common.parser(__doc__)
+    p.add_argument("--input", type=Path, default=None, help="a text file (default: Pride and Prejudice)")
+    p.add_argument("--tokens", type=int, default=4096, help="tokens of the text read")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        ex = Extractor(ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads), "profile")
+        if args.device:
+            ex.model.to(args.device)
+        ids = ex.tokenizer.encode(text, add_special_tokens=False)[: args.tokens]
+        text = ex.tokenizer.decode(ids)
+        result, timers, calls = profile(ex, text, Path(tmp))
+        start = time.perf_counter()
+        common.bare_forward(ex.model, torch.tensor(ids), ex.model.config.chunk_size)
+        bare = time.perf_counter() - start
+    report(result, timers, calls, len(ids), bare)
+
+
+def report(result: dict, timers: Timers, calls: int, n_tokens: int, bare: float) -> None:
+    summary = result["summaries"][0]
+    total, generated = timers.seconds.pop("total"), summary["tokens_generated"]
+    rest = total - sum(timers.seconds.values())  # chunking, batching, building the results' rows
+    rows = [
+        {"phase": k, "seconds": v, "share": v / total}
+        for k, v in [*timers.seconds.items(), ("the rest", rest)]
+    ]
+    title = f"{n_tokens:,} tokens, {generated:,} generated, {summary['n_facts']} facts; {common.machine()}"
+    common.print_table(rows, title)
+    print(f"\nthe job: {n_tokens / total:,.0f} tokens of text/s; the bare backbone's chunked read: "
+          f"{n_tokens / bare:,.0f} tokens/s; ratio {bare / total:.2f}")  # fmt: skip
+    print(f"forward passes per generated token: {calls / max(generated, 1):.2f} ({calls:,} passes while generating, "
+          f"{generated:,} tokens generated)\ncommand: {common.command()}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
