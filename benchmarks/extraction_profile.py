@@ -2,7 +2,7 @@
 
 python -m benchmarks.extraction_profile                          # 4k tokens of a real book, default model and settings
 python -m benchmarks.extraction_profile --tokens 16384 --input book.txt
-python -m benchmarks.extraction_profile --device cuda            # the GPU path (bf16 where the device has it)
+(on a machine with a GPU it runs there, in bf16, as the job's actors do)
 
 The actor (`pipeline.actor.Extractor`, default settings) reads one document in this process; its phases are
 timed where they run: reading (the memory's forward over each chunk), facts generation (with the grammar's
@@ -108,15 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     p = common.parser(__doc__)
     p.add_argument("--input", type=Path, default=None, help="a text file (default: Pride and Prejudice)")
     p.add_argument("--tokens", type=int, default=4096, help="tokens of the text read")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
     with tempfile.TemporaryDirectory() as tmp:
         ex = Extractor(ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads), "profile")
-        if args.device:
-            ex.model.to(args.device)
         ids = ex.tokenizer.encode(text, add_special_tokens=False)[: args.tokens]
         text = ex.tokenizer.decode(ids)
         result, timers, calls = profile(ex, text, Path(tmp))
