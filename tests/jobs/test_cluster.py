@@ -87,7 +87,10 @@ def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None
     )
     deadline = time.time() + timeout
     while time.time() < deadline:
-        r = subprocess.run([sys.executable, "-c", probe, address], env=env, capture_output=True, text=True)
+        # Ray turns 127.0.0.1 into the machine's own address, which may refuse connections; off a "cluster"
+        # platform it keeps the loopback address the nodes were started on
+        loopback = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        r = subprocess.run([sys.executable, "-c", probe, address], env=loopback, capture_output=True, text=True)
         if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
         time.sleep(2)
