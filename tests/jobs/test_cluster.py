@@ -90,7 +90,9 @@ def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None
         # Ray turns 127.0.0.1 into the machine's own address, which may refuse connections; off a "cluster"
         # platform it keeps the loopback address the nodes were started on
         loopback = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-        r = subprocess.run([sys.executable, "-c", probe, address], env=loopback, capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-c", probe, address], env=loopback, capture_output=True, text=True
+        )
         if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
         time.sleep(2)
@@ -104,58 +106,19 @@ def test_job_submitted_to_a_two_node_cluster(tmp_path, small_corpus, tiny_model)
     env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_ADDRESS": ""}
     gcs, dashboard, client_port = free_ports(3)
     temp_dir = Path("/tmp") / f"rayc{gcs}"  # short: Ray's socket paths must fit in 107 bytes
-    head = start_node(
-        [
-            "--head",
-            "--port",
-            str(gcs),
-            "--num-cpus",
-            "1",
-            "--include-dashboard",
-            "true",
-            "--dashboard-port",
-            str(dashboard),
-            "--ray-client-server-port",
-            str(client_port),
-            "--temp-dir",
-            str(temp_dir),
-        ],
-        env,
-        tmp_path / "head.log",
-    )
+    head = start_node(["--head", "--port", str(gcs), "--num-cpus", "1", "--include-dashboard", "true",
+                       "--dashboard-port", str(dashboard), "--ray-client-server-port", str(client_port),
+                       "--temp-dir", str(temp_dir)], env, tmp_path / "head.log")  # fmt: skip
     worker = None
     try:
         worker = add_worker_node(gcs, env, tmp_path)
 
         out = tmp_path / "out"
         # two 1-CPU actors and a 1-CPU head: the second actor can only run on the second node
-        submit = [
-            str(RAY),
-            "job",
-            "submit",
-            "--address",
-            f"http://127.0.0.1:{dashboard}",
-            "--working-dir",
-            str(REPO),
-            "--",
-            sys.executable,
-            "-m",
-            "jobs.extract",
-            "--input",
-            str(small_corpus),
-            "--output",
-            str(out),
-            "--model",
-            str(tiny_model),
-            "--workers",
-            "2",
-            "--batch-size",
-            "2",
-            "--max-new-tokens-facts",
-            "4",
-            "--max-new-tokens-summary",
-            "4",
-        ]
+        submit = [str(RAY), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(REPO),
+                  "--", sys.executable, "-m", "jobs.extract", "--input", str(small_corpus), "--output", str(out),
+                  "--model", str(tiny_model), "--workers", "2", "--batch-size", "2", "--max-new-tokens-facts", "4",
+                  "--max-new-tokens-summary", "4"]  # fmt: skip
         job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
         logs = job.stdout + job.stderr
         assert job.returncode == 0 and "succeeded" in logs, logs[-3000:]
@@ -265,52 +228,58 @@ def test_a_lost_worker_node_and_a_lost_driver(tmp_path, big_corpus, tiny_model):
     try:
         worker = add_worker_node(gcs, env, tmp_path)
 
-        # 1. the worker node's raylet SIGKILLed while documents are read and committed
-        out = tmp_path / "out"
-        job = submit(out, workers=2)
-        wait_for_commit(out, job)
-        deadline = time.monotonic() + 60
-        while not extractors(worker.pid):  # the node to lose holds an actor in the middle of the corpus
-            assert time.monotonic() < deadline, "no Extractor actor on the worker node"
-            time.sleep(0.1)
-        raylets = session_pids(worker.pid, "raylet")
-        assert len(raylets) == 1, raylets
-        os.kill(raylets[0], signal.SIGKILL)
-        logs = job.communicate(timeout=420)[0]
-        first_done = len(list((out / "manifest").glob("*.parquet")))
-        print(f"node lost: job exit {job.returncode}, {first_done} of {N_BIG} committed")
-        if job.returncode != 0:  # failed: it must say so, and a rerun on what remains must finish the job
-            assert "failed" in logs.lower(), logs[-3000:]
-            rerun = submit(out, workers=1)
-            logs = rerun.communicate(timeout=420)[0]
-            assert rerun.returncode == 0, logs[-3000:]
-            assert f"{N_BIG} documents (" in logs and f"{first_done} already done" in logs, logs[-3000:]
-        else:
-            assert f"{N_BIG} documents ({N_BIG} processed" in logs, logs[-3000:]
-        assert_each_document_once(out, doc_ids)
-
-        # 2. the head's driver SIGKILLed mid-job, then the job submitted again
-        out2 = tmp_path / "out2"
-        job = submit(out2, workers=1)
-        wait_for_commit(out2, job)
-        drivers = driver_pids(str(out2))
-        assert drivers, "no driver process found"
-        for pid in drivers:
-            os.kill(pid, signal.SIGKILL)
-        logs = job.communicate(timeout=120)[0]
-        assert job.returncode != 0, logs[-3000:]
-        done = len(list((out2 / "manifest").glob("*.parquet")))
-        assert 1 <= done < N_BIG, "killed too late to test a resume"
-        again = submit(out2, workers=1)
-        logs = again.communicate(timeout=420)[0]
-        assert again.returncode == 0, logs[-3000:]
-        assert f"{N_BIG} documents ({N_BIG - done} processed, {done} already done, 0 failed)" in logs, logs[
-            -3000:
-        ]
-        assert_each_document_once(out2, doc_ids)
-        assert (pd.read_parquet(out2 / "manifest")["attempts"] == 1).all()
+        lose_the_worker_node(submit, tmp_path / "out", worker, doc_ids)
+        lose_the_driver(submit, tmp_path / "out2", doc_ids)
     finally:
         for proc in (worker, head):
             if proc is not None:
                 stop_node(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def lose_the_worker_node(submit, out: Path, worker: subprocess.Popen, doc_ids: list[str]) -> None:
+    """The worker node's raylet SIGKILLed while documents are read and committed: the job finishes on what
+    remains, or fails saying so and a rerun finishes it; every document once."""
+    job = submit(out, workers=2)
+    wait_for_commit(out, job)
+    deadline = time.monotonic() + 60
+    while not extractors(worker.pid):  # the node to lose holds an actor in the middle of the corpus
+        assert time.monotonic() < deadline, "no Extractor actor on the worker node"
+        time.sleep(0.1)
+    raylets = session_pids(worker.pid, "raylet")
+    assert len(raylets) == 1, raylets
+    os.kill(raylets[0], signal.SIGKILL)
+    logs = job.communicate(timeout=420)[0]
+    first_done = len(list((out / "manifest").glob("*.parquet")))
+    print(f"node lost: job exit {job.returncode}, {first_done} of {N_BIG} committed")
+    if job.returncode != 0:  # failed: it must say so, and a rerun on what remains must finish the job
+        assert "failed" in logs.lower(), logs[-3000:]
+        rerun = submit(out, workers=1)
+        logs = rerun.communicate(timeout=420)[0]
+        assert rerun.returncode == 0, logs[-3000:]
+        assert f"{N_BIG} documents (" in logs and f"{first_done} already done" in logs, logs[-3000:]
+    else:
+        assert f"{N_BIG} documents ({N_BIG} processed" in logs, logs[-3000:]
+    assert_each_document_once(out, doc_ids)
+
+
+def lose_the_driver(submit, out2: Path, doc_ids: list[str]) -> None:
+    """The head's driver SIGKILLed mid-job, then the job submitted again: it resumes, every document once."""
+    job = submit(out2, workers=1)
+    wait_for_commit(out2, job)
+    drivers = driver_pids(str(out2))
+    assert drivers, "no driver process found"
+    for pid in drivers:
+        os.kill(pid, signal.SIGKILL)
+    logs = job.communicate(timeout=120)[0]
+    assert job.returncode != 0, logs[-3000:]
+    done = len(list((out2 / "manifest").glob("*.parquet")))
+    assert 1 <= done < N_BIG, "killed too late to test a resume"
+    again = submit(out2, workers=1)
+    logs = again.communicate(timeout=420)[0]
+    assert again.returncode == 0, logs[-3000:]
+    assert f"{N_BIG} documents ({N_BIG - done} processed, {done} already done, 0 failed)" in logs, logs[
+        -3000:
+    ]
+    assert_each_document_once(out2, doc_ids)
+    assert (pd.read_parquet(out2 / "manifest")["attempts"] == 1).all()
