@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
@@ -41,6 +42,8 @@ def quiet_ray(verbose: bool) -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if _is_console(handler):  # the file handler keeps everything, for `ray logs` and debugging
             handler.setLevel(logging.WARNING)
+    # a one-file corpus reads in one task: Ray Data's advice to raise its read concurrency is noise here
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
 
 def _is_console(handler: logging.Handler) -> bool:
