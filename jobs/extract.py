@@ -1,6 +1,6 @@
 """Summaries, facts and entities for a corpus of long documents.
 
-    python -m jobs.extract --input corpus/ --output out/ [--model PATH_OR_HUB_ID] [--memory slots|kv]
+    python -m jobs.extract --input corpus/ --output out/ [--model PATH_OR_HUB_ID] [--memory kv|retrieval|archival|slots]
         [--workers N] [--gpus-per-worker G] [--batch-size B] [--config jobs/configs/extract.yaml] [--address ADDR]
 
 Runs on a local in-process Ray by default, on a cluster with --address or RAY_ADDRESS, and unchanged as
