@@ -282,7 +282,6 @@ register_memory(
     MemoryKind(
         "archival",
         build,
-        fields=(*kv.FIELDS, "archive_passage", "archive_topk"),
         check=check,
         size=lambda config: config.kv_budget,
         prompt_room=prompt_room,

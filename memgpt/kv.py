@@ -24,7 +24,6 @@ from .memory import BackboneInputs, MemoryKind, positions_from_mask, register_me
 from .rope import KeyRotation, find_rotary
 
 POSITIONS = ("cache", "absolute")
-FIELDS = ("kv_budget", "kv_sinks", "kv_recent", "kv_decay", "kv_positions")
 SCORING_ATTENTION = "memgpt_sdpa_window"
 SCORE_WINDOW = 32  # the last queries of each chunk whose attention scores the entries (SnapKV's window)
 _SCORING = ContextVar("memgpt_kv_scoring", default=False)
@@ -268,6 +267,4 @@ LAYOUT = {
     "entry_dims": {"keys": 3, "values": 3, "mask": 1, "scores": 2},
     "entries": ("keys", 3),
 }
-register_memory(
-    MemoryKind("kv", build, fields=FIELDS, check=check, size=lambda config: config.kv_budget, **LAYOUT)
-)
+register_memory(MemoryKind("kv", build, check=check, size=lambda config: config.kv_budget, **LAYOUT))

@@ -67,8 +67,8 @@ class MemoryKind:
     """What a memory is, declared once beside its code.
 
     build: (config, backbone, tokenizer) -> the `Memory` module.
-    fields: the MemGPTConfig fields it reads; a memory with options of its own declares them as a dataclass,
-        `options`, given in `MemGPTConfig(memory_options={...})` and read with `config.options()`.
+    options: a memory with options of its own (beside MemGPTConfig's fields) declares them as a dataclass,
+        given in `MemGPTConfig(memory_options={...})` and read with `config.options()`.
     check: raises ValueError for a config it cannot run with.
     size: entries it holds per document (None: unbounded); prompt_room: positions it puts before a prompt.
     signature: what a saved state must agree with besides the backbone's shapes.
@@ -81,7 +81,6 @@ class MemoryKind:
 
     name: str
     build: Callable[..., nn.Module]
-    fields: tuple[str, ...] = ()
     options: type | None = None
     check: Callable[[Config], None] = _no_check
     size: Callable[[Config], int | None] = lambda config: None

@@ -191,7 +191,6 @@ register_memory(
     MemoryKind(
         "retrieval",
         build,
-        fields=(*kv.FIELDS, "retrieval_block", "retrieval_topk", "retrieval_every"),
         check=check,
         size=lambda config: config.kv_budget,
         prompt_room=lambda config: config.retrieval_topk * config.retrieval_block,

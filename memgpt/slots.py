@@ -77,7 +77,6 @@ register_memory(
     MemoryKind(
         "slots",
         build,
-        fields=("num_slots", "bptt_depth"),
         check=check,
         size=lambda config: config.num_slots,
         signature=lambda config: {"num_slots": config.num_slots},
