@@ -33,21 +33,30 @@ FUNCTION_WORDS = frozenset(
 )
 
 
-class NoRepeatInGenerated(LogitsProcessor):
+class _OnGenerated(LogitsProcessor):
+    """A processor that looks at the tokens generated only: its first call sees the prompt alone, so that
+    call's length marks where generation starts. For one generate call."""
+
+    start: int | None = None
+
+    def generated(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        return input_ids[:, self.start :]
+
+
+class NoRepeatInGenerated(_OnGenerated):
     """Bans, per row, every token that would complete an n-gram already present in that row's generated
-    tokens. The first call sees the prompt only, so its length marks where generation starts. A row whose
-    every allowed token (after other processors, e.g. a grammar) would be banned keeps its scores: the ban
-    never leaves a row without a choice. For one generate call."""
+    tokens. A row whose every allowed token (after other processors, e.g. a grammar) would be banned keeps
+    its scores: the ban never leaves a row without a choice."""
 
     def __init__(self, ngram_size: int = NO_REPEAT_NGRAM):
         if ngram_size < 2:
             raise ValueError(f"ngram_size must be >= 2, got {ngram_size}")
-        self.n, self.start = ngram_size, None
+        self.n = ngram_size
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.start is None:
-            self.start = input_ids.shape[1]
-        generated = input_ids[:, self.start :].tolist()
+        generated = self.generated(input_ids).tolist()
         banned = scores.clone()
         for row, tokens in enumerate(generated):
             for token in _repeating_tokens(tokens, self.n):
@@ -58,21 +67,19 @@ class NoRepeatInGenerated(LogitsProcessor):
         return banned
 
 
-class PenalizeGenerated(LogitsProcessor):
+class PenalizeGenerated(_OnGenerated):
     """transformers' repetition penalty (a token's score divided by `penalty` when positive, multiplied when
     negative) for the tokens a row has *generated* only: the prompt's names stay as likely as they were, while
     a word written again and again ("the offline model, the offline corpus, the offline text, ...") becomes
-    less likely each time it would come back. For one generate call."""
+    less likely each time it would come back."""
 
     def __init__(self, penalty: float = REPETITION_PENALTY):
         if penalty < 1.0:
             raise ValueError(f"penalty must be >= 1, got {penalty}")
-        self.penalty, self.start = penalty, None
+        self.penalty = penalty
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.start is None:
-            self.start = input_ids.shape[1]
-        generated = input_ids[:, self.start :].clamp(max=scores.shape[1] - 1)
+        generated = self.generated(input_ids).clamp(max=scores.shape[1] - 1)
         if generated.shape[1] == 0:
             return scores
         picked = scores.gather(1, generated)
