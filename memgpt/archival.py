@@ -12,6 +12,14 @@ a page it may ignore (on SmolLM2, a fact as a system turn was answered 14 times 
 
 The query is the prompt's text, without the words its chat template always adds; where the prompt holds no
 other word (the reply header of a chat whose question was read into memory), the last text read.
+
+While answering from recalled passages, their words are preferred (`archive_copy_bias` added to their logits,
+the prompt's own words left out) and the reply does not start with its end or a line break: a small
+model given the right sentence still writes a name of its own ("named the horse Bramble" -> "called the horse
+a Bristle"), and after a plain "Answer:" it often ends at once. And unless `archive_attend_heavy`, a prompt
+with recalled passages attends to kv memory's sinks and recent entries, not to the entries kept from all over
+the text for the attention they received: scattered fragments of a novel are noise to a question about one
+sentence.
 """
 
 import bisect
@@ -24,6 +32,7 @@ import torch
 from . import kv
 from .kv import KVMemory
 from .memory import BackboneInputs, MemoryKind, register_memory
+from .repetition import OnGenerated
 
 SEPARATOR_TOKENS = 4  # the most tokens put between two recalled passages
 FRAME_TOKENS = 16  # the most tokens of the chat turn the passages are put in
@@ -48,18 +57,23 @@ STOPWORDS = frozenset(
 class ArchivalMemory(KVMemory):
     kind = "archival"
 
-    def __init__(self, *args, tokenizer, embed, passage: int, topk: int, **kwargs):
-        """`passage`: the most tokens of one recalled sentence; `topk`: sentences recalled per prompt."""
+    def __init__(self, *args, tokenizer, embed, passage: int, topk: int, copy_bias: float = 0.0,
+                 attend_heavy: bool = True, **kwargs):  # fmt: skip
+        """`passage`: the most tokens of one recalled sentence; `topk`: sentences recalled per prompt;
+        `copy_bias`: added to the logits of the recalled words while answering; `attend_heavy`: whether a
+        prompt with recalled passages also attends to the kv entries kept for the attention they received."""
         super().__init__(*args, **kwargs)
         if tokenizer is None:
             raise ValueError("archival memory needs a tokenizer: it searches the words of the text read")
-        self.tokenizer, self.passage, self.topk = tokenizer, passage, topk
+        self.tokenizer, self.passage, self.topk, self.copy_bias = tokenizer, passage, topk, copy_bias
+        self.attend_heavy = attend_heavy
         self._embed = embed  # the backbone's input embeddings (a callable: not a submodule, so never saved)
         self._template_words = _template_words(tokenizer)
         self._separator = tokenizer.encode("\n\n", add_special_tokens=False)[:SEPARATOR_TOKENS]
         self._chat_start, self._frame = _system_turn(tokenizer)
         self._special = set(tokenizer.all_special_ids)
         self._index: tuple | None = None  # (the archive it was built from, its index): one per state
+        self._no_start: torch.Tensor | None = None  # tokens a reply does not start with (built on first use)
 
     def init(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         state = super().init(batch_size, device, dtype)
@@ -87,7 +101,42 @@ class ArchivalMemory(KVMemory):
         both = torch.cat([self._embed(ids).to(embeds.dtype), embeds], dim=1)  # (B, W + T, D)
         inputs = super().read_inputs(state, both, torch.cat([prefix_mask, mask], dim=1), write, None)
         inputs.text = slice(width, width + embeds.shape[1])
+        inputs.logits_processor = self.prefer(recalled, input_ids, mask)
+        if not self.attend_heavy:
+            self.hide_heavy(state, inputs.attention_mask, [len(r) > 0 for r in recalled])
         return inputs
+
+    def hide_heavy(
+        self, state: dict[str, torch.Tensor], attention_mask: torch.Tensor, rows: list[bool]
+    ) -> None:
+        """In each row that recalled passages, the kv entries kept for the attention they received (neither
+        sinks nor recent) are masked: the prompt attends to the sinks, the recent text and the passages."""
+        for b, recalled in enumerate(rows):
+            if recalled:
+                kept = state["mask"][b].nonzero().flatten()  # the row's entries, in reading order
+                attention_mask[b, kept[self.sinks : max(self.sinks, len(kept) - self.recent)]] = 0
+
+    def prefer(
+        self, recalled: list[torch.Tensor], prompts: torch.Tensor, mask: torch.Tensor
+    ) -> "PreferRecalled":
+        """The processor that answers from the recalled passages: each row's recalled words, less its prompt's
+        and the frame's tokens, get `copy_bias`; no reply starts with its end or a line break."""
+        frame = {*self._frame[0], *self._frame[1], *self._separator, *self._special}
+        words = [
+            torch.tensor(sorted(set(r.tolist()) - frame - set(p[m.bool()].tolist())), dtype=torch.long)
+            for r, p, m in zip(recalled, prompts.cpu(), mask.cpu(), strict=True)
+        ]
+        return PreferRecalled(words, [len(r) > 0 for r in recalled], self.copy_bias, self.no_start())
+
+    def no_start(self) -> torch.Tensor:
+        """The special tokens and the blank tokens that hold a line break (a lone space may come before a number:
+        SmolLM2 writes " 1783" as " ", "1", "7", "8", "3")."""
+        if self._no_start is None:
+            vocab = len(self.tokenizer)
+            texts = self.tokenizer.batch_decode([[i] for i in range(vocab)])
+            blank = [i for i, t in enumerate(texts) if not t.strip() and "\n" in t]
+            self._no_start = torch.tensor(sorted({*blank, *self._special}), dtype=torch.long)
+        return self._no_start
 
     def recall(self, state: dict[str, torch.Tensor], row: int, prompt: torch.Tensor) -> torch.Tensor:
         """The token ids fed before row `row`'s prompt: its best sentences in reading order, (n,)."""
@@ -206,6 +255,26 @@ class ArchivalMemory(KVMemory):
         return out
 
 
+class PreferRecalled(OnGenerated):
+    """Adds `bias` to each row's recalled words; in a row that recalled anything, the first token generated is
+    not one of `no_start` (the reply's end, a line break). For one generate call."""
+
+    def __init__(self, words: list[torch.Tensor], recalled: list[bool], bias: float, no_start: torch.Tensor):
+        self.words, self.recalled, self.bias, self.no_start = words, recalled, bias, no_start
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        first = self.generated(input_ids).shape[1] == 0
+        scores = scores.clone()
+        per_row = scores.shape[0] // len(self.words)  # beams or several sequences per prompt
+        for i in range(scores.shape[0]):
+            b = i // per_row
+            if self.bias and len(self.words[b]):
+                scores[i, self.words[b].to(scores.device)] += self.bias
+            if first and self.recalled[b]:
+                scores[i, self.no_start[self.no_start < scores.shape[1]].to(scores.device)] = -float("inf")
+        return scores
+
+
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence of `text`: cut after . ! ? (and a closing quote) or at a blank line."""
     spans, start = [], 0
@@ -270,12 +339,15 @@ def check(config) -> None:
         raise ValueError("memory='archival' needs kv_positions='cache'")
     if min(config.archive_passage, config.archive_topk) < 1:
         raise ValueError("archive_passage and archive_topk must be >= 1")
+    if not config.archive_copy_bias >= 0:
+        raise ValueError(f"archive_copy_bias must be >= 0, got {config.archive_copy_bias}")
 
 
 def build(config, backbone, tokenizer=None) -> ArchivalMemory:
     args = kv.kv_arguments(config, backbone, prompt_room(config), " + recalled passages")
     return ArchivalMemory(*args, decay=config.kv_decay, tokenizer=tokenizer, passage=config.archive_passage,
-                          embed=lambda ids: backbone.get_input_embeddings()(ids), topk=config.archive_topk)  # fmt: skip
+                          embed=lambda ids: backbone.get_input_embeddings()(ids), topk=config.archive_topk,
+                          copy_bias=config.archive_copy_bias, attend_heavy=config.archive_attend_heavy)  # fmt: skip
 
 
 register_memory(

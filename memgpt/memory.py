@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from transformers import Cache
+from transformers import Cache, LogitsProcessor
 
 # a MemGPTConfig: memgpt/config.py builds on this module, so it is not imported here
 Config = Any
@@ -29,6 +29,8 @@ class BackboneInputs:
     text: slice  # where the chunk/prompt tokens sit among the P positions
     attending: AbstractContextManager | None = None  # entered around every backbone call on this state
     input_ids: torch.Tensor | None = None  # (B, T) the chunk's tokens, for a memory that keeps the text
+    # what the memory asks of the tokens generated from it (archival: prefer the words it recalled)
+    logits_processor: LogitsProcessor | None = None
 
 
 class Memory(Protocol):

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
+    LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
     StoppingCriteriaList,
@@ -282,7 +283,7 @@ class MemGPT(nn.Module):
                 position_ids=inputs.position_ids[:, inputs.text],
                 cache=cache,
                 generation_config=config,
-                logits_processor=logits_processor,
+                logits_processor=_with(logits_processor, inputs.logits_processor),
                 stopping_criteria=stopping_criteria,
                 streamer=streamer,
             )
@@ -383,3 +384,10 @@ def _lm_loss(
         return None
     labels = labels.to(logits.device).masked_fill(mask == 0, -100)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def _with(processors: LogitsProcessorList | None, mine: LogitsProcessor | None) -> LogitsProcessorList | None:
+    """The caller's logits processors, then the memory's own (if it has one)."""
+    if mine is None:
+        return processors
+    return LogitsProcessorList([*(processors or []), mine])

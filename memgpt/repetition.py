@@ -33,7 +33,7 @@ FUNCTION_WORDS = frozenset(
 )
 
 
-class _OnGenerated(LogitsProcessor):
+class OnGenerated(LogitsProcessor):
     """A processor that looks at the tokens generated only: its first call sees the prompt alone, so that
     call's length marks where generation starts. For one generate call."""
 
@@ -45,7 +45,7 @@ class _OnGenerated(LogitsProcessor):
         return input_ids[:, self.start :]
 
 
-class NoRepeatInGenerated(_OnGenerated):
+class NoRepeatInGenerated(OnGenerated):
     """Bans, per row, every token that would complete an n-gram already present in that row's generated
     tokens. A row whose every allowed token (after other processors, e.g. a grammar) would be banned keeps
     its scores: the ban never leaves a row without a choice."""
@@ -67,7 +67,7 @@ class NoRepeatInGenerated(_OnGenerated):
         return banned
 
 
-class PenalizeGenerated(_OnGenerated):
+class PenalizeGenerated(OnGenerated):
     """transformers' repetition penalty (a token's score divided by `penalty` when positive, multiplied when
     negative) for the tokens a row has *generated* only: the prompt's names stay as likely as they were, while
     a word written again and again ("the offline model, the offline corpus, the offline text, ...") becomes

@@ -1,5 +1,7 @@
 """Archival memory on a tiny backbone with the shipped tokenizer: the archive, its search, save and load."""
 
+import dataclasses
+
 import pytest
 import torch
 from tiny import TINY_BACKBONES, tiny
@@ -98,3 +100,47 @@ def test_passages_that_leave_no_room_in_the_window_are_refused():
                           archive_topk=4)  # fmt: skip
     with pytest.raises(ValueError, match="recalled passages"):  # 512 + 64 + 4 * (128 + 4) + 16 > 1024
         MemGPT(config, device="cpu")
+
+
+def test_an_answer_prefers_the_recalled_words_and_starts_with_text():
+    model = archival_model(archive_copy_bias=1e4)  # so large that only recalled words can be chosen
+    doc = book_ids(model.tokenizer, 6000, needle_at=0.3)
+    question = model.tokenizer.encode(" What did Tregarthen hide under the board?")
+    with torch.no_grad():
+        state = model.read([doc])
+        recalled = model.memory.recall(state.tensors, 0, torch.tensor(question))
+        reply = model.reply([question], memory=state, max_new_tokens=8)[0]
+    words = set(model.tokenizer.encode(model.tokenizer.decode(recalled), add_special_tokens=False))
+    assert reply.ids and set(reply.ids) <= words - set(question)
+    assert "\n" not in model.tokenizer.decode(reply.ids[:1])  # not a line break, not the end of the reply
+
+
+def test_a_negative_copy_bias_is_refused():
+    with pytest.raises(ValueError, match="archive_copy_bias"):
+        archival_model(archive_copy_bias=-1.0)
+
+
+@pytest.mark.parametrize("attend_heavy", [False, True])
+def test_an_answer_from_recalled_passages_attends_to_sinks_and_recent_entries_only(attend_heavy):
+    model = archival_model(archive_attend_heavy=attend_heavy)
+    doc = book_ids(model.tokenizer, 6000, needle_at=0.3)
+    question = model.tokenizer.encode(" What did Tregarthen hide under the board?")
+    with torch.no_grad():
+        state = model.read([doc])
+        kept = state.tensors["mask"][0].nonzero().flatten()
+        heavy = kept[4 : len(kept) - 32]  # neither the 4 sinks nor the 32 recent entries
+        noisy = dict(state.tensors)
+        for name in ("keys", "values"):  # (L, B, H, S, Dh)
+            noisy[name] = state.tensors[name].clone()
+            noisy[name][:, :, :, heavy] = torch.randn_like(noisy[name][:, :, :, heavy]) * 10
+        options = {"max_new_tokens": 6, "output_scores": True, "return_dict_in_generate": True}
+        clean = model.generate(torch.tensor([question]), memory=state, do_sample=False, **options)
+        changed = model.generate(
+            torch.tensor([question]),
+            memory=dataclasses.replace(state, tensors=noisy),
+            do_sample=False,
+            **options,
+        )
+    assert len(heavy) > 0
+    same = torch.allclose(torch.stack(clean.scores), torch.stack(changed.scores), atol=1e-4)
+    assert same != attend_heavy
