@@ -58,15 +58,16 @@ class ArchivalMemory(KVMemory):
     kind = "archival"
 
     def __init__(self, *args, tokenizer, embed, passage: int, topk: int, copy_bias: float = 0.0,
-                 attend_heavy: bool = True, **kwargs):  # fmt: skip
+                 attend_heavy: bool = True, min_score: float = 0.0, **kwargs):  # fmt: skip
         """`passage`: the most tokens of one recalled sentence; `topk`: sentences recalled per prompt;
         `copy_bias`: added to the logits of the recalled words while answering; `attend_heavy`: whether a
-        prompt with recalled passages also attends to the kv entries kept for the attention they received."""
+        prompt with recalled passages also attends to the kv entries kept for the attention they received;
+        `min_score`: the share of the best sentence's BM25 score another needs to be recalled beside it."""
         super().__init__(*args, **kwargs)
         if tokenizer is None:
             raise ValueError("archival memory needs a tokenizer: it searches the words of the text read")
         self.tokenizer, self.passage, self.topk, self.copy_bias = tokenizer, passage, topk, copy_bias
-        self.attend_heavy = attend_heavy
+        self.attend_heavy, self.min_score = attend_heavy, min_score
         self._embed = embed  # the backbone's input embeddings (a callable: not a submodule, so never saved)
         self._template_words = _template_words(tokenizer)
         self._separator = tokenizer.encode("\n\n", add_special_tokens=False)[:SEPARATOR_TOKENS]
@@ -186,22 +187,26 @@ class ArchivalMemory(KVMemory):
         return [w for w in found if w not in self._template_words]
 
     def search(self, state, row: int, tokens: torch.Tensor, query: list[str], before: int) -> list[str]:
-        """The `topk` sentences read before token `before` that fit `query` best by BM25, in reading order.
+        """At most `topk` sentences read before token `before` that fit `query` best by BM25, in reading order.
 
-        One of them is a second hop: the best sentence for the query plus the names the best sentence holds
-        (a question about "the ferryman who carried the letter" finds the ferryman's name, then his daughter)."""
+        A sentence that fits less than `min_score` as well as the best is left out: the model reads the fact,
+        not the fact among lines that share one word with the question. One sentence may be a second hop: the
+        best sentence for the query plus the names the best sentence holds, one that holds such a name (a
+        question about "the ferryman who carried the letter" finds the ferryman's name, then his daughter)."""
         index, ends = self.index(state, row, tokens)
         last = len(ends) if before >= len(tokens) else bisect.bisect_right(ends, before)
         best = self._match(index, query, last, self.topk)
         if not best:
             return []
+        best = [(rowid, body) for rowid, body, score in best if score >= self.min_score * best[0][2]]
         names = [
             w for w in NAME.findall(best[0][1]) if w.casefold() not in query and w.casefold() not in STOPWORDS
         ]
         chosen = dict(best[: max(1, self.topk - 1)])
         if names:
-            for rowid, body in self._match(index, [*query, *(w.casefold() for w in names)], last, self.topk):
-                if rowid not in chosen:
+            hops = self._match(index, [*query, *(w.casefold() for w in names)], last, self.topk)
+            for rowid, body, _ in hops:
+                if rowid not in chosen and any(re.search(rf"\b{n}\b", body) for n in names):
                     chosen[rowid] = body
                     break
         for rowid, body in best:
@@ -211,11 +216,15 @@ class ArchivalMemory(KVMemory):
         return [chosen[r] for r in sorted(chosen)]
 
     @staticmethod
-    def _match(index: sqlite3.Connection, words: list[str], last: int, limit: int) -> list[tuple[int, str]]:
+    def _match(
+        index: sqlite3.Connection, words: list[str], last: int, limit: int
+    ) -> list[tuple[int, str, float]]:
+        """The best `limit` sentences before rowid `last` for any of `words`: (rowid, text, BM25 score), best
+        first (SQLite's bm25() is lower for a better fit: its sign is turned)."""
         match = " OR ".join('"' + w.replace('"', "") + '"' for w in dict.fromkeys(words))
         return index.execute(
-            "SELECT rowid, body FROM sentences WHERE sentences MATCH ? AND rowid < ? ORDER BY bm25(sentences) "
-            "LIMIT ?",
+            "SELECT rowid, body, -bm25(sentences) FROM sentences WHERE sentences MATCH ? AND rowid < ? "
+            "ORDER BY bm25(sentences) LIMIT ?",
             (match, last, limit),
         ).fetchall()
 
@@ -339,6 +348,8 @@ def check(config) -> None:
         raise ValueError("memory='archival' needs kv_positions='cache'")
     if min(config.archive_passage, config.archive_topk) < 1:
         raise ValueError("archive_passage and archive_topk must be >= 1")
+    if not 0 <= config.archive_min_score <= 1:
+        raise ValueError(f"archive_min_score must be in [0, 1], got {config.archive_min_score}")
     if not config.archive_copy_bias >= 0:
         raise ValueError(f"archive_copy_bias must be >= 0, got {config.archive_copy_bias}")
 
@@ -347,7 +358,8 @@ def build(config, backbone, tokenizer=None) -> ArchivalMemory:
     args = kv.kv_arguments(config, backbone, prompt_room(config), " + recalled passages")
     return ArchivalMemory(*args, decay=config.kv_decay, tokenizer=tokenizer, passage=config.archive_passage,
                           embed=lambda ids: backbone.get_input_embeddings()(ids), topk=config.archive_topk,
-                          copy_bias=config.archive_copy_bias, attend_heavy=config.archive_attend_heavy)  # fmt: skip
+                          copy_bias=config.archive_copy_bias, attend_heavy=config.archive_attend_heavy,
+                          min_score=config.archive_min_score)  # fmt: skip
 
 
 register_memory(

@@ -61,6 +61,9 @@ class MemGPTConfig:
     retrieval_every: int = 8  # generated tokens choose their blocks anew every N tokens (1: every token)
     archive_passage: int = 96  # the most tokens of one recalled sentence
     archive_topk: int = 4
+    archive_min_score: float = (
+        0.5  # a sentence fitting the prompt less than half as well as the best is not recalled
+    )
     # on SmolLM2, a single fact recalled in real text was answered 14 times in 15 with 2.0, 11 without
     archive_copy_bias: float = 2.0
     # on SmolLM2, 16 of 20 single facts answered without the heavy entries, 12 of 20 with them

@@ -144,3 +144,19 @@ def test_an_answer_from_recalled_passages_attends_to_sinks_and_recent_entries_on
     assert len(heavy) > 0
     same = torch.allclose(torch.stack(clean.scores), torch.stack(changed.scores), atol=1e-4)
     assert same != attend_heavy
+
+
+def test_sentences_that_fit_far_worse_than_the_best_are_not_recalled():
+    doc = None
+    recalled = {}
+    for min_score in (0.0, 0.5):
+        model = archival_model(archive_min_score=min_score)
+        doc = book_ids(model.tokenizer, 6000, needle_at=0.5) if doc is None else doc
+        question = torch.tensor(
+            model.tokenizer.encode("What was kept under the board by Tregarthen at the house?")
+        )
+        with torch.no_grad():
+            state = model.read([doc])
+        recalled[min_score] = model.tokenizer.decode(model.memory.recall(state.tensors, 0, question)).strip()
+    assert NEEDLE.strip() in recalled[0.0] and recalled[0.0] != NEEDLE.strip()  # the needle and a weak match
+    assert recalled[0.5] == NEEDLE.strip()  # the others share one common word with the question: "house"
