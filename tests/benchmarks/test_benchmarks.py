@@ -148,3 +148,12 @@ def test_extraction_profile_accounts_for_the_job_and_compares_it_with_a_bare_rea
     ratio = float(re.search(r"ratio ([\d.]+)", out).group(1))
     assert 0 < ratio < 1  # extraction costs more than reading the same tokens
     assert re.search(r"forward passes per generated token: [\d.]+", out)
+
+
+def test_recall_benchmark_options_are_read_as_json_values():
+    from benchmarks.recall import model_options
+
+    assert model_options(["archive_copy_bias=0", "archive_attend_heavy=true", "kv_positions=cache"]) == {
+        "archive_copy_bias": 0, "archive_attend_heavy": True, "kv_positions": "cache"}  # fmt: skip
+    with pytest.raises(SystemExit, match="OPTION=VALUE"):
+        model_options(["archive_copy_bias"])
