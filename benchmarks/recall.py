@@ -43,17 +43,34 @@ def question_ids(tokenizer, question: str, fmt: str) -> list[int]:
 
 
 def answers(model, method: str, book: list[int], questions: list[list[int]], span: int, window: int,
-            max_new_tokens: int) -> tuple[list[str] | None, float]:  # fmt: skip
-    """Each question's greedy answer after `book` by one method, and the seconds spent reading the book."""
+            max_new_tokens: int) -> tuple[list[str] | None, float, list[str] | None]:  # fmt: skip
+    """Each question's greedy answer after `book` by one method, the seconds spent reading the book, and what
+    the memory recalled for each question (for a memory that recalls text: archival)."""
     if method in ("full", "truncated"):
         prefix = book if method == "full" else book[-span:]
         if len(prefix) + max(map(len, questions)) + max_new_tokens > window:
-            return None, 0.0
-        return answers_after(model, prefix, questions, max_new_tokens), 0.0
+            return None, 0.0, None
+        return answers_after(model, prefix, questions, max_new_tokens), 0.0, None
     start = time.perf_counter()
     state = model.read([torch.tensor(book)])
     read = time.perf_counter() - start
-    return [model.reply([q], memory=state, max_new_tokens=max_new_tokens)[0].text for q in questions], read
+    replies = [model.reply([q], memory=state, max_new_tokens=max_new_tokens)[0].text for q in questions]
+    if not hasattr(model.memory, "recall"):
+        return replies, read, None
+    recalled = [
+        model.tokenizer.decode(model.memory.recall(state.tensors, 0, torch.tensor(q))) for q in questions
+    ]
+    return replies, read, recalled
+
+
+def found(case, recalled: str | None) -> bool | None:
+    """Whether every sentence the answer needs was among those recalled (None: the method recalls nothing)."""
+    if recalled is None:
+        return None
+    text = " ".join(recalled.split())
+    return all(
+        " ".join(needle.split())[:-1] in text for needle in case.needles
+    )  # [:-1]: the end mark may differ
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,16 +148,18 @@ def run_cases(models, args, book, asked, book_name, span, window) -> list[dict]:
     rows = []
     for method in args.methods:
         start = time.perf_counter()
-        replies, read = answers(models[method], method, book, questions, span, window, args.max_new_tokens)
+        replies, read, recalled = answers(models[method], method, book, questions, span, window,
+                                          args.max_new_tokens)  # fmt: skip
         if replies is None:
             continue
         per_case = (time.perf_counter() - start - read) / len(asked)
-        for (case, fmt), reply in zip(asked, replies, strict=True):
+        recalled = recalled or [None] * len(asked)
+        for (case, fmt), reply, text in zip(asked, replies, recalled, strict=True):
             rows.append({"method": method, "tokens": len(book), "book": book_name, "task": case.task,
                          "kind": case.kind, "depth": round(case.depth, 3), "format": fmt,
                          "question": case.question, "answer": case.answer, "reply": reply,
                          "right": case.right(reply), "wrong_value": case.superseded(reply),
-                         "read_s": round(read, 2), "answer_s": round(per_case, 2)})  # fmt: skip
+                         "found": found(case, text), "read_s": round(read, 2), "answer_s": round(per_case, 2)})  # fmt: skip
             print(f"{method:9s} {len(book):7,} {case.task:10s} {fmt:5s} {case.right(reply)!s:5s} "
                   f"{case.question!r} -> {reply[:60]!r} [{case.answer}]")  # fmt: skip
     return rows
@@ -190,7 +209,7 @@ def run_passkey(models, args, n: int, seed: int, span: int, window: int) -> list
     rows = []
     for method in args.methods:
         start = time.perf_counter()
-        replies, read = answers(models[method], method, book, [question], span, window, 8)
+        replies, read, _ = answers(models[method], method, book, [question], span, window, 8)
         if replies is None:
             continue
         rows.append({"method": method, "tokens": len(book), "book": "filler", "task": PASSKEY, "kind": "number",
@@ -251,6 +270,13 @@ def table(rows: list[dict]) -> str:
             answer = sum(r["answer_s"] for r in these) / len(these)
             label = f"**{t}**" if t == "all real text" else t
             lines.append(f"| {m} | {label} | " + " | ".join(cells) + f" | {read:.2f}/1k tok | {answer:.2f} |")
+        searched = [r for r in mine if r.get("found") is not None]
+        if searched:  # the search apart from the answer: were the sentences the answer needs recalled?
+            cells = []
+            for n in lengths:
+                got = [r["found"] for r in searched if bucket(r["tokens"]) == n]
+                cells.append(f"{sum(got)}/{len(got)}" if got else "-")
+            lines.append(f"| {m} | *sentences needed, recalled* | " + " | ".join(cells) + " | | |")
     return "\n".join(lines)
 
 

@@ -127,6 +127,7 @@ def test_recall_benchmark_asks_facts_planted_in_a_book(tmp_path):
     )  # fmt: skip
     assert re.search(r"\| archival \| single \| \d+/10 \|", text), text[-2000:]
     assert "| archival | passkey-filler | 1/1 |" in text
+    assert re.search(r"\| archival \| \*sentences needed, recalled\* \| \d+/20 \|", text), text[-2000:]
     rows = json.loads((tmp_path / "recall.json").read_text())["rows"]
     assert {r["format"] for r in rows if r["task"] == "single"} == {"chat", "plain"}
     for name in ("recall.md", "recall.json", "recall.png"):
