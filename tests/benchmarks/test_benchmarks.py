@@ -27,6 +27,7 @@ def ratios(text: str, reader: str) -> list[float | str]:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")
 def test_overhead_compares_both_memories_with_the_bare_backbone():
     text = run_benchmark("benchmarks.overhead", "--tokens", "512", "--layers", "1")
     assert "default backbone (1 layers)" in text and "command: python -m benchmarks.overhead" in text

@@ -6,8 +6,10 @@ import pytest
 import torch
 from tiny import TINY_BACKBONES, tiny
 
-from benchmarks.planted_text import book_text
+from benchmarks.planted_text import CORPUS, book_text
 from memgpt import MemGPT, MemGPTConfig, MemoryState
+
+pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="the tests read book text from ../shared/corpus")
 
 NEEDLE = " Beneath a loose board, Mr. Tregarthen kept a small copper whistle that no one had seen."
 

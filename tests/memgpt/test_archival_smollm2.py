@@ -55,6 +55,7 @@ def test_a_fact_stated_once_at_twice_the_window_is_answered(smollm2):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="needs the books in ../shared/corpus")
 def test_in_a_chat_the_last_user_turn_asks_and_role_words_are_not_text(smollm2):
     tok = smollm2.tokenizer
     model = MemGPT.from_backbone(smollm2.backbone, tokenizer=tok, memory="archival", chunk_size=256,
