@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from jobs.train import parse_overrides
 from memgpt.names import TEXT_MODEL_SETTINGS
 
 from .common import answers_after, command, load_methods, machine, parser, print_table, record
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/benchmarks", help="folder for recall.json / .md / .png")
     p.add_argument("--set", nargs="+", default=[], metavar="OPTION=VALUE",
-                   help="a model option for every memory, e.g. archive_copy_bias=0 (the value read as JSON)")  # fmt: skip
+                   help="a model option for every memory, e.g. archive_copy_bias=0 (the value read as YAML)")  # fmt: skip
     p.add_argument("--cost", type=int, metavar="TOKENS",
                    help="instead: time kv and archival reading TOKENS of a book, and answering after it")  # fmt: skip
     args = p.parse_args(argv)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         "chunk_size": args.chunk,
         "kv_budget": args.budget,
         "kv_recent": 256,
-        **model_options(args.set),
+        **parse_overrides(args.set),
     }
     models = load_methods(args.model, list(METHODS), **options)
     if args.cost:
@@ -126,20 +127,6 @@ def main(argv: list[str] | None = None) -> None:
             if PASSKEY in args.tasks and j == 0:
                 rows += run_passkey(models, args, n, seed, span, window)
     write(rows, args.out, t0)
-
-
-def model_options(pairs: list[str]) -> dict:
-    """`--set` pairs as options: "archive_copy_bias=0" -> {"archive_copy_bias": 0}."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes OPTION=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value  # a bare word: a string
-    return options
 
 
 def run_cases(models, args, book, asked, book_name, span, window) -> list[dict]:

@@ -152,10 +152,10 @@ def test_extraction_profile_accounts_for_the_job_and_compares_it_with_a_bare_rea
     assert re.search(r"forward passes per generated token: [\d.]+", out)
 
 
-def test_recall_benchmark_options_are_read_as_json_values():
-    from benchmarks.recall import model_options
+def test_recall_benchmark_options_are_read_as_values():
+    from benchmarks.recall import parse_overrides  # the same --set as jobs.train's
 
-    assert model_options(["archive_copy_bias=0", "archive_attend_heavy=true", "kv_positions=cache"]) == {
+    assert parse_overrides(["archive_copy_bias=0", "archive_attend_heavy=true", "kv_positions=cache"]) == {
         "archive_copy_bias": 0, "archive_attend_heavy": True, "kv_positions": "cache"}  # fmt: skip
-    with pytest.raises(SystemExit, match="OPTION=VALUE"):
-        model_options(["archive_copy_bias"])
+    with pytest.raises(SystemExit, match="key=value"):
+        parse_overrides(["archive_copy_bias"])

@@ -18,13 +18,11 @@ def novel_with_fact(tokenizer, n_tokens: int, depth: float) -> torch.Tensor:
     return torch.tensor(ids[:n_tokens])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="needs the books in ../shared/corpus")
-def test_a_fact_stated_once_at_twice_the_span_attended_is_answered(smollm2):
-    options = {"chunk_size": 256, "kv_budget": 512, "kv_recent": 128}
-    span = options["chunk_size"] + options["kv_budget"]  # what the backbone attends to at once, kv memory's
+def answer_after_novel(smollm2, n_tokens: int, **options) -> tuple[int, int, str]:
+    """Archival memory reads `n_tokens` of a novel with FACT stated once early, then is asked QUESTION: the
+    tokens read, the memory's size and the answer."""
     tok = smollm2.tokenizer
-    book = novel_with_fact(tok, 2 * span + 256, depth=0.15)
+    book = novel_with_fact(tok, n_tokens, depth=0.15)
     assert tok.decode(book).count("Miss Dunstable") == 1
     prompt = tok.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
                                      return_tensors="pt", return_dict=True)["input_ids"]  # fmt: skip
@@ -32,8 +30,18 @@ def test_a_fact_stated_once_at_twice_the_span_attended_is_answered(smollm2):
     with torch.inference_mode():
         state = model.read([book])
         out = model.generate(prompt, memory=state, max_new_tokens=20, do_sample=False)
-    assert int(state.n_read[0]) >= 2 * span and state.size() == options["kv_budget"]
-    assert "1783" in tok.decode(out[0, prompt.shape[1] :], skip_special_tokens=True)
+    answer = tok.decode(out[0, prompt.shape[1] :], skip_special_tokens=True)
+    return int(state.n_read[0]), state.size(), answer
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="needs the books in ../shared/corpus")
+def test_a_fact_stated_once_at_twice_the_span_attended_is_answered(smollm2):
+    options = {"chunk_size": 256, "kv_budget": 512, "kv_recent": 128}
+    span = options["chunk_size"] + options["kv_budget"]  # what the backbone attends to at once, kv memory's
+    n_read, size, answer = answer_after_novel(smollm2, 2 * span + 256, **options)
+    assert n_read >= 2 * span and size == options["kv_budget"]
+    assert "1783" in answer
 
 
 @pytest.mark.long  # about a minute on 2 cores: the long tier
@@ -41,17 +49,9 @@ def test_a_fact_stated_once_at_twice_the_span_attended_is_answered(smollm2):
 def test_a_fact_stated_once_at_twice_the_window_is_answered(smollm2):
     options = {"chunk_size": 512, "kv_budget": 1024, "kv_recent": 256}
     window = smollm2.backbone.config.max_position_embeddings
-    tok = smollm2.tokenizer
-    book = novel_with_fact(tok, 2 * window + 256, depth=0.15)
-    assert tok.decode(book).count("Miss Dunstable") == 1
-    prompt = tok.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)["input_ids"]  # fmt: skip
-    model = MemGPT.from_backbone(smollm2.backbone, tokenizer=tok, memory="archival", **options)
-    with torch.inference_mode():
-        state = model.read([book])
-        out = model.generate(prompt, memory=state, max_new_tokens=20, do_sample=False)
-    assert int(state.n_read[0]) >= 2 * window and state.size() == options["kv_budget"]
-    assert "1783" in tok.decode(out[0, prompt.shape[1] :], skip_special_tokens=True)
+    n_read, size, answer = answer_after_novel(smollm2, 2 * window + 256, **options)
+    assert n_read >= 2 * window and size == options["kv_budget"]
+    assert "1783" in answer
 
 
 @pytest.mark.slow
