@@ -17,7 +17,7 @@ from memgpt.config import default_backbone
 from memgpt.names import model_path
 
 # methods that are the backbone alone (its own attention over the text, or the last window of it), not a memory
-BACKBONE_METHODS = ("full", "truncated")
+BACKBONE_METHODS = ("full", "truncated", "passage")
 
 # Backbones built from their configs (random weights: speed does not depend on what the weights learned).
 BACKBONES = {

@@ -7,8 +7,10 @@ Each haystack (benchmarks/haystack.py) holds eight cases: five single facts of d
 one kind with similar values (one asked), a value superseded later, a two-fact hop. Every question is asked
 twice, in the chat template and as plain text after the book. Methods side by side: `full` (the backbone over
 the whole text, where it fits its window), `truncated` (the backbone over the last kv_budget + chunk tokens:
-the span the memories attend to at once), and the memories `kv`, `retrieval`, `archival`. The classic passkey
-in repeated filler is one more row per length, labelled `passkey-filler`: the easy case, not a result.
+the span the memories attend to at once), and the memories `kv`, `retrieval`, `archival`. `passage` is the
+backbone given only the case's planted sentences, then the question: what the model does with the right text in
+a short context, the most a memory that recalls those sentences can expect of it. The classic passkey in
+repeated filler is one more row per length, labelled `passkey-filler`: the easy case, not a result.
 Writes recall.md (the table), recall.json (every answer) and recall.png (the heatmap) to --out.
 """
 
@@ -27,7 +29,7 @@ from .common import answers_after, command, load_methods, machine, parser, print
 from .haystack import BOOKS, TASKS, haystack
 from .passkey import QUESTION, passkey_ids, random_key
 
-METHODS = ("full", "truncated", "kv", "retrieval", "archival")
+METHODS = ("full", "truncated", "kv", "retrieval", "archival", "passage")
 FORMATS = ("chat", "plain")
 PASSKEY = "passkey-filler"
 MEMORIES = ("kv", "retrieval", "archival")
@@ -62,6 +64,18 @@ def answers(model, method: str, book: list[int], questions: list[list[int]], spa
         model.tokenizer.decode(model.memory.recall(state.tensors, 0, torch.tensor(q))) for q in questions
     ]
     return replies, read, recalled
+
+
+def passage_answers(
+    model, asked, questions: list[list[int]], max_new_tokens: int
+) -> tuple[list[str], float, None]:
+    """The backbone given only each case's planted sentences (distractors included), then the question."""
+    tok = model.tokenizer
+    replies = []
+    for (case, _), q in zip(asked, questions, strict=True):
+        passage = tok.encode(" ".join(case.needles), add_special_tokens=False)
+        replies += answers_after(model, passage, [q], max_new_tokens)
+    return replies, 0.0, None
 
 
 def found(case, recalled: str | None) -> bool | None:
@@ -135,8 +149,11 @@ def run_cases(models, args, book, asked, book_name, span, window) -> list[dict]:
     rows = []
     for method in args.methods:
         start = time.perf_counter()
-        replies, read, recalled = answers(models[method], method, book, questions, span, window,
-                                          args.max_new_tokens)  # fmt: skip
+        if method == "passage":
+            replies, read, recalled = passage_answers(models[method], asked, questions, args.max_new_tokens)
+        else:
+            replies, read, recalled = answers(models[method], method, book, questions, span, window,
+                                              args.max_new_tokens)  # fmt: skip
         if replies is None:
             continue
         per_case = (time.perf_counter() - start - read) / len(asked)
@@ -194,7 +211,7 @@ def run_passkey(models, args, n: int, seed: int, span: int, window: int) -> list
     question = tok.encode(QUESTION, add_special_tokens=False)
     book = ids[: -len(question)]  # passkey_ids ends with the question: it is asked after the rest
     rows = []
-    for method in args.methods:
+    for method in (m for m in args.methods if m != "passage"):  # the passkey has no planted sentence apart
         start = time.perf_counter()
         replies, read, _ = answers(models[method], method, book, [question], span, window, 8)
         if replies is None:

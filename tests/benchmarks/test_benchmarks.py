@@ -123,12 +123,13 @@ def test_chat_recall_and_continuation_benchmarks_run(tmp_path):
 @pytest.mark.skipif(not CORPUS.is_file(), reason="the benchmarks read book text from ../shared/corpus")
 def test_recall_benchmark_asks_facts_planted_in_a_book(tmp_path):
     text = run_benchmark(
-        "benchmarks.recall", "--lengths", "2048", "--methods", "truncated", "archival", "--tasks", "single",
+        "benchmarks.recall", "--lengths", "2048", "--methods", "truncated", "archival", "passage", "--tasks", "single",
         "passkey-filler", "--max-new-tokens", "12", "--out", str(tmp_path),
     )  # fmt: skip
     assert re.search(r"\| archival \| single \| \d+/10 \|", text), text[-2000:]
     assert "| archival | passkey-filler | 1/1 |" in text
-    assert re.search(r"\| archival \| \*sentences needed, recalled\* \| \d+/20 \|", text), text[-2000:]
+    assert re.search(r"\| passage \| single \| \d+/10 \|", text) and "| passage | passkey" not in text
+    assert re.search(r"\| archival \| \*sentences needed, recalled\* \| \d+/10 \|", text), text[-2000:]
     rows = json.loads((tmp_path / "recall.json").read_text())["rows"]
     assert {r["format"] for r in rows if r["task"] == "single"} == {"chat", "plain"}
     for name in ("recall.md", "recall.json", "recall.png"):
