@@ -8,7 +8,8 @@ The conversation is framed by the model's chat template as jobs.chat frames it (
 turns are paragraphs of a book and, at spread depths, facts of different kinds ("Please remember: my sister's
 name is Clara."); the assistant's turns are short varied replies (read, not generated, so the benchmark costs
 one read). The memory is saved to a file and loaded back, then every fact is asked ("What is my sister's
-name?") from the loaded state. Methods: kv and retrieval memory, and the backbone alone with the conversation truncated to its window.
+name?") from the loaded state. Methods: kv, retrieval and archival memory, and the backbone alone with the
+conversation truncated to its window.
 """
 
 import json
@@ -57,7 +58,7 @@ REPLIES = [
 ]  # fmt: skip
 REMEMBERED = "Got it, I will remember that."
 SYSTEM = "You are a helpful assistant. Remember what the user tells you and answer questions about it."
-METHODS = ("kv", "retrieval", "truncated")
+METHODS = ("kv", "retrieval", "archival", "truncated")
 NEW_TOKENS = 16
 
 
