@@ -185,9 +185,12 @@ class Extractor:
         """Chunk t of every document that has one: its facts (from the memory of the chunks before), then
         M_t = f(M_{t-1}, x_t), the names it said, and the running notes where due."""
         active = [i for i, c in enumerate(chunks) if t < len(c)]
+        passages = {i: docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end] for i in active}
+        # who each subject pronoun of the chunk means, from the people the document has shown so far
+        antecedents = {i: readings[i].entities.read(passages[i], names_in(passages[i])) for i in active}
         if self.config.facts:
             prompts = [self.prompts.facts(chunks[i][t].token_ids, readings[i].notes) for i in active]
-            grammars = [self.fact_grammar(docs[i], chunks[i][t], readings[i]) for i in active]
+            grammars = [self.fact_grammar(docs[i], chunks[i][t], readings[i], antecedents[i]) for i in active]
             texts, counts = self.generate(
                 prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
             )
@@ -196,7 +199,7 @@ class Extractor:
         ids, mask = right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
         state = self.model.step(state, ids, mask)
         for i in active:
-            readings[i].meet(names_in(docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end]))
+            readings[i].meet(names_in(passages[i]))
         if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
             due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
             if due:
@@ -267,18 +270,21 @@ class Extractor:
             return None
         return state, progress
 
-    def fact_grammar(self, doc: dict, chunk: Chunk, reading: Reading) -> str | None:
+    def fact_grammar(
+        self, doc: dict, chunk: Chunk, reading: Reading, antecedents: dict[int, str] | None = None
+    ) -> str | None:
         """The grammar a chunk's fact lines follow (pipeline/grammar.py), or None when unconstrained.
 
-        A pronoun may resolve to a name of the chunk, of the names met in the chunks before, or of the running
-        notes (counted only if the text has said it: the notes may be wrong)."""
+        A subject pronoun's line names the person `antecedents` gives for its offset in the chunk (the entity
+        states' choice); one without may name any name of the chunk, of the names met in the chunks before, or
+        of the running notes (counted only if the text has said it: the notes may be wrong)."""
         if self.grammar is None:
             return None
         passage = doc["text"][chunk.char_start : chunk.char_end]
         mode, lines, relations = self.grammar_mode, self.config.facts_max_lines, self.config.facts_relations
         noted = [n for n in names_in(reading.notes) if n in reading.seen]
-        known = list(dict.fromkeys(reading.names + noted))
-        return fact_grammar(mode, lines, passage, known, relations)
+        known = list(dict.fromkeys(reading.names + noted + list((antecedents or {}).values())))
+        return fact_grammar(mode, lines, passage, known, relations, antecedents)
 
     def prose(self, seen: list[list[str]]) -> LogitsProcessorList | None:
         """For summaries and notes under a grammar: capitalised words only from the names each document has

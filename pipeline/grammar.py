@@ -113,9 +113,11 @@ def fact_grammar(
     passage: str = "",
     known: list[str] | tuple[str, ...] = (),
     relations: tuple[str, ...] | None = None,
+    antecedents: dict[int, str] | None = None,
 ) -> str:
     """The llguidance grammar of fact lines about `passage` (see the module docstring); `known`: names met
-    before it, which its pronouns may resolve to.
+    before it, which its pronouns may resolve to; `antecedents`: the one name a pronoun at that offset of the
+    passage resolves to, where it is known (text mode without a vocabulary).
 
     At most `max_lines` lines, except in text mode without a vocabulary, where the lines follow the passage's
     order, each place of it used once (so no line repeats), and GrammarProcessor enforces the bound."""
@@ -128,7 +130,7 @@ def fact_grammar(
     if mode == "text":
         names = sorted(set(names_in(passage)) | set(known))
         if not relations:  # one line for each sentence with a subject, in order: every sentence is covered
-            anchors = copied_anchors(passage, names)[:max_lines] if names else []
+            anchors = copied_anchors(passage, names, antecedents)[:max_lines] if names else []
             rules = [f"L{k}: {_one_of(lines, '')}" for k, lines in enumerate(anchors)]
             start = " ".join(f"L{k}" for k in range(len(anchors))) or NO_LINES
             return llguidance.grammar_from("lark", f"start: {start}\n" + "".join(f"{r}\n" for r in rules))
@@ -151,10 +153,13 @@ def prose_grammar(names: list[str] | tuple[str, ...]) -> str:
     return llguidance.grammar_from("lark", lark)
 
 
-def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
+def copied_anchors(
+    passage: str, names: list[str], antecedents: dict[int, str] | None = None
+) -> list[list[str]]:
     """The fact lines each sentence of the passage allows, in reading order: where a name opens a clause, that
-    name and the words that follow it, split into relation and object; where "he"/"she" does, any of `names`
-    and what follows. A sentence without such a subject has no line."""
+    name and the words that follow it, split into relation and object; where "he"/"she" does, its antecedent
+    (by offset) if known, else any of `names`, and what follows. A sentence without such a subject has no
+    line."""
     found = []
     for name in names:
         # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
@@ -165,7 +170,10 @@ def copied_anchors(passage: str, names: list[str]) -> list[list[str]]:
     for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?!\w)", passage):
         if _opens_clause(passage, m.start()):
             rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, m.end()))]
-            fits = [n for n in names if _title_gender(n) in ("", m.group().casefold())]
+            chosen = (antecedents or {}).get(m.start())
+            fits = (
+                [chosen] if chosen else [n for n in names if _title_gender(n) in ("", m.group().casefold())]
+            )
             found.append((m.start(), [f"{n} | {rest}" for n in fits for rest in rests]))
     ends = [m.end() for m in re.finditer(r"[.!?]", passage)]
     sentences: dict[int, list[str]] = {}

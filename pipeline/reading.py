@@ -2,6 +2,8 @@
 
 from dataclasses import asdict, dataclass, field
 
+from pipeline.entity_states import EntityStates
+
 ROSTER = 24  # names met in earlier chunks that a chunk's pronouns may resolve to
 
 
@@ -14,6 +16,7 @@ class Reading:
     noted: int = 0  # the character of the text the notes reach
     names: list[str] = field(default_factory=list)  # names met, most recent last (at most ROSTER)
     seen: list[str] = field(default_factory=list)  # every name met (what the notes and summary may name)
+    entities: EntityStates = field(default_factory=EntityStates)  # who did what: the people pronouns mean
 
     def meet(self, said: list[str]) -> None:
         """The names a chunk said: the roster stays bounded, so a chunk's grammar costs the same at any depth."""
@@ -26,8 +29,11 @@ class Reading:
         self.generated += generated
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "entities": self.entities.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Reading":
-        return cls(**data)
+        entities = data.get("entities")
+        return cls(
+            **{**data, "entities": EntityStates() if entities is None else EntityStates.from_dict(entities)}
+        )
