@@ -1,0 +1,98 @@
+"""Entity states: the person a subject pronoun means, chunks after the person last appeared."""
+
+import json
+
+import pytest
+from pipeline_support import corpus_file
+
+from pipeline.entity_states import EntityStates
+from pipeline.grammar import copied_anchors, names_in
+from pipeline.reading import Reading
+
+FACT = "Inspector Halvorsen keeps the ledger in the observatory of Bergen. "
+FOLLOW_UP = "Years later, he moved the ledger to the lighthouse at Tromsø. "
+
+
+@pytest.fixture(scope="module")
+def novel() -> str:
+    book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
+    start = book.index("It is a truth universally acknowledged")
+    return book[start : start + 6000]
+
+
+def read(states: EntityStates, passages: list[str]) -> list[dict[int, str]]:
+    return [states.read(p, names_in(p)) for p in passages]
+
+
+def test_a_pronoun_two_chunks_later_means_the_person_who_did_it(novel):
+    passages = [FACT + novel[:2000], novel[2000:4000], FOLLOW_UP + novel[4000:4500]]
+    assert "Bennet" in passages[1]  # people of the novel act between the fact and the pronoun
+    *_, last = read(EntityStates(), passages)
+    assert last[FOLLOW_UP.index("he")] == "Inspector Halvorsen"
+    *_, baseline = read(EntityStates(rare=0), passages)  # the last person who acted: a person of the novel
+    assert baseline[FOLLOW_UP.index("he")] not in ("Inspector Halvorsen", None)
+
+
+def test_without_a_word_in_common_the_last_person_of_the_pronoun_gender():
+    (found,) = read(EntityStates(), ["Mrs. Bennet spoke at length. Mr. Darcy walked in. She sat down."])
+    assert list(found.values()) == ["Mrs. Bennet"]  # "Mr." is not "she"
+    text = "At noon, Jane took her book and her pen, and Tom went out. He laughed."
+    (found,) = read(EntityStates(), [text])
+    assert list(found.values()) == ["Tom"]
+    (found,) = read(EntityStates(), ["At noon, Jane took her book and her pen. He laughed."])
+    assert found == {}  # her own possessives say Jane is no "he": nobody left to mean
+
+
+def test_a_wrong_guess_does_not_draw_the_next_pronouns():
+    states = EntityStates()
+    read(states, ["Captain Lindqvist keeps the violin in the harbour of Cadiz. Elizabeth walked home."])
+    words = dict(states.words)
+    read(states, ["She sang. She counted the coins of the old map."])
+    assert states.words == words  # resolved clauses move a person into the scene, but add nothing to it
+
+
+def test_the_states_are_saved_with_the_reading_and_older_checkpoints_load(novel):
+    reading = Reading()
+    read(reading.entities, [FACT + novel[:2000], novel[2000:4000]])
+    loaded = Reading.from_dict(json.loads(json.dumps(reading.to_dict())))
+    assert loaded.entities == reading.entities
+    (a,), (b,) = read(reading.entities, [FOLLOW_UP]), read(loaded.entities, [FOLLOW_UP])
+    assert a == b == {FOLLOW_UP.index("he"): "Inspector Halvorsen"}
+    old = {k: v for k, v in reading.to_dict().items() if k != "entities"}  # saved before entity states
+    assert Reading.from_dict(old).entities == EntityStates()
+
+
+def test_the_fact_grammar_names_the_resolved_person_only():
+    passage = "Years later, he moved the ledger to Tromsø."
+    names = ["Elizabeth", "Inspector Halvorsen", "Mr. Darcy"]
+    free = {line.split(" | ")[0] for lines in copied_anchors(passage, names) for line in lines}
+    assert free == set(names)
+    chosen = copied_anchors(passage, names, {passage.index("he"): "Inspector Halvorsen"})
+    assert {line.split(" | ")[0] for lines in chosen for line in lines} == {"Inspector Halvorsen"}
+
+
+@pytest.mark.slow
+def test_the_real_model_writes_a_follow_up_under_the_person_chunks_before(smollm2_path, novel):
+    """Two chunks after the person, and one sentence after another man: the entity states choose."""
+    from pipeline.actor import Extractor
+    from pipeline.chunking import chunk_text
+    from pipeline.config import ExtractConfig
+
+    # the names a pronoun line may take are offered in alphabetical order: the person sorts after the others
+    fact = FACT.replace("Inspector Halvorsen", "Sergeant Oyelaran")
+    text = fact + novel[:3000] + "Mr. Collins walked slowly to the window of the parlour. " + FOLLOW_UP
+    config = ExtractConfig(input="unused", output="unused", model=str(smollm2_path), chunk_size=320,
+                           checkpoint_every=0, max_new_tokens_facts=96, max_new_tokens_summary=4)  # fmt: skip
+    extractor = Extractor(config, run_id="r")
+    chunks = chunk_text(text, extractor.tokenizer, extractor.text_chunk)
+    at = text.index(FOLLOW_UP)
+    where = next(c.index for c in chunks if c.char_start <= at < c.char_end)
+    assert where >= 2 and "Bennet" in text[chunks[1].char_start : chunks[where].char_start]
+    docs = [{"doc_id": "d", "source": "d.txt", "title": "d", "text": text, "group": 0, "attempt": 1}]
+    import pyarrow as pa
+
+    (result,) = extractor(pa.Table.from_pylist(docs)).to_pylist()
+    moved = [
+        f for f in result["facts"] if f["chunk_index"] == where and "Tromsø" in f["relation"] + f["object"]
+    ]
+    assert moved and {f["subject"] for f in moved} == {"Sergeant Oyelaran"}, result["facts"]
