@@ -27,6 +27,7 @@ from .planted_text import PlantedDocument, place_words, planted_corpus
 
 VARIANTS = {  # name -> ExtractConfig settings over the default model's
     "kv": {"notes": {"every": 0}},
+    "kv, the model's antecedents": {"notes": {"every": 0}, "facts_antecedents": "model"},
     "kv + notes": {"notes": {"every": 2}},
     "retrieval": {"memory": "retrieval", "notes": {"every": 0}},
     "recent only": {"kv_budget": 160, "notes": {"every": 0}},  # sinks + the last 128 tokens: almost no memory

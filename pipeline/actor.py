@@ -190,7 +190,9 @@ class Extractor:
         antecedents = {i: readings[i].entities.read(passages[i], names_in(passages[i])) for i in active}
         if self.config.facts:
             prompts = [self.prompts.facts(chunks[i][t].token_ids, readings[i].notes) for i in active]
-            grammars = [self.fact_grammar(docs[i], chunks[i][t], readings[i], antecedents[i]) for i in active]
+            chosen = self.config.facts_antecedents == "entities"
+            grammars = [self.fact_grammar(docs[i], chunks[i][t], readings[i], antecedents[i] if chosen else None)
+                        for i in active]  # fmt: skip
             texts, counts = self.generate(
                 prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
             )

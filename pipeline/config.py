@@ -8,6 +8,7 @@ from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
 
 FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py; restated: that module imports torch
+ANTECEDENTS = ("entities", "model")  # pipeline/entity_states.py, or the model's choice
 
 
 def option(default, help: str, **metadata):
@@ -45,6 +46,10 @@ class ExtractConfig:
                                 "the chat prompt style, none for the task style", choices=FACT_GRAMMARS)  # fmt: skip
     facts_relations: tuple[str, ...] | None = option(None, "a fixed relation vocabulary, e.g. keeps 'moved to'; "
                                                      "none: free")  # fmt: skip
+    facts_antecedents: str = option("entities", "who a line's subject pronoun ('he', 'she') is, under the text "
+                                    "grammar: entities: the person the entity states choose (rare words shared "
+                                    "with its earlier clauses, then the latest); model: any name the document has "
+                                    "said, the model's choice", choices=ANTECEDENTS)  # fmt: skip
     facts_max_lines: int = option(8, "fact lines per chunk, at most (under a grammar)")
     max_new_tokens_facts: int = option(192, "tokens generated for a chunk's fact lines, at most")
     max_new_tokens_summary: int = option(96, "tokens of the summary from memory (without running notes)")
@@ -82,6 +87,10 @@ class ExtractConfig:
             raise ValueError(f"chunk_size must be >= 8, got {self.chunk_size}")
         if self.facts_grammar not in FACT_GRAMMARS:
             raise ValueError(f"facts_grammar must be one of {FACT_GRAMMARS}, got {self.facts_grammar!r}")
+        if self.facts_antecedents not in ANTECEDENTS:
+            raise ValueError(
+                f"facts_antecedents must be one of {ANTECEDENTS}, got {self.facts_antecedents!r}"
+            )
         if self.facts_relations is not None:
             object.__setattr__(self, "facts_relations", tuple(self.facts_relations))  # from YAML: a list
             if not self.facts_relations or not all(
