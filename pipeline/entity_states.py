@@ -18,16 +18,22 @@ the word counts of the document's vocabulary (which grows far slower than its le
 import re
 from dataclasses import dataclass, field
 
+from memgpt.archival import SENTENCE_END
 from pipeline.grammar import _WORD, _opens_clause, _title_gender, _words_after
 
 WORDS = 64  # content words kept per person, the latest
 PEOPLE = 512  # people kept, those who acted last
 RARE = 3  # a word in at most this many sentences of the document so far is rare enough to tell people apart
 SCENE = 10  # a rare word said in the last this many sentences is the scene's topic, not a sign of one person
+# a sentence's first word that opens a clause before its subject ("When Mrs. Bennet was told of this, she ...")
+_OPENER = re.compile(
+    r"\b(?:When|While|As|After|Before|Until|Since|If|Because|Though|Although|Then|But|And)\s+$"
+)
 _PRONOUN = re.compile(r"(?<!\w)(?:he|she|He|She)(?!\w)")
 # a person's own pronouns in its clause: "Mary took her book" ("him" and "her" as objects are someone else's)
 _HE_WORDS, _SHE_WORDS = frozenset(("his", "himself")), frozenset(("her", "herself"))
-_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+# a sentence ends at . ! ? (and a closing quote), not after a title ("Mrs. Bennet") or an initial
+_SENTENCE = re.compile(r".+?(?:" + SENTENCE_END.pattern + r"|$)", re.S)
 # words that say nothing of what a clause is about: they never tell two people apart
 _FUNCTION_WORDS = frozenset(
     "a an the and or but of in on at to for from with by as is was were be been had has have did do does not "
@@ -60,7 +66,9 @@ class EntityStates:
         subjects = []
         for name in names:
             for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
-                if _opens_clause(passage, m.start()):
+                if _opens_clause(passage, m.start()) or _OPENER.search(
+                    passage, max(0, m.start() - 10), m.start()
+                ):
                     subjects.append((m.start(), m.end(), name))
         subjects += [
             (m.start(), m.end(), None)
@@ -68,15 +76,15 @@ class EntityStates:
             if _opens_clause(passage, m.start())
         ]
         sentences = [(m.end(), m.group()) for m in _SENTENCE.finditer(passage)]
-        counted, resolved = 0, {}
+        counted, resolved, here = 0, {}, []  # here: the people who opened a clause of the current sentence
         for start, end, name in sorted(subjects, key=lambda s: (s[0], -s[1])):
             while counted < len(sentences) and sentences[counted][0] <= start:  # the text before the clause
                 self.count(sentences[counted][1])
-                counted += 1
+                counted, here = counted + 1, []
             after = _words_after(passage, end)
             pronoun = passage[start:end].casefold() if name is None else None
             if pronoun:
-                name = self.resolve(pronoun, content_words(after))
+                name = self.resolve(pronoun, content_words(after), here)
                 if name is None:
                     continue
                 resolved[start] = name
@@ -85,6 +93,7 @@ class EntityStates:
             self.act(name, [] if pronoun else content_words(after))
             if not pronoun:
                 self.vote(name, [w.casefold() for w in after])
+                here.append(name)
         for _, sentence in sentences[counted:]:
             self.count(sentence)
         return resolved
@@ -95,8 +104,13 @@ class EntityStates:
             self.counts[w] = self.counts.get(w, 0) + 1
             self.last_seen[w] = self.sentences
 
-    def resolve(self, pronoun: str, words: list[str]) -> str | None:
-        """The person a subject pronoun followed by `words` means: most rare words in common, then the latest."""
+    def resolve(self, pronoun: str, words: list[str], here: list[str] = ()) -> str | None:
+        """The person a subject pronoun followed by `words` means: the last of its gender to open a clause of
+        the same sentence (`here`: "When Mrs. Bennet was told of this, she ..."), else the one with most rare
+        words in common, then the latest."""
+        same = [p for p in here if self.gender(p) in ("", pronoun)]
+        if same:
+            return same[-1]
         # rare in the document, and not a word of the scene (said in the last SCENE sentences by anyone about)
         rare = {
             w

@@ -46,7 +46,9 @@ PRONOUNS = ("he", "she", "He", "She")
 MAX_RELATION_WORDS = 4
 MAX_PHRASE_WORDS = 6
 _WORD = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")
-_NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-]+){0,3}")
+# a title may come second ("When Mrs. Bennet"): any word may end with a dot, and _split_at_sentence_end cuts
+# the name where a dot ends a sentence instead ("Melk. But")
+_NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-]+\.?){0,3}")
 _CLAUSE_START = re.compile(
     r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
 )
@@ -77,7 +79,10 @@ def names_in(text: str) -> list[str]:
         # _italics_; "--" is a dash, not part of the name ("London--his")
         words = _split_at_sentence_end([w.strip("_") for w in m.group().split("--")[0].split()])
         at_start = bool(_SENTENCE_START.search(text[max(0, m.start() - 3) : m.start()]))
-        while words and (words[0].casefold() in STOPWORDS or (at_start and words[0].casefold() in lowercase)):
+        while words and (
+            words[0].casefold() in STOPWORDS
+            or (at_start and (words[0].casefold() in lowercase or words[0] in OPENERS))
+        ):  # a sentence's opener is no part of a name ("When Mrs. Bennet")
             words.pop(0)
         if not words or words[-1].rstrip(".").casefold() in TITLES:
             continue

@@ -96,3 +96,14 @@ def test_the_real_model_writes_a_follow_up_under_the_person_chunks_before(smollm
         f for f in result["facts"] if f["chunk_index"] == where and "Tromsø" in f["relation"] + f["object"]
     ]
     assert moved and {f["subject"] for f in moved} == {"Sergeant Oyelaran"}, result["facts"]
+
+
+def test_a_person_of_the_same_sentence_comes_before_rare_words():
+    states = EntityStates()
+    read(
+        states, ["At dinner, Mrs. Gardiner expressed her satisfaction with the children. It rained for days."]
+    )
+    read(states, [". ".join(["The rain went on"] * 12) + "."])  # the scene moves on: her words are old ones
+    text = "When Mrs. Bennet was told of this, she did not express her satisfaction."
+    (found,) = read(states, [text])
+    assert found == {text.index("she"): "Mrs. Bennet"}

@@ -36,6 +36,11 @@ def test_a_name_has_no_possessive_and_ends_at_a_dash():
     assert names_in(text) == ["Jane", "London", "Mr. Darcy"]
 
 
+def test_a_title_may_come_second_and_a_dot_still_ends_a_name():
+    text = "It rained when he came. When Mrs. Bennet was told, she wept. They went to Melk. But Jane stayed."
+    assert names_in(text) == ["Melk", "Mrs. Bennet"]  # "Jane" only starts a sentence: no name
+
+
 def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
     anchors = copied_anchors(PASSAGE, names_in(PASSAGE))
     lines = [line for anchor in anchors for line in anchor]
