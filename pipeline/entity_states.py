@@ -6,8 +6,9 @@ acted; and for every word, in how many sentences of the document it has occurred
 "she" goes to the person whose clauses share the most *rare* words with it (words seen in at most RARE
 sentences of the document before it), and among equals, to the one who acted last: "Years later, he moved the ledger to
 Tromsø." goes to the one person who kept a ledger, pages later, past the names in between; "He smiled." goes to
-the last person who did anything. A person's title decides the pronoun where it can ("Mrs." is not "he"), else
-the possessives of its own clauses ("Mary took her book"), two to one and by two at least.
+the last person who did anything, of the pronoun's gender where it is known: by the person's title ("Mrs." is
+not "he"), its reflexives ("Mary hid herself"), the pronouns of its own sentences ("When Mary came in, she
+..."), or its titled namesakes ("Wickham" is "Mr. Wickham" where no other Wickham has another title).
 
 Measured on planted real text (docs/knowledge.md): the last subject alone resolves 2 of 28 follow-ups; the
 model's likelihood of the clause with each name substituted, read from kv memory, 1 of 12; the rare shared
@@ -30,8 +31,9 @@ _OPENER = re.compile(
     r"\b(?:When|While|As|After|Before|Until|Since|If|Because|Though|Although|Then|But|And)\s+$"
 )
 _PRONOUN = re.compile(r"(?<!\w)(?:he|she|He|She)(?!\w)")
-# a person's own pronouns in its clause: "Mary took her book" ("him" and "her" as objects are someone else's)
-_HE_WORDS, _SHE_WORDS = frozenset(("his", "himself")), frozenset(("her", "herself"))
+# a person's own pronouns in its clause: "Mary hid herself" ("his" and "her" are as often someone else's:
+# "Elizabeth looked at his face" made Elizabeth a "he")
+_HE_WORDS, _SHE_WORDS = frozenset(("himself",)), frozenset(("herself",))
 # a sentence ends at . ! ? (and a closing quote), not after a title ("Mrs. Bennet") or an initial
 _SENTENCE = re.compile(r".+?(?:" + SENTENCE_END.pattern + r"|$)", re.S)
 # words that say nothing of what a clause is about: they never tell two people apart
@@ -63,6 +65,9 @@ class EntityStates:
         """Read `passage` into the states: each clause whose subject is one of `names` or a pronoun, in order,
         and the words of every sentence. Returns the person each subject pronoun was resolved to, by its
         offset in `passage`."""
+        # people known from earlier chunks, where this one names them only at a sentence's start (names_in then
+        # cannot tell "Elizabeth" from "Since")
+        names = list(dict.fromkeys([*names, *(p for p in self.acted if p in passage)]))
         subjects = []
         for name in names:
             for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
@@ -109,7 +114,8 @@ class EntityStates:
         the same sentence (`here`: "When Mrs. Bennet was told of this, she ..."), else the one with most rare
         words in common, then the latest."""
         same = [p for p in here if self.gender(p) in ("", pronoun)]
-        if same:
+        if same:  # the one choice sure enough to teach a gender
+            self.vote(same[-1], [pronoun + "self"])
             return same[-1]
         # rare in the document, and not a word of the scene (said in the last SCENE sentences by anyone about)
         rare = {
@@ -123,15 +129,22 @@ class EntityStates:
         return max(fits, key=lambda p: (len(rare.intersection(self.words[p])), self.acted[p]))
 
     def gender(self, person: str) -> str:
-        """ "he" or "she" by the person's title, else by the possessives of its own clauses."""
+        """ "he" or "she" by the person's title, else by its reflexives and the pronouns of its own sentences,
+        else by its titled namesakes."""
         titled = _title_gender(person)
         if titled:
             return titled
         he, she = self.genders.get(person, (0, 0))
-        return "he" if he >= 2 * she + 2 else "she" if she >= 2 * he + 2 else ""
+        voted = "he" if he >= 2 * she + 1 else "she" if she >= 2 * he + 1 else ""
+        if voted:
+            return voted
+        # "Wickham" is "Mr. Wickham" where every titled person of that name has one gender ("Bennet" has none)
+        last = person.split()[-1]
+        kin = {_title_gender(p) for p in self.acted if p != person and p.split()[-1] == last and " " in p}
+        return kin.pop() if len(kin) == 1 else ""
 
     def vote(self, person: str, words: list[str]) -> None:
-        """The possessives and reflexives of a person's own clause ("Mary took her book"), as votes."""
+        """The reflexives of a person's own clause ("Mary hid herself"), as votes."""
         he = sum(w in _HE_WORDS for w in words)
         she = sum(w in _SHE_WORDS for w in words)
         if he or she:

@@ -52,6 +52,8 @@ _NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-
 _CLAUSE_START = re.compile(
     r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
 )
+# "I've", "I'm" (the narrator) and words in capitals ("CHAPTER IV", "BOOK I") name no one
+_NO_NAME = re.compile(r"I['\u2019]|[A-Z]{2,}\b")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(]\s*|\n\s*)$")
 # a clause: to its punctuation, "--", a table cell's "|" or a code span's "`", or a line break that ends a
 # paragraph or starts a list item, table row or heading (a line break inside a sentence is only wrapping)
@@ -78,13 +80,17 @@ def names_in(text: str) -> list[str]:
     for m in _NAME.finditer(text):
         # _italics_; "--" is a dash, not part of the name ("London--his")
         words = _split_at_sentence_end([w.strip("_") for w in m.group().split("--")[0].split()])
-        at_start = bool(_SENTENCE_START.search(text[max(0, m.start() - 3) : m.start()]))
+        # a passage (a chunk) may start with a space before its first sentence
+        at_start = (
+            bool(_SENTENCE_START.search(text[max(0, m.start() - 3) : m.start()]))
+            or not text[: m.start()].strip()
+        )
         while words and (
             words[0].casefold() in STOPWORDS
             or (at_start and (words[0].casefold() in lowercase or words[0] in OPENERS))
         ):  # a sentence's opener is no part of a name ("When Mrs. Bennet")
             words.pop(0)
-        if not words or words[-1].rstrip(".").casefold() in TITLES:
+        if not words or words[-1].rstrip(".").casefold() in TITLES or _NO_NAME.match(words[0]):
             continue
         name = _POSSESSIVE.sub("", " ".join(words)).rstrip("'\u2019")  # "Jane's" is Jane
         found.add(name)

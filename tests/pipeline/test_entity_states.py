@@ -36,11 +36,21 @@ def test_a_pronoun_two_chunks_later_means_the_person_who_did_it(novel):
 def test_without_a_word_in_common_the_last_person_of_the_pronoun_gender():
     (found,) = read(EntityStates(), ["Mrs. Bennet spoke at length. Mr. Darcy walked in. She sat down."])
     assert list(found.values()) == ["Mrs. Bennet"]  # "Mr." is not "she"
-    text = "At noon, Jane took her book and her pen, and Tom went out. He laughed."
+    text = "At noon, Jane hid herself in the garden, and Tom went out. He laughed."
     (found,) = read(EntityStates(), [text])
     assert list(found.values()) == ["Tom"]
-    (found,) = read(EntityStates(), ["At noon, Jane took her book and her pen. He laughed."])
-    assert found == {}  # her own possessives say Jane is no "he": nobody left to mean
+    (found,) = read(EntityStates(), ["At noon, Jane hid herself in the garden. He laughed."])
+    assert found == {}  # "herself" says Jane is no "he": nobody left to mean
+    (found,) = read(EntityStates(), ["At noon, Jane looked at his face. He laughed."])
+    assert list(found.values()) == ["Jane"]  # "his" is as often another's: no evidence
+
+
+def test_a_name_takes_the_gender_of_its_titled_namesakes():
+    states = EntityStates()
+    read(states, ["At dinner, Mr. Wickham smiled. Later, Wickham left, and Lydia stayed."])
+    assert states.gender("Wickham") == "he" and states.gender("Lydia") == ""
+    read(states, ["At tea, Mrs. Bennet sat down, and Mr. Bennet stood up. At last, Bennet spoke."])
+    assert states.gender("Bennet") == ""  # two Bennets of two genders
 
 
 def test_a_wrong_guess_does_not_draw_the_next_pronouns():

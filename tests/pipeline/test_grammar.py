@@ -39,6 +39,10 @@ def test_a_name_has_no_possessive_and_ends_at_a_dash():
 def test_a_title_may_come_second_and_a_dot_still_ends_a_name():
     text = "It rained when he came. When Mrs. Bennet was told, she wept. They went to Melk. But Jane stayed."
     assert names_in(text) == ["Melk", "Mrs. Bennet"]  # "Jane" only starts a sentence: no name
+    assert names_in(" Years later, he came. Then Years went by.") == []  # a chunk may start with a space
+    assert names_in("So I've heard, and I'm sure. CHAPTER IV. Then BOOK I came, and Ahab said no.") == [
+        "Ahab"
+    ]
 
 
 def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
