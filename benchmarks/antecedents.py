@@ -8,8 +8,9 @@ the observatory of Bergen."), about half followed some 2,500 characters later, p
 "Years later, he moved the ledger to ...". The text is read as the extraction job reads it, chunk by chunk
 (2,000 characters, about 512 tokens), through pipeline/entity_states.py; a follow-up counts when its pronoun
 resolved to the planted person. Rows: the entity states (rare shared words, then the latest), and the last
-person who acted alone. On the same text without plants, how often the two choose differently (where the
-rare words override recency in a real novel: each such choice is printed for reading).
+person who acted alone. On the same books without plants, how often the two choose differently (each such
+choice is printed for reading: there is no gold coreference for the books, docs/knowledge.md judges a sample
+by hand).
 """
 
 import random

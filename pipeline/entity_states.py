@@ -10,10 +10,10 @@ the last person who did anything, of the pronoun's gender where it is known: by 
 not "he"), its reflexives ("Mary hid herself"), the pronouns of its own sentences ("When Mary came in, she
 ..."), or its titled namesakes ("Wickham" is "Mr. Wickham" where no other Wickham has another title).
 
-Measured on planted real text (docs/knowledge.md): the last subject alone resolves 2 of 28 follow-ups; the
-model's likelihood of the clause with each name substituted, read from kv memory, 1 of 12; the rare shared
-words, 24 of 28 (every case whose person was still known). Bounded: WORDS words per person, PEOPLE people, and
-the word counts of the document's vocabulary (which grows far slower than its length).
+Measured (docs/knowledge.md): on facts planted in real book text and changed chunks later by a pronoun
+sentence, 52 of 55 follow-ups resolved (the last person who acted: 3); on subject pronouns of the books
+themselves, judged by hand, 9 of 20, as many as the last person who acted. Bounded: WORDS words per person,
+PEOPLE people, and the word counts of the document's vocabulary (which grows far slower than its length).
 """
 
 import re

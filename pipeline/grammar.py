@@ -54,7 +54,7 @@ _CLAUSE_START = re.compile(
 )
 # "I've", "I'm" (the narrator) and words in capitals ("CHAPTER IV", "BOOK I") name no one
 _NO_NAME = re.compile(r"I['\u2019]|[A-Z]{2,}\b")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(]\s*|\n\s*)$")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(][\'\u2019\"\u201d]?\s*|\n\s*)$")  # "a wit.' But"
 # a clause: to its punctuation, "--", a table cell's "|" or a code span's "`", or a line break that ends a
 # paragraph or starts a list item, table row or heading (a line break inside a sentence is only wrapping)
 _SENTENCE = re.compile(
