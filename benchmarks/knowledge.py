@@ -10,6 +10,7 @@ Parquet tables) and is scored from its tables:
                document has said before (a pronoun resolved)
   recall       planted facts found: a fact about the person naming the planted place
   follow-ups   pronoun follow-ups ("Years later, he moved the ledger to ...") found under the person's name
+  final state  planted final places in the person's final state (`entities.final_states`: its last fact)
   final        planted final places the summary mentions
   names ok     proper names of the summaries that occur in their document (100 % - hallucinated)
 """
@@ -44,12 +45,21 @@ def run_variant(name: str, folder: Path, out: Path, settings: dict):
     notes = NotesConfig(**settings.pop("notes", {}))
     config = ExtractConfig(input=str(folder), output=str(out), batch_size=4, checkpoint_every=0, **settings)
     report = run(replace(config, notes=notes))
-    tables = {t: pd.read_parquet(out / t) for t in ("summaries", "facts")}
+    tables = {t: pd.read_parquet(out / t) for t in ("summaries", "facts", "entities")}
     return report, tables
 
 
-def score(docs: list[PlantedDocument], summaries: pd.DataFrame, facts: pd.DataFrame) -> dict:
+def score(
+    docs: list[PlantedDocument],
+    summaries: pd.DataFrame,
+    facts: pd.DataFrame,
+    entities: pd.DataFrame | None = None,
+) -> dict:
+    from pipeline.entities import normalize
     from pipeline.grammar import names_in
+
+    states = {} if entities is None else dict(zip(entities["entity"], entities["final_states"], strict=True))
+    final_state = 0
 
     texts = {f"{d.doc_id}.txt": d.text for d in docs}
     lines = summaries["n_facts"].sum() + summaries["n_unparsed"].sum()
@@ -66,6 +76,9 @@ def score(docs: list[PlantedDocument], summaries: pd.DataFrame, facts: pd.DataFr
                 n_follow += 1
                 follow += bool(place_words(f.final_place) & set(re.findall(r"\w+", said)))
             final += bool(place_words(f.final_place) & set(re.findall(r"\w+", summary.casefold())))
+            last = [x for x in states.get(normalize(f.person), []) if x["doc_id"] == f"{d.doc_id}.txt"]
+            said_last = " ".join(x["relation"] + " " + x["object"] for x in last).casefold()
+            final_state += bool(place_words(f.final_place) & set(re.findall(r"\w+", said_last)))
     n_facts = sum(len(d.facts) for d in docs)
     names = [(n, d) for d in docs for s in summaries.loc[summaries["doc_id"] == f"{d.doc_id}.txt", "summary"]
              for n in names_in(s)]  # fmt: skip
@@ -77,6 +90,7 @@ def score(docs: list[PlantedDocument], summaries: pd.DataFrame, facts: pd.DataFr
         "recall": found / n_facts,
         "follow-ups": follow / max(n_follow, 1),
         "final": final / n_facts,
+        "final state": final_state / n_facts,
         "names ok": sum(present) / max(len(present), 1),
         "summary names": len(present),
     }
@@ -122,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.variants:
         start = time.perf_counter()
         report, tables = run_variant(name, corpus, work / name.replace(" ", "-"), VARIANTS[name])
-        result = score(docs, tables["summaries"], tables["facts"])
+        result = score(docs, tables["summaries"], tables["facts"], tables["entities"])
         result |= {"variant": name, "tokens/s": report.tokens_per_second,
                    "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
         rows.append(result)
@@ -138,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         "grounded",
         "recall",
         "follow-ups",
+        "final state",
         "final",
         "names ok",
         "tokens/s",

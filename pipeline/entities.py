@@ -313,16 +313,30 @@ def merge_aliases(names: Iterable[str]) -> dict[str, str]:
     return {n: index._entity_of_norm[normalize(n)] for n in dict.fromkeys(names) if normalize(n)}
 
 
+FINAL_STATE = ("relation", "object", "chunk_index", "char_start", "char_end")
+
+
 def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
     """The `entities` table: subjects and objects that are entities (`is_entity`) merged into entities, with
-    aliases, document and mention counts."""
+    aliases, document and mention counts, and per document the last fact whose subject it is (its final state
+    there: "Inspector Halvorsen | moved the ledger to | the lighthouse at Tromsø", not where it kept it first).
+
+    Facts are in reading order within a document (chunk by chunk, lines in the order of the chunk's sentences);
+    rows without the evidence columns give no final state."""
+    facts = list(facts)
     index = EntityIndex(_mentions(facts))
+    final: dict[str, dict[str, dict]] = defaultdict(dict)  # entity -> doc_id -> its last fact there
+    for row in facts:
+        key = index.entity_of(row["subject"]) if is_entity(row["subject"]) else None
+        if key is not None and all(k in row for k in FINAL_STATE):
+            final[key][row["doc_id"]] = {"doc_id": row["doc_id"], **{k: row[k] for k in FINAL_STATE}}
     return [
         {
             "entity": e.key,
             "aliases": sorted(e.aliases),
             "n_documents": len(e.docs),
             "n_mentions": e.n_mentions,
+            "final_states": [final[e.key][d] for d in sorted(final.get(e.key, {}))],
             "run_id": run_id,
         }
         for e in sorted(index.entities.values(), key=lambda e: e.key)

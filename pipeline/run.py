@@ -170,7 +170,11 @@ def connect(address: str | None) -> None:
 
 def write_entities(out: Output, run_id: str) -> int:
     """Roll every committed fact up into the `entities` table (rewritten whole)."""
-    rows = entity_rows(out.read("facts").select(["doc_id", "subject", "object"]).to_pylist(), run_id)
+    facts = out.read("facts").select(["doc_id", "subject", "object", "relation", "chunk_index", "char_start",
+                                      "char_end"])  # fmt: skip
+    # reading order within each document: its final states are its last facts
+    facts = facts.sort_by([("doc_id", "ascending"), ("chunk_index", "ascending")])
+    rows = entity_rows(facts.to_pylist(), run_id)
     out.write("entities", "entities", to_table(rows, ENTITIES))
     return len(rows)
 

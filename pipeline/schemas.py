@@ -49,6 +49,22 @@ ENTITIES = pa.schema(
         pa.field("aliases", pa.list_(pa.string())),
         pa.field("n_documents", pa.int64()),
         pa.field("n_mentions", pa.int64()),
+        # per document the entity is a subject in: its last fact there (the latest said of it) with the evidence
+        pa.field(
+            "final_states",
+            pa.list_(
+                pa.struct(
+                    [
+                        pa.field("doc_id", pa.string()),
+                        pa.field("relation", pa.string()),
+                        pa.field("object", pa.string()),
+                        pa.field("chunk_index", pa.int64()),
+                        pa.field("char_start", pa.int64()),
+                        pa.field("char_end", pa.int64()),
+                    ]
+                )
+            ),
+        ),  # fmt: skip
         pa.field("run_id", pa.string()),
     ]
 )

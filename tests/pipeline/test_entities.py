@@ -122,6 +122,27 @@ def test_entity_rollup_across_documents():
     assert rows["white whale"]["n_documents"] == 2 and rows["white whale"]["run_id"] == "r1"
 
 
+def test_each_entity_keeps_its_last_fact_in_each_document_as_its_final_state():
+    def fact(doc, subject, relation, obj, chunk, start):
+        return {"doc_id": doc, "subject": subject, "relation": relation, "object": obj, "chunk_index": chunk,
+                "char_start": start, "char_end": start + 40}  # fmt: skip
+
+    facts = [
+        fact("a", "Inspector Halvorsen", "keeps the ledger in", "the observatory of Bergen", 0, 100),
+        fact("a", "Elizabeth", "walked to", "Meryton", 1, 900),
+        fact("a", "Halvorsen", "moved the ledger to", "the lighthouse at Tromsø", 3, 2500),  # another form
+        fact("b", "Inspector Halvorsen", "sold", "the ledger", 0, 10),
+        fact("b", "Elizabeth", "met", "Inspector Halvorsen", 1, 600),  # an object: no state of his
+    ]
+    rows = {r["entity"]: r for r in entity_rows(facts, run_id="r")}
+    states = {s["doc_id"]: s for s in rows["inspector halvorsen"]["final_states"]}
+    assert states["a"] == {"doc_id": "a", "relation": "moved the ledger to", "object": "the lighthouse at Tromsø",
+                           "chunk_index": 3, "char_start": 2500, "char_end": 2540}  # fmt: skip
+    assert (states["b"]["relation"], states["b"]["object"]) == ("sold", "the ledger")
+    assert [s["doc_id"] for s in rows["elizabeth"]["final_states"]] == ["a", "b"]
+    assert rows["meryton"]["final_states"] == []  # never a subject
+
+
 NOT_ENTITIES = [
     "2", "200", "13", "1.5B", "4k", "x",  # numbers and codes
     "he", "It", "they",  # pronouns

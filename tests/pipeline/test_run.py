@@ -120,6 +120,9 @@ def test_entities_errors_manifest_and_report(e2e):
     for name, alias in ((normalize(subject), subject), (normalize(obj), obj)):
         assert entities.loc[name, "n_documents"] == entities.loc[name, "n_mentions"] == len(docs)
         assert list(entities.loc[name, "aliases"]) == [alias]
+    states = entities.loc[normalize(subject), "final_states"]  # the subject's last fact in each document
+    assert sorted(s["doc_id"] for s in states) == sorted(docs) and all(s["object"] == obj for s in states)
+    assert list(entities.loc[normalize(obj), "final_states"]) == []  # never a subject
     errors = pd.read_parquet(output / "errors")
     assert set(zip(errors["source"], errors["error_type"], strict=True)) == {
         ("empty.txt", "EmptyDocument"),

@@ -50,7 +50,14 @@ def test_to_table_rejects_wrong_types():
 
 def test_check_table_casts_and_rejects():
     loose = pa.table(
-        {"entity": ["a"], "aliases": [["A"]], "n_documents": [1], "n_mentions": [2], "run_id": ["r"]}
+        {
+            "entity": ["a"],
+            "aliases": [["A"]],
+            "n_documents": [1],
+            "n_mentions": [2],
+            "final_states": [[]],
+            "run_id": ["r"],
+        }  # fmt: skip
     )
     assert check_table(loose, ENTITIES).schema.equals(ENTITIES)
     with pytest.raises(ValueError, match="differ"):
