@@ -52,8 +52,8 @@ _NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-
 _CLAUSE_START = re.compile(
     r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
 )
-# "I've", "I'm" (the narrator) and words in capitals ("CHAPTER IV", "BOOK I") name no one
-_NO_NAME = re.compile(r"I['\u2019]|[A-Z]{2,}\b")
+_NARRATOR = re.compile(r"I['\u2019]")  # "I've", "I'm" name no one
+_CAPITALS = re.compile(r"[A-Z]{2,}")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(][\'\u2019\"\u201d]?\s*|\n\s*)$")  # "a wit.' But"
 # a clause: to its punctuation, "--", a table cell's "|" or a code span's "`", or a line break that ends a
 # paragraph or starts a list item, table row or heading (a line break inside a sentence is only wrapping)
@@ -90,8 +90,10 @@ def names_in(text: str) -> list[str]:
             or (at_start and (words[0].casefold() in lowercase or words[0] in OPENERS))
         ):  # a sentence's opener is no part of a name ("When Mrs. Bennet")
             words.pop(0)
-        if not words or words[-1].rstrip(".").casefold() in TITLES or _NO_NAME.match(words[0]):
+        if not words or words[-1].rstrip(".").casefold() in TITLES or _NARRATOR.match(words[0]):
             continue
+        if any(_CAPITALS.fullmatch(w.rstrip(".")) and w.rstrip(".").casefold() in lowercase for w in words):
+            continue  # a word the text also writes in lower case, in capitals: a heading ("CHAPTER IV"), not "NASA"
         name = _POSSESSIVE.sub("", " ".join(words)).rstrip("'\u2019")  # "Jane's" is Jane
         found.add(name)
         if not at_start or len(words) > 1:
