@@ -4,10 +4,14 @@
         [--model PATH_OR_HUB_ID] [--max-new-tokens N]
 
 The state names the model and memory settings that wrote it, so the same model is loaded (the offline SmolLM2
-for the default); the book is not read again. The answer streams to standard output.
+for the default); the book is not read again. The answer streams to standard output. A run with facts keeps
+each person's latest facts beside the memory: a question that names a person is followed by the latest of them
+that shares its words ("Where does Inspector Halvorsen keep the ledger?" by "Inspector Halvorsen moved the
+ledger to the lighthouse at Tromsø."), whose evidence is in the facts table.
 """
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -51,11 +55,46 @@ def load(state_file: Path, model: str | None):
     return lm, state, info
 
 
-def ask(model, state, question: str, max_new_tokens: int, out=None) -> str:
-    """The answer to `question` from `state`, streamed to `out` as it is generated."""
+def with_people(question: str, people: dict[str, list[str]]) -> str:
+    """`question`, then for each person it names, the latest of that person's facts that shares the most words
+    with it (the latest of all where none does): "... keep the ledger?" gets "... moved the ledger to ...".
+    "Halvorsen" names "Inspector Halvorsen" where no other person of the book has that last name."""
+    from pipeline.summary import content_words
+
+    last_names: dict[str, list[str]] = {}
+    for person in people:
+        last_names.setdefault(person.split()[-1], []).append(person)
+    named = [p for p in people if _says(question, p)]
+    named += [
+        ps[0]
+        for last, ps in last_names.items()
+        if len(ps) == 1 and ps[0] not in named and _says(question, last)
+    ]
+    if not named:
+        return question
+    asked = content_words(question)
+    chosen = []
+    for person in named:
+        about = asked - content_words(person)
+        facts = people[person]  # oldest first: among equals, the latest wins
+        chosen.append(max(reversed(facts), key=lambda f: len(about & content_words(f))))
+    # after the question: put before it, the fact was as often passed over for the memory's first place
+    return f"{question}\n\nThe latest the book says of it: " + " ".join(chosen)
+
+
+def _says(text: str, name: str) -> bool:
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text) is not None
+
+
+def ask(
+    model, state, question: str, max_new_tokens: int, out=None, people: dict[str, list[str]] | None = None
+) -> str:
+    """The answer to `question` from `state`, streamed to `out` as it is generated; with `people` (person ->
+    its latest facts), a question that names a person gets the fact of it that fits the question best."""
     from transformers import TextStreamer
 
     out = out or sys.stdout
+    question = with_people(question, people or {})
     tok = model.tokenizer
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
@@ -89,7 +128,7 @@ def _answer(args: argparse.Namespace) -> int:
     model, state, info = load(Path(args.state), args.model)
     doc = info.get("doc_id", args.state)
     status(f"{PROG}: {doc}: {int(state.n_read[0]):,} tokens read by {model.name}")
-    ask(model, state, args.question, args.max_new_tokens)
+    ask(model, state, args.question, args.max_new_tokens, people=info.get("people"))
     return 0
 
 

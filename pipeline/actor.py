@@ -27,6 +27,7 @@ from pipeline.notes import RunningNotes
 from pipeline.prompts import Prompts
 from pipeline.reading import Reading
 from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
+from pipeline.summary import evidence_for, person_facts, summary_from_states
 
 STATES = "states"  # <output>/states/<doc id>.safetensors: final memories kept with --save-states
 MIN_TEXT_CHUNK = 8  # tokens of document text per chunk, at least, once the facts prompt is added
@@ -84,7 +85,8 @@ class Extractor:
         if self.tokenizer is None:
             raise ValueError(f"model {model_name(config)!r} has no tokenizer")
         self.prompts = Prompts(self.tokenizer, config.prompts, self.model.config.memory)
-        self.notes_every = config.notes.every_for(self.prompts.style)
+        self.notes_every = config.notes.every_for(self.prompts.style, config.summary_from)
+        self.summary_from = summary_source(config, self.prompts.style, self.notes_every)
         self.notes = None
         if self.notes_every:
             self.notes = RunningNotes(self.model, config.notes.max_new_tokens, config.notes.instruction)
@@ -164,8 +166,10 @@ class Extractor:
                             "text_chunk": self.text_chunk, "readings": [r.to_dict() for r in readings],
                             "seconds": before + time.perf_counter() - start}  # fmt: skip
                 self.checkpoints.save(key, t + 1, state, progress)
-        if self.notes:  # the last notes are the summary of the whole document
+        if self.summary_from == "notes":  # the last notes are the summary of the whole document
             summaries = [r.notes for r in readings]
+        elif self.summary_from == "states":
+            summaries = [""] * len(docs)  # made from the facts with their evidence, in results()
         else:
             prompts = [self.prompts.summary()] * len(docs)
             processor = self.prose_without_loops([r.seen for r in readings])
@@ -223,20 +227,31 @@ class Extractor:
         for i, (d, r) in enumerate(zip(docs, readings, strict=True)):
             share = seconds * (n_tokens[i] + r.generated) / max(work, 1)
             doc_facts = dedupe(r.facts)
-            summary = self.summary_row(d, summaries[i], len(chunks[i]), n_tokens[i], r, len(doc_facts), share)
-            saved = self.save_state(d, state.select([i]), summaries[i]) if self.config.save_states else None
+            starts = [c.char_start for c in chunks[i]]
+            if self.summary_from == "states":
+                text, evidence = summary_from_states(doc_facts, d["text"], starts, self.config.summary_people)
+            else:
+                text, evidence = summaries[i].strip(), evidence_for(summaries[i], d["text"], starts)
+            summary = self.summary_row(
+                d, text, evidence, len(chunks[i]), n_tokens[i], r, len(doc_facts), share
+            )
+            saved = None
+            if self.config.save_states:
+                saved = self.save_state(d, state.select([i]), text, person_facts(doc_facts))
             result = self.result(d, [summary], doc_facts, [], "ok", n_tokens[i], share, None, saved)
             results.append(result | {"checkpoint": key})
         return results
 
-    def save_state(self, doc: dict, state: MemoryState, summary: str) -> str:
+    def save_state(self, doc: dict, state: MemoryState, summary: str, people: dict[str, list[str]]) -> str:
         """Write a document's final memory under <output>/states/ (atomically; named by its id, so a retry
-        replaces it), with what `jobs.ask` needs to load the same model; its path for the manifest."""
+        replaces it), with what `jobs.ask` needs to load the same model and each person's latest facts
+        (`people`); its path for the manifest."""
         info = {
             "doc_id": doc["doc_id"],
             "model": model_name(self.config),
             "options": model_options(self.config),
             "summary": summary,
+            "people": people,
         }
         relpath = f"{STATES}/{safe_name(doc['doc_id'])}.safetensors"
         return self.checkpoints.out.write_bytes(relpath, state.to_bytes(info))
@@ -342,12 +357,16 @@ class Extractor:
             )
         return rows, bad
 
-    def summary_row(self, doc, summary, n_chunks, n_tokens, reading: Reading, n_facts, seconds) -> dict:
+    def summary_row(
+        self, doc, summary, evidence, n_chunks, n_tokens, reading: Reading, n_facts, seconds
+    ) -> dict:
         return {
             "doc_id": doc["doc_id"],
             "source": doc["source"],
             "title": doc["title"],
-            "summary": summary.strip(),
+            "summary": summary,
+            "summary_from": self.summary_from,
+            "summary_evidence": evidence,
             "n_chars": len(doc["text"]),
             "n_tokens": n_tokens,
             "n_chunks": n_chunks,
@@ -390,6 +409,18 @@ class Extractor:
     @property
     def pad_id(self) -> int:
         return self.model.tokenizer_pad_id
+
+
+def summary_source(config: ExtractConfig, style: str, notes_every: int) -> str:
+    """Where the summaries come from: `summary_from`, or for auto, the running notes when they are on, else the
+    facts' states under the text grammar of the chat style (words the document has), else the memory."""
+    if config.summary_from == "notes" and not notes_every:
+        raise ValueError("summary_from 'notes' needs running notes: set notes.every > 0")
+    if config.summary_from != "auto":
+        return config.summary_from
+    if notes_every:
+        return "notes"
+    return "states" if config.facts and style == "chat" else "memory"
 
 
 def _select(state: MemoryState, rows: list[int]) -> MemoryState:

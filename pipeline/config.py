@@ -8,7 +8,13 @@ from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
 
 FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py; restated: that module imports torch
-ANTECEDENTS = ("entities", "model")  # pipeline/entity_states.py, or the model's choice
+ANTECEDENTS = ("entities", "model")
+SUMMARY_FROM = (
+    "auto",
+    "states",
+    "memory",
+    "notes",
+)  # pipeline/summary.py  # pipeline/entity_states.py, or the model's choice
 
 
 def option(default, help: str, **metadata):
@@ -52,6 +58,11 @@ class ExtractConfig:
                                     "said, the model's choice", choices=ANTECEDENTS)  # fmt: skip
     facts_max_lines: int = option(8, "fact lines per chunk, at most (under a grammar)")
     max_new_tokens_facts: int = option(192, "tokens generated for a chunk's fact lines, at most")
+    summary_from: str = option("auto", "states: the main people and what each did first and last, in the words of "
+                               "the facts, every sentence with its evidence (no generation); memory: generated "
+                               "from the memory; notes: the last running notes; auto: notes when they are on, "
+                               "else states when facts are, else memory", choices=SUMMARY_FROM)  # fmt: skip
+    summary_people: int = option(6, "people a summary from states follows, at most")
     max_new_tokens_summary: int = option(96, "tokens of the summary from memory (without running notes)")
     save_states: bool = option(
         False, "keep each document's final memory under <output>/states/ (for jobs.ask)"
@@ -97,6 +108,14 @@ class ExtractConfig:
                 isinstance(r, str) and r.strip() for r in self.facts_relations
             ):
                 raise ValueError(f"facts_relations must be a list of words, got {self.facts_relations!r}")
+        if self.summary_from not in SUMMARY_FROM:
+            raise ValueError(f"summary_from must be one of {SUMMARY_FROM}, got {self.summary_from!r}")
+        if self.summary_from == "states" and not self.facts:
+            raise ValueError(
+                "summary_from 'states' is made from the facts: it needs facts on (drop --no-facts)"
+            )
+        if self.summary_people < 1:
+            raise ValueError(f"summary_people must be >= 1, got {self.summary_people}")
         if self.facts_max_lines < 1:
             raise ValueError(f"facts_max_lines must be >= 1, got {self.facts_max_lines}")
         if self.max_new_tokens_facts < 1 or self.max_new_tokens_summary < 1:

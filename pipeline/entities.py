@@ -50,6 +50,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from pipeline.facts import normalize
+from pipeline.schemas import FINAL_STATE
 
 TITLES = frozenset(
     "mr mrs miss ms mx master madam madame mme mlle mademoiselle monsieur dr doctor prof professor sir dame "
@@ -313,9 +314,6 @@ def merge_aliases(names: Iterable[str]) -> dict[str, str]:
     return {n: index._entity_of_norm[normalize(n)] for n in dict.fromkeys(names) if normalize(n)}
 
 
-FINAL_STATE = ("relation", "object", "chunk_index", "char_start", "char_end")
-
-
 def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
     """The `entities` table: subjects and objects that are entities (`is_entity`) merged into entities, with
     aliases, document and mention counts, and per document the last fact whose subject it is (its final state
@@ -329,7 +327,7 @@ def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
     for row in facts:
         key = index.entity_of(row["subject"]) if is_entity(row["subject"]) else None
         if key is not None and all(k in row for k in FINAL_STATE):
-            final[key][row["doc_id"]] = {"doc_id": row["doc_id"], **{k: row[k] for k in FINAL_STATE}}
+            final[key][row["doc_id"]] = {k: row[k] for k in FINAL_STATE}
     return [
         {
             "entity": e.key,

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from memgpt.archival import SENTENCE_END
-from pipeline.grammar import _WORD, _opens_clause, _title_gender, _words_after
+from pipeline.grammar import _WORD, _title_gender, _words_after, subject_spans
 
 WORDS = 64  # content words kept per person, the latest
 PEOPLE = 512  # people kept, those who acted last
@@ -30,7 +30,6 @@ SCENE = 10  # a rare word said in the last this many sentences is the scene's to
 _OPENER = re.compile(
     r"\b(?:When|While|As|After|Before|Until|Since|If|Because|Though|Although|Then|But|And)\s+$"
 )
-_PRONOUN = re.compile(r"(?<!\w)(?:he|she|He|She)(?!\w)")
 # a person's own pronouns in its clause: "Mary hid herself" ("his" and "her" are as often someone else's:
 # "Elizabeth looked at his face" made Elizabeth a "he")
 _HE_WORDS, _SHE_WORDS = frozenset(("himself",)), frozenset(("herself",))
@@ -68,18 +67,7 @@ class EntityStates:
         # people known from earlier chunks, where this one names them only at a sentence's start (names_in then
         # cannot tell "Elizabeth" from "Since")
         names = list(dict.fromkeys([*names, *(p for p in self.acted if p in passage)]))
-        subjects = []
-        for name in names:
-            for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
-                if _opens_clause(passage, m.start()) or _OPENER.search(
-                    passage, max(0, m.start() - 10), m.start()
-                ):
-                    subjects.append((m.start(), m.end(), name))
-        subjects += [
-            (m.start(), m.end(), None)
-            for m in _PRONOUN.finditer(passage)
-            if _opens_clause(passage, m.start())
-        ]
+        subjects = subject_spans(passage, names, _OPENER)
         sentences = [(m.end(), m.group()) for m in _SENTENCE.finditer(passage)]
         counted, resolved, here = 0, {}, []  # here: the people who opened a clause of the current sentence
         for start, end, name in sorted(subjects, key=lambda s: (s[0], -s[1])):

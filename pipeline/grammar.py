@@ -63,7 +63,9 @@ _SENTENCE = re.compile(
 # words an object does not end with ("in the", "of"): a phrase cut there says nothing
 _DETERMINERS = frozenset("the a an his her their its my your our this that".split())
 _OPEN_WORDS = frozenset(
-    "the a an of in on at to for from with by and or but his her their its my your our".split()
+    "the a an of in on at to for from with by and or but his her their its my your our during about after "
+    "before over under through into upon than as like within without between among against toward towards "
+    "which who whom whose that this these those".split()
 )
 _POSSESSIVE = re.compile(r"['\u2019]s$")
 _FREE = r"[^| \n]+( [^| \n]+){0,7}"  # one to eight words without "|" or a line break
@@ -166,6 +168,28 @@ def prose_grammar(names: list[str] | tuple[str, ...]) -> str:
     return llguidance.grammar_from("lark", lark)
 
 
+def subject_spans(
+    passage: str, names: list[str], opener: re.Pattern | None = None
+) -> list[tuple[int, int, str | None]]:
+    """(start, end, name) of each clause subject of `passage`, in no order: a name of `names` that opens a
+    clause (or follows a match of `opener` ending just before it: "When Mrs. Bennet"), and "he"/"she"
+    opening one (name None). The one definition of a subject, for the fact lines and the entity states."""
+    found = []
+    for name in names:
+        # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
+        # subject, the phrase it opens is
+        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
+            if _opens_clause(passage, m.start()) or (
+                opener is not None and opener.search(passage, max(0, m.start() - 10), m.start())
+            ):
+                found.append((m.start(), m.end(), name))
+    # "he's left his tambourine" is no clause of "he": its words would start with "s"
+    for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?![\w'\u2019])", passage):
+        if _opens_clause(passage, m.start()):
+            found.append((m.start(), m.end(), None))
+    return found
+
+
 def copied_anchors(
     passage: str, names: list[str], antecedents: dict[int, str] | None = None
 ) -> list[list[str]]:
@@ -174,20 +198,15 @@ def copied_anchors(
     (by offset) if known, else any of `names`, and what follows. A sentence without such a subject has no
     line."""
     found = []
-    for name in names:
-        # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
-        # subject, the phrase it opens is
-        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
-            if _opens_clause(passage, m.start()):
-                found.append((m.start(), _splits(name, _words_after(passage, m.end()))))
-    for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?!\w)", passage):
-        if _opens_clause(passage, m.start()):
-            rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, m.end()))]
-            chosen = (antecedents or {}).get(m.start())
-            fits = (
-                [chosen] if chosen else [n for n in names if _title_gender(n) in ("", m.group().casefold())]
-            )
-            found.append((m.start(), [f"{n} | {rest}" for n in fits for rest in rests]))
+    for start, end, name in subject_spans(passage, names):
+        if name is not None:
+            found.append((start, _splits(name, _words_after(passage, end))))
+            continue
+        rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, end))]
+        chosen = (antecedents or {}).get(start)
+        pronoun = passage[start:end].casefold()
+        fits = [chosen] if chosen else [n for n in names if _title_gender(n) in ("", pronoun)]
+        found.append((start, [f"{n} | {rest}" for n in fits for rest in rests]))
     ends = [m.end() for m in re.finditer(r"[.!?]", passage)]
     sentences: dict[int, list[str]] = {}
     for at, lines in sorted(found, key=lambda x: x[0]):
@@ -228,7 +247,8 @@ def _splits(subject: str, words: list[str]) -> list[str]:
         if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase
             continue
         j = min(i + MAX_PHRASE_WORDS, len(words))
-        while j > i and words[j - 1].casefold() in _OPEN_WORDS:  # nor does it end on "in the"
+        # nor does it end on "in the", or on a title ("kind to Mr.")
+        while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in TITLES):
             j -= 1
         if j > i:
             out.append(f"{subject} | {' '.join(words[:i])} | {' '.join(words[i:j])}\n")

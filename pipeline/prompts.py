@@ -41,7 +41,8 @@ class NotesConfig:
     """Running notes (pipeline/notes.py): a summary-so-far the model rewrites every `every` chunks."""
 
     every: int | None = field(default=None, metadata={"help": "update the running notes every K chunks; 0: off; "
-                                                      "none: 2 for the chat style, off for task"})  # fmt: skip
+                                                      "none: 2 where they are the summary (summary_from notes, "
+                                                      "chat style), else off"})  # fmt: skip
     max_new_tokens: int = field(default=96, metadata={"help": "the notes' bound in tokens: an update costs the "
                                                       "same however long the book"})  # fmt: skip
     instruction: str = field(default="Write a short summary of the text below. Name the people and say what "
@@ -51,8 +52,10 @@ class NotesConfig:
         if (self.every is not None and self.every < 0) or self.max_new_tokens < 1:
             raise ValueError(f"notes.every must be >= 0 and notes.max_new_tokens >= 1, got {self}")
 
-    def every_for(self, style: str) -> int:
-        return (2 if style == "chat" else 0) if self.every is None else self.every
+    def every_for(self, style: str, summary_from: str = "notes") -> int:
+        if self.every is not None:
+            return self.every
+        return 2 if style == "chat" and summary_from == "notes" else 0
 
 
 def choose_style(config: PromptConfig, tokenizer, memory: str) -> str:

@@ -11,6 +11,21 @@ SUMMARIES = pa.schema(
         pa.field("source", pa.string()),
         pa.field("title", pa.string()),
         pa.field("summary", pa.string()),
+        pa.field("summary_from", pa.string()),  # states | memory | notes (pipeline/summary.py)
+        # the document's spans that say each summary sentence: source_text[char_start:char_end]
+        pa.field(
+            "summary_evidence",
+            pa.list_(
+                pa.struct(
+                    [
+                        pa.field("sentence", pa.int64()),  # the summary's sentence, from 0
+                        pa.field("chunk_index", pa.int64()),
+                        pa.field("char_start", pa.int64()),
+                        pa.field("char_end", pa.int64()),
+                    ]
+                )
+            ),
+        ),
         pa.field("n_chars", pa.int64()),
         pa.field("n_tokens", pa.int64()),  # tokens read into memory
         pa.field("n_chunks", pa.int64()),
@@ -43,6 +58,9 @@ FACTS = pa.schema(
     ]
 )
 
+# the columns of an entity's final state in a document: its last fact's, named once
+FINAL_STATE = ("doc_id", "relation", "object", "chunk_index", "char_start", "char_end")
+
 ENTITIES = pa.schema(
     [
         pa.field("entity", pa.string(), nullable=False),  # normalised canonical name (pipeline/entities.py)
@@ -51,20 +69,8 @@ ENTITIES = pa.schema(
         pa.field("n_mentions", pa.int64()),
         # per document the entity is a subject in: its last fact there (the latest said of it) with the evidence
         pa.field(
-            "final_states",
-            pa.list_(
-                pa.struct(
-                    [
-                        pa.field("doc_id", pa.string()),
-                        pa.field("relation", pa.string()),
-                        pa.field("object", pa.string()),
-                        pa.field("chunk_index", pa.int64()),
-                        pa.field("char_start", pa.int64()),
-                        pa.field("char_end", pa.int64()),
-                    ]
-                )
-            ),
-        ),  # fmt: skip
+            "final_states", pa.list_(pa.struct([FACTS.field(n).with_nullable(True) for n in FINAL_STATE]))
+        ),
         pa.field("run_id", pa.string()),
     ]
 )

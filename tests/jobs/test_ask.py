@@ -82,3 +82,35 @@ def test_a_state_of_another_model_is_refused_in_one_line(saved, tmp_path, smollm
     assert err[0].startswith("jobs.ask: error: ValueError: ") and "was not written by model" in err[0]
     assert ask.main(["--state", str(tmp_path / "missing.safetensors"), QUESTION]) == 1
     assert "memory state file not found" in capsys.readouterr().err
+
+
+PEOPLE = {
+    "Inspector Halvorsen": [
+        "Inspector Halvorsen keeps the ledger in the observatory of Bergen.",
+        "Inspector Halvorsen moved the ledger to the lighthouse at Tromsø.",
+        "Inspector Halvorsen smiled.",
+    ],
+    "Mary Hale": ["Mary Hale sold the mill."],
+    "Tom Hale": ["Tom Hale left."],
+}
+
+
+@pytest.mark.parametrize(
+    "question, after",
+    [
+        # the latest fact sharing the question's words, not the latest of all
+        (
+            "Where does Inspector Halvorsen keep the ledger?",
+            "Inspector Halvorsen moved the ledger to the lighthouse at Tromsø.",
+        ),
+        (
+            "What did Halvorsen do?",
+            "Inspector Halvorsen smiled.",
+        ),  # a unique last name; no shared word: the latest
+        ("Who is Hale?", None),  # two people of that name: neither
+        ("Where is the ledger?", None),  # no one named
+    ],
+)
+def test_a_question_is_followed_by_the_fact_of_the_person_it_names(question, after):
+    prompt = ask.with_people(question, PEOPLE)
+    assert prompt == (question if after is None else f"{question}\n\nThe latest the book says of it: {after}")

@@ -1,0 +1,171 @@
+"""Summaries that say what happened, each sentence with its evidence in the document.
+
+`summary_from_states`: the main people of a document (the subjects of most facts), what the text first says
+each of them did, and the last (how it ended for them), in the words of the facts: every word of a sentence is
+the document's own or one of the summary's connectives (`CONNECTIVES`), and each sentence carries the spans
+that say it: its fact's, and where the fact's subject came from a pronoun, the span that last named the
+person. The facts are the memory's work (a pronoun's person is the entity states' choice, pipeline/
+entity_states.py), so the summary costs no generation at all.
+
+`evidence_for`: the same evidence for generated prose (a summary from the model's memory, running notes): each
+sentence's best-matching sentence of the document, so that what a generated summary says can be checked.
+
+`supported`: whether the spans of a sentence hold all of its content words, the measure of both.
+"""
+
+import bisect
+import re
+from collections.abc import Iterable
+
+from memgpt.archival import SENTENCE_END
+from memgpt.repetition import FUNCTION_WORDS
+from pipeline.entities import is_entity
+
+PEOPLE = 6  # people a summary follows, at most
+LAST_FACTS = 16  # facts kept per person with a saved memory state, the latest
+# capitalised, and an entity, but no one a summary follows
+_NOT_PEOPLE = frozenset(
+    "monday tuesday wednesday thursday friday saturday sunday january february september october november "
+    "december christmas".split()
+)
+# the words a summary adds to the document's: never a claim about it
+CONNECTIVES = frozenset(("finally", "follows", "text", "people"))
+_WORD = re.compile(r"[^\W_]+")
+_SENTENCE_END = re.compile(r"[.!?\n]")
+SENTENCE = 400  # characters: how far a fact's span is widened to its sentence, at most
+
+
+def content_words(text: str) -> set[str]:
+    """The words of `text` that say something (case-folded): not function words, connectives or numbers."""
+    words = {w.casefold() for w in _WORD.findall(text)}
+    return {w for w in words if w not in FUNCTION_WORDS and w not in CONNECTIVES and not w.isdigit()}
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of each sentence of `text`, without the space around it: a sentence ends at . ! ? (and a
+    closing quote) before a space, never after a title or an initial ("Mrs. Bennet"), and at a blank line."""
+    spans, at = [], 0
+    for m in [*SENTENCE_END.finditer(text), None]:
+        end = m.start() + len(m.group().rstrip()) if m else len(text)
+        piece = text[at:end]
+        if piece.strip():
+            start = at + len(piece) - len(piece.lstrip())
+            spans.append((start, start + len(piece.strip())))
+        at = m.end() if m else len(text)
+    return spans
+
+
+def summary_from_states(
+    facts: list[dict], text: str, chunk_starts: list[int], people: int = PEOPLE
+) -> tuple[str, list[dict]]:
+    """The summary of a document from its fact rows (in reading order) and the evidence of each sentence
+    (`sentence`: its index, `chunk_index`, `char_start`, `char_end`; a sentence may have several spans)."""
+    by_person: dict[str, list[dict]] = {}
+    for row in facts:
+        if _is_person(row["subject"]) and _says_something(row):
+            by_person.setdefault(row["subject"], []).append(row)
+    if not by_person:
+        return "", []
+    order = list(by_person)  # the first to act comes first among equals
+    main = sorted(order, key=lambda p: (-len(by_person[p]), order.index(p)))[:people]
+    lines: list[tuple[str, list[dict]]] = []
+    intro = f"The text follows {_listed(main)}."
+    lines.append((intro, [_span(by_person[p][0]) for p in main]))
+    for person in main:
+        rows = by_person[person]
+        lines.append((_sentence(rows[0]), _evidence(rows[0], text, chunk_starts)))
+        if len(rows) > 1:
+            lines.append(("Finally, " + _sentence(rows[-1]), _evidence(rows[-1], text, chunk_starts)))
+    summary = " ".join(s for s, _ in lines)
+    evidence = [{"sentence": i, **span} for i, (_, spans) in enumerate(lines) for span in spans]
+    return summary, evidence
+
+
+def person_facts(facts: list[dict], last: int = LAST_FACTS) -> dict[str, list[str]]:
+    """Each person's latest `last` facts (in reading order) as sentences: what the document said of them last,
+    each thing's latest state among them ("... moved the ledger to ..." after "... keeps the ledger in ...")."""
+    said: dict[str, list[str]] = {}
+    for row in facts:
+        if _is_person(row["subject"]) and _says_something(row):
+            said.setdefault(row["subject"], []).append(_sentence(row))
+    return {person: sentences[-last:] for person, sentences in said.items()}
+
+
+def evidence_for(summary: str, text: str, chunk_starts: list[int]) -> list[dict]:
+    """For each sentence of a generated `summary`, the sentence of `text` that shares the most content words
+    with it (none where it shares none): one pass over the document per summary."""
+    said = [content_words(summary[a:b]) for a, b in sentence_spans(summary)]
+    best: list[tuple[int, int, int]] = [(0, 0, 0)] * len(said)  # (shared words, start, end) per sentence
+    for start, end in sentence_spans(text):
+        words = content_words(text[start:end])
+        for i, s in enumerate(said):
+            shared = len(s & words)
+            if shared > best[i][0]:
+                best[i] = (shared, start, end)
+    return [
+        {"sentence": i, "chunk_index": _chunk_of(start, chunk_starts), "char_start": start, "char_end": end}
+        for i, (shared, start, end) in enumerate(best)
+        if shared
+    ]
+
+
+def supported(summary: str, evidence: Iterable[dict], text: str) -> list[bool]:
+    """Per sentence of `summary`: whether its evidence spans in `text` hold every one of its content words."""
+    spans: dict[int, str] = {}
+    for e in evidence:
+        spans[e["sentence"]] = spans.get(e["sentence"], "") + " " + text[e["char_start"] : e["char_end"]]
+    return [
+        bool(words) and words <= content_words(spans.get(i, ""))
+        for i, words in enumerate(content_words(summary[a:b]) for a, b in sentence_spans(summary))
+    ]
+
+
+def _is_person(subject: str) -> bool:
+    """A name (not "rain") that is no day or month."""
+    return subject[:1].isupper() and is_entity(subject) and subject.casefold() not in _NOT_PEOPLE
+
+
+def _says_something(row: dict) -> bool:
+    """Not the first half of a compound subject ("Mrs. Hurst | and | Miss Bingley")."""
+    return row["relation"].split()[0].casefold() not in ("and", "or", "nor")
+
+
+def _sentence(row: dict) -> str:
+    words = f"{row['subject']} {row['relation']} {row['object']}".rstrip(" ,;:")
+    return words if words.endswith((".", "!", "?")) else words + "."
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _span(row: dict) -> dict:
+    return {"chunk_index": row["chunk_index"], "char_start": row["char_start"], "char_end": row["char_end"]}
+
+
+def _evidence(row: dict, text: str, chunk_starts: list[int]) -> list[dict]:
+    """The sentence around the fact's span (which may hold its object only), and where its subject is not in
+    it (a resolved pronoun), the last span before it that names the person."""
+    start, end = _sentence_around(text, row["char_start"], row["char_end"])
+    spans = [{"chunk_index": row["chunk_index"], "char_start": start, "char_end": end}]
+    said = text[start:end]
+    if row["subject"] not in said:
+        at = text.rfind(row["subject"], 0, row["char_start"])
+        if at >= 0:
+            end = at + len(row["subject"])
+            spans.append({"chunk_index": _chunk_of(at, chunk_starts), "char_start": at, "char_end": end})
+    return spans
+
+
+def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened to the sentence(s) that hold it, at most SENTENCE characters each way."""
+    before = _SENTENCE_END.search(text[max(0, start - SENTENCE) : start][::-1])
+    start = start - before.start() if before else max(0, start - SENTENCE)
+    while start < end and text[start].isspace():
+        start += 1
+    after = _SENTENCE_END.search(text, end, end + SENTENCE)
+    return start, after.end() if after else min(len(text), end + SENTENCE)
+
+
+def _chunk_of(offset: int, chunk_starts: list[int]) -> int:
+    return max(0, bisect.bisect_right(chunk_starts, offset) - 1)

@@ -1,0 +1,92 @@
+"""Summaries with evidence: from the facts and entity states, and evidence found for generated prose."""
+
+import pytest
+
+from pipeline.summary import content_words, evidence_for, person_facts, summary_from_states, supported
+
+TEXT = (
+    "Inspector Halvorsen keeps the ledger in the observatory of Bergen. Mary Hale walked to the mill. "
+    "The rain fell all day. Mary Hale sold the old mill to a miller. Years later, he moved the ledger to "
+    "the lighthouse at Tromsø. It was over."
+)
+
+
+def fact(subject: str, relation: str, obj: str, where: str, chunk: int = 0) -> dict:
+    """A fact row whose evidence span is `where` in TEXT, as the actor's grounding gives it."""
+    start = TEXT.index(where)
+    return {"subject": subject, "relation": relation, "object": obj, "chunk_index": chunk,
+            "char_start": start, "char_end": start + len(where)}  # fmt: skip
+
+
+FACTS = [
+    fact(
+        "Inspector Halvorsen", "keeps the ledger", "in the observatory of Bergen", "Inspector Halvorsen keeps"
+    ),
+    fact("Mary Hale", "walked to", "the mill", "Mary Hale walked to the mill"),
+    fact("rain", "fell", "all day", "rain fell all day"),  # not a name: no one the summary follows
+    fact("Mary Hale", "sold", "the old mill to a miller", "Mary Hale sold the old mill", chunk=1),
+    # "he" resolved by the entity states: the span holds the object only
+    fact(
+        "Inspector Halvorsen",
+        "moved the ledger to",
+        "the lighthouse at Tromsø",
+        "the lighthouse at Tromsø",
+        1,
+    ),
+]
+STARTS = [0, TEXT.index("Mary Hale sold")]
+
+
+def test_the_main_people_first_and_last_acts_each_sentence_with_its_evidence():
+    summary, evidence = summary_from_states(FACTS, TEXT, STARTS)
+    assert summary == (
+        "The text follows Inspector Halvorsen and Mary Hale. "
+        "Inspector Halvorsen keeps the ledger in the observatory of Bergen. "
+        "Finally, Inspector Halvorsen moved the ledger to the lighthouse at Tromsø. "
+        "Mary Hale walked to the mill. Finally, Mary Hale sold the old mill to a miller."
+    )
+    assert {e["sentence"] for e in evidence} == {0, 1, 2, 3, 4}
+    assert all(supported(summary, evidence, TEXT))
+    # the resolved pronoun's sentence: its own sentence in the text, and the last span that names the person
+    spans = [TEXT[e["char_start"] : e["char_end"]] for e in evidence if e["sentence"] == 2]
+    assert spans == ["Years later, he moved the ledger to the lighthouse at Tromsø.", "Inspector Halvorsen"]
+    assert [e["chunk_index"] for e in evidence if e["sentence"] == 2] == [1, 0]
+
+
+def test_people_are_bounded_and_ranked_by_what_they_did():
+    summary, _ = summary_from_states(FACTS, TEXT, STARTS, people=1)
+    assert summary.startswith("The text follows Inspector Halvorsen.")  # two facts each: the first to act
+    assert "Mary" not in summary
+    assert summary_from_states([FACTS[2]], TEXT, STARTS) == ("", [])  # no person: no summary to make
+
+
+def test_evidence_for_generated_prose_and_what_it_cannot_support():
+    summary = "Mary Hale sold the old mill. The Queen of Spain invented a telescope."
+    evidence = evidence_for(summary, TEXT, STARTS)
+    assert [(e["sentence"], e["chunk_index"]) for e in evidence] == [(0, 1)]
+    assert TEXT[evidence[0]["char_start"] : evidence[0]["char_end"]].startswith("Mary Hale sold")
+    assert supported(summary, evidence, TEXT) == [True, False]
+
+
+@pytest.mark.parametrize(
+    "sentence, words",
+    [("Finally, the text follows Mary.", {"mary"}), ("He had 3 of them.", set())],
+)
+def test_content_words_leave_out_connectives_and_numbers(sentence, words):
+    assert content_words(sentence) == words
+
+
+def test_a_word_outside_the_evidence_is_not_supported():
+    summary = "Mary Hale walked to the river."
+    evidence = [{"sentence": 0, "chunk_index": 0, "char_start": 67, "char_end": 95}]
+    assert TEXT[67:95] == "Mary Hale walked to the mill"
+    assert supported(summary, evidence, TEXT) == [False]
+
+
+def test_person_facts_keep_each_persons_latest_and_no_compound_halves():
+    rows = FACTS + [dict(FACTS[1], subject="Mary Hale", relation="and", object="Inspector Halvorsen")]
+    people = person_facts(rows, last=1)
+    assert people == {
+        "Inspector Halvorsen": ["Inspector Halvorsen moved the ledger to the lighthouse at Tromsø."],
+        "Mary Hale": ["Mary Hale sold the old mill to a miller."],
+    }
