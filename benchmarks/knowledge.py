@@ -2,6 +2,9 @@
 
 python -m benchmarks.knowledge            # 4 excerpts of 10k characters, 3 facts each: ~20 min on 2 CPU cores
 python -m benchmarks.knowledge --full     # 8 excerpts of 40k characters (about 10k tokens), 4 facts each
+python -m benchmarks.knowledge --long     # 2 books' 220k characters (over 50k tokens), 6 facts each, each
+                                          # follow-up 40k characters (10k tokens) after its fact: kv against
+                                          # recent only, about an hour on 2 CPU cores
 
 Every variant reads the same documents with SmolLM2-135M-Instruct through the real pipeline (local Ray,
 Parquet tables) and is scored from its tables:
@@ -117,6 +120,7 @@ def is_grounded(row, text: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--full", action="store_true")
+    p.add_argument("--long", action="store_true", help="book-length documents (see above)")
     p.add_argument("--docs", type=int, default=None)
     p.add_argument("--chars", type=int, default=None)
     p.add_argument("--facts", type=int, default=None, help="planted facts per document")
@@ -125,9 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=str(OUT / "knowledge.json"), help="JSON of the results ('' to skip)")
     args = p.parse_args(argv)
-    n_docs = args.docs or (8 if args.full else 4)
-    chars = args.chars or (40_000 if args.full else 10_000)
-    n_facts = args.facts or (4 if args.full else 3)
+    n_docs = args.docs or (2 if args.long else 8 if args.full else 4)
+    chars = args.chars or (220_000 if args.long else 40_000 if args.full else 10_000)
+    n_facts = args.facts or (6 if args.long else 4 if args.full else 3)
+    gap = 40_000 if args.long else 2500
+    if args.long and args.variants == list(VARIANTS):
+        args.variants = ["kv", "recent only"]
 
     import shutil
 
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(work, ignore_errors=True)
     corpus = work / "corpus"
     corpus.mkdir(parents=True)
-    docs = planted_corpus(n_docs, chars, n_facts, seed=args.seed)
+    docs = planted_corpus(n_docs, chars, n_facts, seed=args.seed, gap_chars=gap)
     for d in docs:
         (corpus / f"{d.doc_id}.txt").write_text(d.text, encoding="utf-8")
     rows, examples = [], {}
@@ -166,7 +173,13 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print_table([{k: r[k] for k in columns} for r in rows], f"knowledge: {n_docs} documents x {chars} chars")
     if args.save:
-        setup = {"docs": n_docs, "chars": chars, "facts_per_doc": n_facts, "seed": args.seed}
+        setup = {
+            "docs": n_docs,
+            "chars": chars,
+            "facts_per_doc": n_facts,
+            "gap_chars": gap,
+            "seed": args.seed,
+        }
         saved = {"command": command(), "machine": machine(), "setup": setup, "results": rows,
                   "examples": examples}  # fmt: skip
         Path(args.save).write_text(json.dumps(saved, indent=1, default=str))

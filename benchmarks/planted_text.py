@@ -121,9 +121,15 @@ def plant(
 
 
 def planted_corpus(
-    n_docs: int, chars: int, n_facts: int, seed: int = 0, books: tuple[str, ...] | None = None
+    n_docs: int,
+    chars: int,
+    n_facts: int,
+    seed: int = 0,
+    books: tuple[str, ...] | None = None,
+    gap_chars: int = 2500,
 ) -> list[PlantedDocument]:
-    """`n_docs` excerpts of `chars` characters from the books, each with its planted facts."""
+    """`n_docs` excerpts of `chars` characters from the books, each with its planted facts (a follow-up about
+    `gap_chars` after its fact)."""
     books = books or ("pride_and_prejudice.txt", "moby_dick.txt")
     rng = random.Random(seed)
     docs = []
@@ -131,7 +137,8 @@ def planted_corpus(
         book = book_text(books[d % len(books)])
         start = rng.randrange(len(book) // 10, len(book) - chars)
         start = book.find("\n\n", start) + 2  # from a paragraph's start
-        docs.append(plant(f"doc-{d:02d}", book[start : start + chars], n_facts, seed * 1000 + d))
+        excerpt = book[start : start + chars]
+        docs.append(plant(f"doc-{d:02d}", excerpt, n_facts, seed * 1000 + d, gap_chars=gap_chars))
     return docs
 
 

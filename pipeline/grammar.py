@@ -145,7 +145,7 @@ def fact_grammar(
     if mode == "text":
         names = sorted(set(names_in(passage)) | set(known))
         if not relations:  # one line for each sentence with a subject, in order: every sentence is covered
-            anchors = copied_anchors(passage, names, antecedents)[:max_lines] if names else []
+            anchors = copied_anchors(passage, names, antecedents, known)[:max_lines] if names else []
             rules = [f"L{k}: {_one_of(lines, '')}" for k, lines in enumerate(anchors)]
             start = " ".join(f"L{k}" for k in range(len(anchors))) or NO_LINES
             return llguidance.grammar_from("lark", f"start: {start}\n" + "".join(f"{r}\n" for r in rules))
@@ -191,12 +191,16 @@ def subject_spans(
 
 
 def copied_anchors(
-    passage: str, names: list[str], antecedents: dict[int, str] | None = None
+    passage: str,
+    names: list[str],
+    antecedents: dict[int, str] | None = None,
+    known: list[str] | tuple[str, ...] | None = None,
 ) -> list[list[str]]:
     """The fact lines each sentence of the passage allows, in reading order: where a name opens a clause, that
     name and the words that follow it, split into relation and object; where "he"/"she" does, its antecedent
-    (by offset) if known, else any of `names`, and what follows. A sentence without such a subject has no
-    line."""
+    (by offset) if known, else any of `names` said before it (in `known`, the names of the chunks before, or
+    earlier in the passage; all of `names` when `known` is None), and what follows. A sentence without such a
+    subject has no line."""
     found = []
     for start, end, name in subject_spans(passage, names):
         if name is not None:
@@ -205,7 +209,9 @@ def copied_anchors(
         rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, end))]
         chosen = (antecedents or {}).get(start)
         pronoun = passage[start:end].casefold()
-        fits = [chosen] if chosen else [n for n in names if _title_gender(n) in ("", pronoun)]
+        # "he" means someone said before it: "She has only one daughter" is not the Inspector named after it
+        said = [n for n in names if known is None or n in known or -1 < passage.find(n) < start]
+        fits = [chosen] if chosen else [n for n in said if _title_gender(n) in ("", pronoun)]
         found.append((start, [f"{n} | {rest}" for n in fits for rest in rests]))
     ends = [m.end() for m in re.finditer(r"[.!?]", passage)]
     sentences: dict[int, list[str]] = {}

@@ -21,7 +21,8 @@ from memgpt.archival import SENTENCE_END
 from memgpt.repetition import FUNCTION_WORDS
 from pipeline.entities import is_entity
 
-PEOPLE = 6  # people a summary follows, at most
+PEOPLE = 6  # people a summary follows, at most (and as many more who changed something)
+CHANGES = 2  # facts that change an earlier one, per person, at most
 LAST_FACTS = 16  # facts kept per person with a saved memory state, the latest
 # capitalised, and an entity, but no one a summary follows
 _NOT_PEOPLE = frozenset(
@@ -59,7 +60,10 @@ def summary_from_states(
     facts: list[dict], text: str, chunk_starts: list[int], people: int = PEOPLE
 ) -> tuple[str, list[dict]]:
     """The summary of a document from its fact rows (in reading order) and the evidence of each sentence
-    (`sentence`: its index, `chunk_index`, `char_start`, `char_end`; a sentence may have several spans)."""
+    (`sentence`: its index, `chunk_index`, `char_start`, `char_end`; a sentence may have several spans).
+
+    It follows the `people` subjects of most facts: each one's first fact, the facts that changed an earlier
+    one ("Later, ..."), and its last ("Finally, ..."); then, of everyone else, whoever changed something."""
     by_person: dict[str, list[dict]] = {}
     for row in facts:
         if _is_person(row["subject"]) and _says_something(row):
@@ -68,17 +72,30 @@ def summary_from_states(
         return "", []
     order = list(by_person)  # the first to act comes first among equals
     main = sorted(order, key=lambda p: (-len(by_person[p]), order.index(p)))[:people]
+    changed = [p for p in order if p not in main and changes(by_person[p])][:people]
     lines: list[tuple[str, list[dict]]] = []
     intro = f"The text follows {_listed(main)}."
     lines.append((intro, [_span(by_person[p][0]) for p in main]))
-    for person in main:
+    for person in main + changed:
         rows = by_person[person]
-        lines.append((_sentence(rows[0]), _evidence(rows[0], text, chunk_starts)))
-        if len(rows) > 1:
-            lines.append(("Finally, " + _sentence(rows[-1]), _evidence(rows[-1], text, chunk_starts)))
+        later = [r for r in changes(rows) if r is not rows[-1]][:CHANGES]
+        last = [rows[-1]] if len(rows) > 1 and (person in main or changes(rows)[-1:] == rows[-1:]) else []
+        said = [(rows[0], "")] + [(r, "Later, ") for r in later] + [(r, "Finally, ") for r in last]
+        lines += [(opener + _sentence(row), _evidence(row, text, chunk_starts)) for row, opener in said]
     summary = " ".join(s for s, _ in lines)
     evidence = [{"sentence": i, **span} for i, (_, spans) in enumerate(lines) for span in spans]
     return summary, evidence
+
+
+def changes(rows: list[dict]) -> list[dict]:
+    """The facts of one person that change an earlier one: they say a word of it again, of what it did or had
+    ("keeps the ledger in Bergen" -> "moved the ledger to Tromsø", "was happy" -> "was not happy")."""
+    out = []
+    for i, row in enumerate(rows[1:], 1):
+        said = _what(row)
+        if any(said & _what(before) for before in rows[:i]):
+            out.append(row)
+    return out
 
 
 def person_facts(facts: list[dict], last: int = LAST_FACTS) -> dict[str, list[str]]:
@@ -128,6 +145,12 @@ def _is_person(subject: str) -> bool:
 def _says_something(row: dict) -> bool:
     """Not the first half of a compound subject ("Mrs. Hurst | and | Miss Bingley")."""
     return row["relation"].split()[0].casefold() not in ("and", "or", "nor")
+
+
+def _what(row: dict) -> set[str]:
+    """The lowercase content words of a fact's relation and object: what it is about, not who."""
+    words = _WORD.findall(f"{row['relation']} {row['object']}")
+    return {w for w in words if w.islower() and w not in FUNCTION_WORDS and w not in CONNECTIVES}
 
 
 def _sentence(row: dict) -> str:

@@ -58,6 +58,15 @@ def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
     assert not any(line.rstrip("\n").endswith((" the", " of", " in")) for line in lines)
 
 
+def test_a_pronoun_means_someone_said_before_it():
+    passage = "She has only one daughter. Inspector Halvorsen keeps the ledger. He smiled."
+    names = [*names_in(passage), "Mary Hale"]  # as fact_grammar gives them: the chunk's and those known before
+    lines = [line for anchor in copied_anchors(passage, names, known=["Mary Hale"]) for line in anchor]
+    assert "Mary Hale | has only | one daughter\n" in lines  # named in a chunk before
+    assert not any(line.startswith("Inspector Halvorsen | has") for line in lines)  # named after "She"
+    assert any(line.startswith("Inspector Halvorsen | keeps") for line in lines)
+
+
 def prompt_ids(tok, passage: str) -> torch.Tensor:
     content = f"List the facts stated in the passage below, one per line, as: subject | relation | object.\n\n{passage}"
     return tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,

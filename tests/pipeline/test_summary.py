@@ -2,7 +2,14 @@
 
 import pytest
 
-from pipeline.summary import content_words, evidence_for, person_facts, summary_from_states, supported
+from pipeline.summary import (
+    changes,
+    content_words,
+    evidence_for,
+    person_facts,
+    summary_from_states,
+    supported,
+)
 
 TEXT = (
     "Inspector Halvorsen keeps the ledger in the observatory of Bergen. Mary Hale walked to the mill. "
@@ -53,9 +60,13 @@ def test_the_main_people_first_and_last_acts_each_sentence_with_its_evidence():
     assert [e["chunk_index"] for e in evidence if e["sentence"] == 2] == [1, 0]
 
 
-def test_people_are_bounded_and_ranked_by_what_they_did():
+def test_people_are_bounded_and_ranked_by_what_they_did_and_who_changed_something_follows():
     summary, _ = summary_from_states(FACTS, TEXT, STARTS, people=1)
     assert summary.startswith("The text follows Inspector Halvorsen.")  # two facts each: the first to act
+    # not among the main people, but what she did changed something she had before: it is said
+    assert summary.endswith("Mary Hale walked to the mill. Finally, Mary Hale sold the old mill to a miller.")
+    unchanged = [FACTS[0], FACTS[1], FACTS[4], dict(FACTS[3], relation="sang", object="a song")]
+    summary, _ = summary_from_states(unchanged, TEXT, STARTS, people=1)
     assert "Mary" not in summary
     assert summary_from_states([FACTS[2]], TEXT, STARTS) == ("", [])  # no person: no summary to make
 
@@ -90,3 +101,9 @@ def test_person_facts_keep_each_persons_latest_and_no_compound_halves():
         "Inspector Halvorsen": ["Inspector Halvorsen moved the ledger to the lighthouse at Tromsø."],
         "Mary Hale": ["Mary Hale sold the old mill to a miller."],
     }
+
+
+def test_changes_are_later_facts_that_say_again_what_an_earlier_one_was_about():
+    keeps, moved = FACTS[0], FACTS[4]
+    smiled = dict(moved, relation="smiled", object="at Bergen")  # a name shared is no change
+    assert changes([keeps, smiled, moved]) == [moved]
