@@ -166,23 +166,39 @@ class Extractor:
                             "text_chunk": self.text_chunk, "readings": [r.to_dict() for r in readings],
                             "seconds": before + time.perf_counter() - start}  # fmt: skip
                 self.checkpoints.save(key, t + 1, state, progress)
-        if self.summary_from == "notes":  # the last notes are the summary of the whole document
-            summaries = [r.notes for r in readings]
-        elif self.summary_from == "states":
-            summaries = [""] * len(docs)  # made from the facts with their evidence, in results()
-        else:
-            prompts = [self.prompts.summary()] * len(docs)
-            processor = self.prose_without_loops([r.seen for r in readings])
-            summaries, counts = self.generate(
-                prompts, state, self.config.max_new_tokens_summary, processor=processor
-            )
-            # no loop, and no end cut off by the token limit
-            cut = [n >= self.config.max_new_tokens_summary for n in counts]
-            summaries = [tidy_prose(s, c) for s, c in zip(summaries, cut, strict=True)]
-            for r, n in zip(readings, counts, strict=True):
-                r.generated += n
+        summaries = self.summaries(docs, chunks, readings, state)
         seconds = before + time.perf_counter() - start
         return self.results(docs, chunks, readings, summaries, state, seconds)
+
+    def summaries(self, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading],
+                  state: MemoryState) -> list[tuple[str, str, list[dict]]]:  # fmt: skip
+        """Each document's summary: (where it came from, text, evidence). With `summary_from: auto`, a document
+        whose facts follow fewer than two people (a manual, a README) gets its summary from the memory."""
+        made: list[tuple[str, str, list[dict]] | None] = [None] * len(docs)
+        for i, (d, r) in enumerate(zip(docs, readings, strict=True)):
+            starts = [c.char_start for c in chunks[i]]
+            if self.summary_from == "notes":  # the last notes are the summary of the whole document
+                made[i] = ("notes", r.notes.strip(), evidence_for(r.notes, d["text"], starts))
+            elif self.summary_from == "states":
+                least = 2 if self.config.summary_from == "auto" else 1
+                text, evidence = summary_from_states(
+                    dedupe(r.facts), d["text"], starts, self.config.summary_people, least
+                )
+                made[i] = ("states", text, evidence) if text or least == 1 else None
+        need = [i for i, m in enumerate(made) if m is None]
+        if need:
+            processor = self.prose_without_loops([readings[i].seen for i in need])
+            texts, counts = self.generate(
+                [self.prompts.summary()] * len(need), _select(state, need), self.config.max_new_tokens_summary,
+                processor=processor,
+            )  # fmt: skip
+            for i, text, n in zip(need, texts, counts, strict=True):
+                # no loop, and no end cut off by the token limit
+                text = tidy_prose(text, n >= self.config.max_new_tokens_summary)
+                starts = [c.char_start for c in chunks[i]]
+                made[i] = ("memory", text, evidence_for(text, docs[i]["text"], starts))
+                readings[i].generated += n
+        return made
 
     def read_chunk(self, t: int, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading],
                    state: MemoryState) -> MemoryState:  # fmt: skip
@@ -217,8 +233,8 @@ class Extractor:
                     r.notes, r.noted, r.generated = text, chunks[i][t].char_end, r.generated + n
         return state
 
-    def results(self, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading], summaries: list[str],
-                state: MemoryState, seconds: float) -> list[dict]:  # fmt: skip
+    def results(self, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading],
+                summaries: list[tuple[str, str, list[dict]]], state: MemoryState, seconds: float) -> list[dict]:  # fmt: skip
         """Every document's rows; the group's seconds shared by tokens read and generated, so they add up."""
         n_tokens = [sum(len(c.token_ids) for c in cs) for cs in chunks]
         work = sum(n_tokens) + sum(r.generated for r in readings)
@@ -227,14 +243,9 @@ class Extractor:
         for i, (d, r) in enumerate(zip(docs, readings, strict=True)):
             share = seconds * (n_tokens[i] + r.generated) / max(work, 1)
             doc_facts = dedupe(r.facts)
-            starts = [c.char_start for c in chunks[i]]
-            if self.summary_from == "states":
-                text, evidence = summary_from_states(doc_facts, d["text"], starts, self.config.summary_people)
-            else:
-                text, evidence = summaries[i].strip(), evidence_for(summaries[i], d["text"], starts)
-            summary = self.summary_row(
-                d, text, evidence, len(chunks[i]), n_tokens[i], r, len(doc_facts), share
-            )
+            source, text, evidence = summaries[i]
+            summary = self.summary_row(d, source, text, evidence, len(chunks[i]), n_tokens[i], r, len(doc_facts),
+                                       share)  # fmt: skip
             saved = None
             if self.config.save_states:
                 saved = self.save_state(d, state.select([i]), text, person_facts(doc_facts))
@@ -357,15 +368,14 @@ class Extractor:
             )
         return rows, bad
 
-    def summary_row(
-        self, doc, summary, evidence, n_chunks, n_tokens, reading: Reading, n_facts, seconds
-    ) -> dict:
+    def summary_row(self, doc, source, summary, evidence, n_chunks, n_tokens, reading: Reading, n_facts,
+                    seconds) -> dict:  # fmt: skip
         return {
             "doc_id": doc["doc_id"],
             "source": doc["source"],
             "title": doc["title"],
             "summary": summary,
-            "summary_from": self.summary_from,
+            "summary_from": source,
             "summary_evidence": evidence,
             "n_chars": len(doc["text"]),
             "n_tokens": n_tokens,

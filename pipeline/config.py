@@ -58,10 +58,12 @@ class ExtractConfig:
                                     "said, the model's choice", choices=ANTECEDENTS)  # fmt: skip
     facts_max_lines: int = option(8, "fact lines per chunk, at most (under a grammar)")
     max_new_tokens_facts: int = option(192, "tokens generated for a chunk's fact lines, at most")
-    summary_from: str = option("auto", "states: the main people and what each did first and last, in the words of "
-                               "the facts, every sentence with its evidence (no generation); memory: generated "
+    summary_from: str = option("auto", "states: the main people, what each did first, what changed and how it "
+                               "ended, and whoever else changed something, in the words of the facts, every "
+                               "sentence with its evidence (no generation); memory: generated "
                                "from the memory; notes: the last running notes; auto: notes when they are on, "
-                               "else states when facts are, else memory", choices=SUMMARY_FROM)  # fmt: skip
+                               "else states when facts are (memory for a document whose facts follow fewer "
+                               "than two people), else memory", choices=SUMMARY_FROM)  # fmt: skip
     summary_people: int = option(6, "people a summary from states follows, at most")
     max_new_tokens_summary: int = option(96, "tokens of the summary from memory (without running notes)")
     save_states: bool = option(

@@ -57,18 +57,19 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 
 def summary_from_states(
-    facts: list[dict], text: str, chunk_starts: list[int], people: int = PEOPLE
+    facts: list[dict], text: str, chunk_starts: list[int], people: int = PEOPLE, least: int = 1
 ) -> tuple[str, list[dict]]:
     """The summary of a document from its fact rows (in reading order) and the evidence of each sentence
     (`sentence`: its index, `chunk_index`, `char_start`, `char_end`; a sentence may have several spans).
 
     It follows the `people` subjects of most facts: each one's first fact, the facts that changed an earlier
-    one ("Later, ..."), and its last ("Finally, ..."); then, of everyone else, whoever changed something."""
+    one ("Later, ..."), and its last ("Finally, ..."); then, of everyone else, whoever changed something. No
+    summary ("") where fewer than `least` people have facts."""
     by_person: dict[str, list[dict]] = {}
     for row in facts:
         if _is_person(row["subject"]) and _says_something(row):
             by_person.setdefault(row["subject"], []).append(row)
-    if not by_person:
+    if len(by_person) < max(least, 1):
         return "", []
     order = list(by_person)  # the first to act comes first among equals
     main = sorted(order, key=lambda p: (-len(by_person[p]), order.index(p)))[:people]
@@ -169,7 +170,7 @@ def _span(row: dict) -> dict:
 def _evidence(row: dict, text: str, chunk_starts: list[int]) -> list[dict]:
     """The sentence around the fact's span (which may hold its object only), and where its subject is not in
     it (a resolved pronoun), the last span before it that names the person."""
-    start, end = _sentence_around(text, row["char_start"], row["char_end"])
+    start, end = _sentence_around(text, *_clause(row, text, chunk_starts))
     spans = [{"chunk_index": row["chunk_index"], "char_start": start, "char_end": end}]
     said = text[start:end]
     if row["subject"] not in said:
@@ -178,6 +179,18 @@ def _evidence(row: dict, text: str, chunk_starts: list[int]) -> list[dict]:
             end = at + len(row["subject"])
             spans.append({"chunk_index": _chunk_of(at, chunk_starts), "char_start": at, "char_end": end})
     return spans
+
+
+def _clause(row: dict, text: str, chunk_starts: list[int]) -> tuple[int, int]:
+    """Where the fact's words are in its chunk: copied by the text grammar, its relation and object stand there
+    as they are ("lay with closed eyes"), where the grounded span holds the subject's first mention only; the
+    grounded span where they do not."""
+    i = row["chunk_index"]
+    low = chunk_starts[i] if 0 <= i < len(chunk_starts) else 0
+    high = chunk_starts[i + 1] if 0 <= i + 1 < len(chunk_starts) else len(text)
+    words = f"{row['relation']} {row['object']}".split()
+    found = re.compile(r"\s+".join(map(re.escape, words))).search(text, low, high)
+    return found.span() if found else (row["char_start"], row["char_end"])
 
 
 def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:

@@ -107,3 +107,13 @@ def test_changes_are_later_facts_that_say_again_what_an_earlier_one_was_about():
     keeps, moved = FACTS[0], FACTS[4]
     smiled = dict(moved, relation="smiled", object="at Bergen")  # a name shared is no change
     assert changes([keeps, smiled, moved]) == [moved]
+
+
+def test_a_facts_evidence_is_where_its_words_stand_not_its_subjects_first_mention():
+    # grounding found the subject's first mention in the chunk; the copied words stand in a later sentence
+    first = TEXT.index("Mary Hale")
+    row = dict(FACTS[3], chunk_index=0, char_start=first, char_end=first + len("Mary Hale"))
+    summary, evidence = summary_from_states([row, FACTS[0]], TEXT, [0], least=1)
+    spans = [TEXT[e["char_start"] : e["char_end"]] for e in evidence if e["sentence"] == 1]
+    assert spans == ["Mary Hale sold the old mill to a miller."]
+    assert summary_from_states([row], TEXT, [0], least=2) == ("", [])  # one person: too few for `least` 2
