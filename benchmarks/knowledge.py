@@ -41,14 +41,15 @@ VARIANTS = {  # name -> ExtractConfig settings over the default model's (summary
 OUT = Path(__file__).parents[1] / "docs" / "benchmark"
 
 
-def run_variant(name: str, folder: Path, out: Path, settings: dict):
+def run_variant(name: str, folder: Path, out: Path, settings: dict, workers: int = 1, batch_size: int = 4):
     from pipeline.config import ExtractConfig
     from pipeline.prompts import NotesConfig
     from pipeline.run import run
 
     settings = dict(settings)
     notes = NotesConfig(**settings.pop("notes", {}))
-    config = ExtractConfig(input=str(folder), output=str(out), batch_size=4, checkpoint_every=0, **settings)
+    config = ExtractConfig(input=str(folder), output=str(out), batch_size=batch_size, workers=workers,
+                           checkpoint_every=0, **settings)  # fmt: skip
     report = run(replace(config, notes=notes))
     tables = {t: pd.read_parquet(out / t) for t in ("summaries", "facts", "entities")}
     return report, tables
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--full", action="store_true")
     p.add_argument("--long", action="store_true", help="book-length documents (see above)")
+    p.add_argument("--workers", type=int, default=None, help="actors (default 1; 2 with --long, a book each)")
     p.add_argument("--docs", type=int, default=None)
     p.add_argument("--chars", type=int, default=None)
     p.add_argument("--facts", type=int, default=None, help="planted facts per document")
@@ -148,7 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     rows, examples = [], {}
     for name in args.variants:
         start = time.perf_counter()
-        report, tables = run_variant(name, corpus, work / name.replace(" ", "-"), VARIANTS[name])
+        workers = args.workers or (2 if args.long else 1)
+        report, tables = run_variant(
+            name, corpus, work / name.replace(" ", "-"), VARIANTS[name], workers, 1 if workers > 1 else 4
+        )
         result = score(docs, tables["summaries"], tables["facts"], tables["entities"])
         result |= {"variant": name, "tokens/s": report.tokens_per_second,
                    "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
