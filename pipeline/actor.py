@@ -304,14 +304,16 @@ class Extractor:
         """The grammar a chunk's fact lines follow (pipeline/grammar.py), or None when unconstrained.
 
         A subject pronoun's line names the person `antecedents` gives for its offset in the chunk (the entity
-        states' choice); one without may name any name of the chunk, of the names met in the chunks before, or
-        of the running notes (counted only if the text has said it: the notes may be wrong)."""
+        states' choice); one without may name any name said before it: earlier in the chunk, in the chunks before,
+        or in the running notes (counted only if the text has said it: the notes may be wrong)."""
         if self.grammar is None:
             return None
         passage = doc["text"][chunk.char_start : chunk.char_end]
         mode, lines, relations = self.grammar_mode, self.config.facts_max_lines, self.config.facts_relations
         noted = [n for n in names_in(reading.notes) if n in reading.seen]
-        known = list(dict.fromkeys(reading.names + noted + list((antecedents or {}).values())))
+        # names said in the chunks before: a chosen antecedent needs no place here, and one said later in this
+        # chunk must not become a choice for an earlier pronoun the states left open
+        known = list(dict.fromkeys(reading.names + noted))
         return fact_grammar(mode, lines, passage, known, relations, antecedents)
 
     def prose(self, seen: list[list[str]]) -> LogitsProcessorList | None:

@@ -30,9 +30,8 @@ _NOT_PEOPLE = frozenset(
     "december christmas".split()
 )
 # the words a summary adds to the document's: never a claim about it
-CONNECTIVES = frozenset(("finally", "follows", "text", "people"))
+CONNECTIVES = frozenset(("finally", "later", "follows", "text", "people"))
 _WORD = re.compile(r"[^\W_]+")
-_SENTENCE_END = re.compile(r"[.!?\n]")
 SENTENCE = 400  # characters: how far a fact's span is widened to its sentence, at most
 
 
@@ -174,7 +173,7 @@ def _evidence(row: dict, text: str, chunk_starts: list[int]) -> list[dict]:
     spans = [{"chunk_index": row["chunk_index"], "char_start": start, "char_end": end}]
     said = text[start:end]
     if row["subject"] not in said:
-        at = text.rfind(row["subject"], 0, row["char_start"])
+        at = text.rfind(row["subject"], 0, start)
         if at >= 0:
             end = at + len(row["subject"])
             spans.append({"chunk_index": _chunk_of(at, chunk_starts), "char_start": at, "char_end": end})
@@ -194,13 +193,16 @@ def _clause(row: dict, text: str, chunk_starts: list[int]) -> tuple[int, int]:
 
 
 def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
-    """[start, end) widened to the sentence(s) that hold it, at most SENTENCE characters each way."""
-    before = _SENTENCE_END.search(text[max(0, start - SENTENCE) : start][::-1])
-    start = start - before.start() if before else max(0, start - SENTENCE)
-    while start < end and text[start].isspace():
-        start += 1
-    after = _SENTENCE_END.search(text, end, end + SENTENCE)
-    return start, after.end() if after else min(len(text), end + SENTENCE)
+    """[start, end) widened to the sentence(s) that hold it, at most SENTENCE characters each way: a sentence
+    ends as `sentence_spans` says (not at a title's dot, nor at a line break inside a paragraph)."""
+    low = max(0, start - SENTENCE)
+    ends = [m.end() for m in SENTENCE_END.finditer(text, low, start)]
+    begin = ends[-1] if ends else low
+    after = SENTENCE_END.search(text, end, min(len(text), end + SENTENCE))
+    stop = after.start() + len(after.group().rstrip()) if after else min(len(text), end + SENTENCE)
+    while begin < start and text[begin].isspace():
+        begin += 1
+    return begin, stop
 
 
 def _chunk_of(offset: int, chunk_starts: list[int]) -> int:
