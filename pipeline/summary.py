@@ -22,7 +22,7 @@ from memgpt.repetition import FUNCTION_WORDS
 from pipeline.entities import is_entity
 
 PEOPLE = 6  # people a summary follows, at most (and as many more who changed something)
-CHANGES = 2  # facts that change an earlier one, per person, at most
+CHANGES = 2  # changes per person told (the latest), each with the fact it changes
 LAST_FACTS = 16  # facts kept per person with a saved memory state, the latest
 # capitalised, and an entity, but no one a summary follows
 _NOT_PEOPLE = frozenset(
@@ -78,10 +78,12 @@ def summary_from_states(
     lines.append((intro, [_span(by_person[p][0]) for p in main]))
     for person in main + changed:
         rows = by_person[person]
-        later = [r for r in changes(rows) if r is not rows[-1]][:CHANGES]
-        last = [rows[-1]] if len(rows) > 1 and (person in main or changes(rows)[-1:] == rows[-1:]) else []
-        said = [(rows[0], "")] + [(r, "Later, ") for r in later] + [(r, "Finally, ") for r in last]
-        lines += [(opener + _sentence(row), _evidence(row, text, chunk_starts)) for row, opener in said]
+        told = {0} | {i for pair in _changed(rows)[-CHANGES:] for i in pair}
+        if person in main:
+            told.add(len(rows) - 1)
+        for i in sorted(told):
+            opener = "" if i == min(told) else "Finally, " if i == len(rows) - 1 else "Later, "
+            lines.append((opener + _sentence(rows[i]), _evidence(rows[i], text, chunk_starts)))
     summary = " ".join(s for s, _ in lines)
     evidence = [{"sentence": i, **span} for i, (_, spans) in enumerate(lines) for span in spans]
     return summary, evidence
@@ -90,12 +92,19 @@ def summary_from_states(
 def changes(rows: list[dict]) -> list[dict]:
     """The facts of one person that change an earlier one: they say a word of it again, of what it did or had
     ("keeps the ledger in Bergen" -> "moved the ledger to Tromsø", "was happy" -> "was not happy")."""
-    out = []
-    for i, row in enumerate(rows[1:], 1):
-        said = _what(row)
-        if any(said & _what(before) for before in rows[:i]):
-            out.append(row)
-    return out
+    return [rows[j] for _, j in _changed(rows)]
+
+
+def _changed(rows: list[dict]) -> list[tuple[int, int]]:
+    """(the earlier fact, the one that changes it) for each fact that changes an earlier one: the latest
+    earlier one it says a word of again."""
+    pairs = []
+    for j in range(1, len(rows)):
+        said = _what(rows[j])
+        before = [i for i in range(j) if said & _what(rows[i])]
+        if before:
+            pairs.append((before[-1], j))
+    return pairs
 
 
 def person_facts(facts: list[dict], last: int = LAST_FACTS) -> dict[str, list[str]]:

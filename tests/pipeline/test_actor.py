@@ -135,3 +135,28 @@ def test_the_seed_fixes_random_init_weights():
     state = lambda m: m.state_dict().items()  # noqa: E731
     assert all(torch.equal(x, b.state_dict()[k]) for k, x in state(a))  # every actor holds the same model
     assert not all(torch.equal(x, c.state_dict()[k]) for k, x in state(a))
+
+
+@pytest.mark.slow
+def test_auto_summaries_from_states_for_a_story_and_from_memory_for_a_text_without_people(smollm2_path):
+    """One lockstep group, two kinds of document: the story's summary is read off its facts, with evidence in
+    its text; the manual's (one name, no people) is generated from its memory."""
+    story = (
+        "Mary Hale walked to the mill on Monday. Tom Reed sold the grey horse to a farmer. Mary Hale kept the "
+        "brass key in her desk. Tom Reed rode home in the rain. Later, Mary Hale moved the brass key to the "
+        "chapel. Tom Reed slept."
+    )
+    manual = (
+        "Install the package with pip. Run the command with a folder of text files. The tables are written "
+        "as Parquet files. Linux is supported. Each table has a schema."
+    )
+    settings = dict(max_new_tokens_facts=96, max_new_tokens_summary=24, checkpoint_every=0, chunk_size=256)
+    extractor = Extractor(
+        ExtractConfig(input="unused", output="unused", model=str(smollm2_path), **settings), "r"
+    )
+    out = results(extractor, [doc("story", story), doc("manual", manual)])
+    (mine,), (theirs,) = out["story"]["summaries"], out["manual"]["summaries"]
+    assert mine["summary_from"] == "states" and mine["summary"].startswith("The text follows ")
+    assert "Mary Hale" in mine["summary"] and "Tom Reed" in mine["summary"]
+    assert all(0 <= e["char_start"] < e["char_end"] <= len(story) for e in mine["summary_evidence"])
+    assert theirs["summary_from"] == "memory" and theirs["summary"]

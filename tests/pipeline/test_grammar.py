@@ -60,7 +60,10 @@ def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
 
 def test_a_pronoun_means_someone_said_before_it():
     passage = "She has only one daughter. Inspector Halvorsen keeps the ledger. He smiled."
-    names = [*names_in(passage), "Mary Hale"]  # as fact_grammar gives them: the chunk's and those known before
+    names = [
+        *names_in(passage),
+        "Mary Hale",
+    ]  # as fact_grammar gives them: the chunk's and those known before
     lines = [line for anchor in copied_anchors(passage, names, known=["Mary Hale"]) for line in anchor]
     assert "Mary Hale | has only | one daughter\n" in lines  # named in a chunk before
     assert not any(line.startswith("Inspector Halvorsen | has") for line in lines)  # named after "She"

@@ -117,3 +117,18 @@ def test_a_facts_evidence_is_where_its_words_stand_not_its_subjects_first_mentio
     spans = [TEXT[e["char_start"] : e["char_end"]] for e in evidence if e["sentence"] == 1]
     assert spans == ["Mary Hale sold the old mill to a miller."]
     assert summary_from_states([row], TEXT, [0], least=2) == ("", [])  # one person: too few for `least` 2
+
+
+def test_a_change_is_told_with_the_value_it_superseded():
+    def said(relation: str, obj: str) -> dict:
+        return {"subject": "Mary Hale", "relation": relation, "object": obj, "chunk_index": 0, "char_start": 0,
+                "char_end": 9}  # fmt: skip
+
+    rows = [said("walked to", "the mill"), said("kept the brass key", "in her desk"), said("sang", "a song"),
+            said("moved the brass key", "to the chapel"), said("slept", "at noon")]  # fmt: skip
+    summary, _ = summary_from_states(rows + [dict(FACTS[0])], TEXT, [0])
+    assert summary.startswith(
+        "The text follows Mary Hale and Inspector Halvorsen. Mary Hale walked to the mill. Later, Mary Hale kept "
+        "the brass key in her desk. Later, Mary Hale moved the brass key to the chapel. Finally, Mary Hale slept "
+        "at noon."
+    )
