@@ -42,7 +42,7 @@ WORD = re.compile(r"\w+")
 ROLE = re.compile(r"\s*\w+\s*(\n|$)")  # "user\n": what a chat turn starts with, after its special token
 NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")  # a capitalised word: the name a second hop looks for
 # a sentence ends after . ! ? (and closing quotes), not after a title or an initial ("Mr. Darcy", "J. Smith")
-TITLES = ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Jr", "Sr", "Col", "Capt", "Gen", "Rev", "Messrs", "Prof", "Lt")  # fmt: skip
+TITLES = ("Mr", "Mrs", "Ms", "Mx", "Dr", "St", "Mt", "Jr", "Sr", "Col", "Capt", "Gen", "Rev", "Messrs", "Prof", "Lt", "Sgt", "Mme", "Mlle")  # fmt: skip
 # the prefix of a sentence-end pattern that keeps "Mr. Darcy" and "J. Smith" in one sentence
 NOT_AFTER_TITLE = "".join(rf"(?<!\b{t})" for t in TITLES) + r"(?<!\b[A-Z])"
 SENTENCE_END = re.compile(NOT_AFTER_TITLE + r"[.!?][\"'\u201d\u2019)\]]*\s+|\n\s*\n")

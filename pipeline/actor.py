@@ -2,7 +2,7 @@
 
 For each chunk it first extracts facts from the chunk, conditioned on the memory of the chunks before it (so a
 pronoun can resolve to a name read chapters ago), then writes the chunk into memory. After the last chunk it
-generates the summary from the memory. A document's memory lives only inside the call that reads it, so an
+makes the summary: from the facts and entity states (pipeline/summary.py), or generated from the memory. A document's memory lives only inside the call that reads it, so an
 actor that Ray restarts (re-running __init__) loses nothing but the call in flight, which Ray retries.
 """
 
@@ -86,13 +86,13 @@ class Extractor:
             raise ValueError(f"model {model_name(config)!r} has no tokenizer")
         self.prompts = Prompts(self.tokenizer, config.prompts, self.model.config.memory)
         self.notes_every = config.notes.every_for(self.prompts.style, config.summary_from)
-        self.summary_from = summary_source(config, self.prompts.style, self.notes_every)
         self.notes = None
         if self.notes_every:
             self.notes = RunningNotes(self.model, config.notes.max_new_tokens, config.notes.instruction)
         self.grammar_mode = config.facts_grammar
         if self.grammar_mode == "auto":
             self.grammar_mode = "text" if self.prompts.style == "chat" else "none"
+        self.summary_from = summary_source(config, self.grammar_mode, self.notes_every)
         self.grammar = None
         if config.facts and self.grammar_mode != "none":
             self.grammar = FactsGrammar(
@@ -423,16 +423,16 @@ class Extractor:
         return self.model.tokenizer_pad_id
 
 
-def summary_source(config: ExtractConfig, style: str, notes_every: int) -> str:
+def summary_source(config: ExtractConfig, grammar: str, notes_every: int) -> str:
     """Where the summaries come from: `summary_from`, or for auto, the running notes when they are on, else the
-    facts' states under the text grammar of the chat style (words the document has), else the memory."""
+    facts' states where the facts are copied under the text grammar (words the document has), else the memory."""
     if config.summary_from == "notes" and not notes_every:
         raise ValueError("summary_from 'notes' needs running notes: set notes.every > 0")
     if config.summary_from != "auto":
         return config.summary_from
     if notes_every:
         return "notes"
-    return "states" if config.facts and style == "chat" else "memory"
+    return "states" if config.facts and grammar == "text" else "memory"
 
 
 def _select(state: MemoryState, rows: list[int]) -> MemoryState:

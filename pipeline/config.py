@@ -8,13 +8,8 @@ from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
 
 FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py; restated: that module imports torch
-ANTECEDENTS = ("entities", "model")
-SUMMARY_FROM = (
-    "auto",
-    "states",
-    "memory",
-    "notes",
-)  # pipeline/summary.py  # pipeline/entity_states.py, or the model's choice
+ANTECEDENTS = ("entities", "model")  # pipeline/entity_states.py, or the model's choice
+SUMMARY_FROM = ("auto", "states", "memory", "notes")  # pipeline/summary.py
 
 
 def option(default, help: str, **metadata):
@@ -62,8 +57,8 @@ class ExtractConfig:
                                "ended, and whoever else changed something, in the words of the facts, every "
                                "sentence with its evidence (no generation); memory: generated "
                                "from the memory; notes: the last running notes; auto: notes when they are on, "
-                               "else states when facts are (memory for a document whose facts follow fewer "
-                               "than two people), else memory", choices=SUMMARY_FROM)  # fmt: skip
+                               "else states where facts are copied under the text grammar (memory for a "
+                               "document whose facts follow fewer than two people), else memory", choices=SUMMARY_FROM)  # fmt: skip
     summary_people: int = option(6, "people a summary from states follows, at most")
     max_new_tokens_summary: int = option(96, "tokens of the summary from memory (without running notes)")
     save_states: bool = option(
@@ -116,6 +111,8 @@ class ExtractConfig:
             raise ValueError(
                 "summary_from 'states' is made from the facts: it needs facts on (drop --no-facts)"
             )
+        if self.summary_from == "notes" and self.notes.every == 0:
+            raise ValueError("summary_from 'notes' needs running notes: set notes.every > 0")
         if self.summary_people < 1:
             raise ValueError(f"summary_people must be >= 1, got {self.summary_people}")
         if self.facts_max_lines < 1:

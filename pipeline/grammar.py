@@ -67,6 +67,8 @@ _OPEN_WORDS = frozenset(
     "before over under through into upon than as like within without between among against toward towards "
     "which who whom whose that this these those".split()
 )
+# titles that are abbreviations: an object ending on one ("kind to Mr.") is a name cut off ("her father" is not)
+_ABBREVIATIONS = frozenset("mr mrs ms messrs dr st mme mlle".split())
 _POSSESSIVE = re.compile(r"['\u2019]s$")
 _FREE = r"[^| \n]+( [^| \n]+){0,7}"  # one to eight words without "|" or a line break
 _RELATION = r"[a-z]+( [a-z]+){0,3}"
@@ -254,7 +256,7 @@ def _splits(subject: str, words: list[str]) -> list[str]:
             continue
         j = min(i + MAX_PHRASE_WORDS, len(words))
         # nor does it end on "in the", or on a title ("kind to Mr.")
-        while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in TITLES):
+        while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS):
             j -= 1
         if j > i:
             out.append(f"{subject} | {' '.join(words[:i])} | {' '.join(words[i:j])}\n")

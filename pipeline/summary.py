@@ -30,7 +30,9 @@ _NOT_PEOPLE = frozenset(
     "december christmas".split()
 )
 # the words a summary adds to the document's: never a claim about it
-CONNECTIVES = frozenset(("finally", "later", "follows", "text", "people"))
+CONNECTIVES = frozenset(("finally", "later", "follows", "text"))
+# verbs of speech and coming and going: saying one again is no change of what a person has or is
+_NO_CHANGE = frozenset("said says say asked replied cried answered added went came thought".split())
 _WORD = re.compile(r"[^\W_]+")
 SENTENCE = 400  # characters: how far a fact's span is widened to its sentence, at most
 
@@ -75,7 +77,7 @@ def summary_from_states(
     changed = [p for p in order if p not in main and changes(by_person[p])][:people]
     lines: list[tuple[str, list[dict]]] = []
     intro = f"The text follows {_listed(main)}."
-    lines.append((intro, [_span(by_person[p][0]) for p in main]))
+    lines.append((intro, [_named(p, text, len(text), chunk_starts) for p in main]))
     for person in main + changed:
         rows = by_person[person]
         told = {0} | {i for pair in _changed(rows)[-CHANGES:] for i in pair}
@@ -85,7 +87,13 @@ def summary_from_states(
             opener = "" if i == min(told) else "Finally, " if i == len(rows) - 1 else "Later, "
             lines.append((opener + _sentence(rows[i]), _evidence(rows[i], text, chunk_starts)))
     summary = " ".join(s for s, _ in lines)
-    evidence = [{"sentence": i, **span} for i, (_, spans) in enumerate(lines) for span in spans]
+    # numbered as `sentence_spans` splits the summary: a line may end on "than I." and run on into the next
+    starts = [a for a, _ in sentence_spans(summary)]
+    at, evidence = 0, []
+    for line, spans in lines:
+        sentence = bisect.bisect_right(starts, at) - 1
+        evidence += [{"sentence": sentence, **span} for span in spans]
+        at += len(line) + 1
     return summary, evidence
 
 
@@ -98,12 +106,13 @@ def changes(rows: list[dict]) -> list[dict]:
 def _changed(rows: list[dict]) -> list[tuple[int, int]]:
     """(the earlier fact, the one that changes it) for each fact that changes an earlier one: the latest
     earlier one it says a word of again."""
-    pairs = []
-    for j in range(1, len(rows)):
-        said = _what(rows[j])
-        before = [i for i in range(j) if said & _what(rows[i])]
+    pairs, latest = [], {}  # latest: word -> the last fact that said it
+    for j, row in enumerate(rows):
+        said = _what(row)
+        before = [latest[w] for w in said if w in latest]
         if before:
-            pairs.append((before[-1], j))
+            pairs.append((max(before), j))
+        latest.update(dict.fromkeys(said, j))
     return pairs
 
 
@@ -157,9 +166,10 @@ def _says_something(row: dict) -> bool:
 
 
 def _what(row: dict) -> set[str]:
-    """The lowercase content words of a fact's relation and object: what it is about, not who."""
+    """The lowercase content words of a fact's relation and object: what it is about, not who, nor that it
+    was said ("said", "replied": speech is no change)."""
     words = _WORD.findall(f"{row['relation']} {row['object']}")
-    return {w for w in words if w.islower() and w not in FUNCTION_WORDS and w not in CONNECTIVES}
+    return {w for w in words if w.islower() and w not in FUNCTION_WORDS and w not in _NO_CHANGE}
 
 
 def _sentence(row: dict) -> str:
@@ -171,21 +181,21 @@ def _listed(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _span(row: dict) -> dict:
-    return {"chunk_index": row["chunk_index"], "char_start": row["char_start"], "char_end": row["char_end"]}
+def _named(person: str, text: str, before: int, chunk_starts: list[int]) -> dict:
+    """The span of the last mention of `person` before offset `before` (none: the first of all)."""
+    at = text.rfind(person, 0, before)
+    at = text.find(person) if at < 0 else at
+    return {"chunk_index": _chunk_of(max(at, 0), chunk_starts), "char_start": max(at, 0),
+            "char_end": max(at, 0) + len(person)}  # fmt: skip
 
 
 def _evidence(row: dict, text: str, chunk_starts: list[int]) -> list[dict]:
     """The sentence around the fact's span (which may hold its object only), and where its subject is not in
     it (a resolved pronoun), the last span before it that names the person."""
     start, end = _sentence_around(text, *_clause(row, text, chunk_starts))
-    spans = [{"chunk_index": row["chunk_index"], "char_start": start, "char_end": end}]
-    said = text[start:end]
-    if row["subject"] not in said:
-        at = text.rfind(row["subject"], 0, start)
-        if at >= 0:
-            end = at + len(row["subject"])
-            spans.append({"chunk_index": _chunk_of(at, chunk_starts), "char_start": at, "char_end": end})
+    spans = [{"chunk_index": _chunk_of(start, chunk_starts), "char_start": start, "char_end": end}]
+    if row["subject"] not in text[start:end] and text.rfind(row["subject"], 0, start) >= 0:
+        spans.append(_named(row["subject"], text, start, chunk_starts))
     return spans
 
 
@@ -196,8 +206,9 @@ def _clause(row: dict, text: str, chunk_starts: list[int]) -> tuple[int, int]:
     i = row["chunk_index"]
     low = chunk_starts[i] if 0 <= i < len(chunk_starts) else 0
     high = chunk_starts[i + 1] if 0 <= i + 1 < len(chunk_starts) else len(text)
-    words = f"{row['relation']} {row['object']}".split()
-    found = re.compile(r"\s+".join(map(re.escape, words))).search(text, low, high)
+    words = re.compile(r"\s+".join(map(re.escape, f"{row['relation']} {row['object']}".split())))
+    # near the grounded span first: "was happy" may stand in another person's sentence earlier in the chunk
+    found = words.search(text, max(low, row["char_start"] - SENTENCE), high) or words.search(text, low, high)
     return found.span() if found else (row["char_start"], row["char_end"])
 
 

@@ -7,6 +7,7 @@ from pipeline.summary import (
     content_words,
     evidence_for,
     person_facts,
+    sentence_spans,
     summary_from_states,
     supported,
 )
@@ -132,3 +133,26 @@ def test_a_change_is_told_with_the_value_it_superseded():
         "the brass key in her desk. Later, Mary Hale moved the brass key to the chapel. Finally, Mary Hale slept "
         "at noon."
     )
+
+
+def test_evidence_is_numbered_as_the_summary_splits_into_sentences():
+    """A line ending on "than I." runs on into the next one, and "Mme. Defarge" does not end a sentence: the
+    evidence numbers the summary's sentences as `sentence_spans` reads them."""
+    text = "Mme. Defarge knitted a red shawl. Jane was taller than I. Jane sold the old mill."
+    rows = [
+        {"subject": "Mme. Defarge", "relation": "knitted", "object": "a red shawl", "chunk_index": 0},
+        {"subject": "Jane", "relation": "was", "object": "taller than I", "chunk_index": 0},
+        {"subject": "Jane", "relation": "sold", "object": "the old mill", "chunk_index": 0},
+    ]
+    for row in rows:
+        row["char_start"] = text.index(row["relation"])
+        row["char_end"] = row["char_start"] + len(row["relation"])
+    summary, evidence = summary_from_states(rows, text, [0])
+    spans = sentence_spans(summary)
+    assert [summary[a:b] for a, b in spans] == [
+        "The text follows Jane and Mme. Defarge.",
+        "Jane was taller than I. Finally, Jane sold the old mill.",
+        "Mme. Defarge knitted a red shawl.",
+    ]
+    assert {e["sentence"] for e in evidence} == {0, 1, 2}
+    assert all(supported(summary, evidence, text))
