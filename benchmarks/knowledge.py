@@ -4,7 +4,7 @@ python -m benchmarks.knowledge            # 4 excerpts of 10k characters, 3 fact
 python -m benchmarks.knowledge --full     # 8 excerpts of 40k characters (about 10k tokens), 4 facts each
 python -m benchmarks.knowledge --long     # 2 books' 220k characters (over 50k tokens), 6 facts each, each
                                           # follow-up 40k characters (10k tokens) after its fact: kv against
-                                          # recent only, about an hour on 2 CPU cores
+                                          # recent only, about 50 minutes on 2 CPU cores
 
 Every variant reads the same documents with SmolLM2-135M-Instruct through the real pipeline (local Ray,
 Parquet tables) and is scored from its tables:
@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--full", action="store_true")
     p.add_argument("--long", action="store_true", help="book-length documents (see above)")
-    p.add_argument("--workers", type=int, default=None, help="actors (default 1; 2 with --long, a book each)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="actors, each holding one CPU (one group each with more)"
+    )
     p.add_argument("--docs", type=int, default=None)
     p.add_argument("--chars", type=int, default=None)
     p.add_argument("--facts", type=int, default=None, help="planted facts per document")
@@ -150,9 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     rows, examples = [], {}
     for name in args.variants:
         start = time.perf_counter()
-        workers = args.workers or (2 if args.long else 1)
         report, tables = run_variant(
-            name, corpus, work / name.replace(" ", "-"), VARIANTS[name], workers, 1 if workers > 1 else 4
+            name,
+            corpus,
+            work / name.replace(" ", "-"),
+            VARIANTS[name],
+            args.workers,
+            1 if args.workers > 1 else 4,
         )
         result = score(docs, tables["summaries"], tables["facts"], tables["entities"])
         result |= {"variant": name, "tokens/s": report.tokens_per_second,
