@@ -1,5 +1,6 @@
 """The knowledge-extraction flow on one screen: read -> MemGPT actors -> write -> entities -> run report."""
 
+import math
 import os
 import posixpath
 import sys
@@ -52,7 +53,7 @@ def run(config: ExtractConfig) -> "Report":
 
     out.remove_temp_files()  # half-written files of a killed run (hidden from readers all along)
     sink = ResultSink(config.output)
-    connect(config.address)
+    connect(config.address, actor_cpus(config))
     tally = extract(config, root, files, run_id, sink)
     checkpoints.delete_all()  # every group is committed now: no read is left to resume
 
@@ -158,14 +159,34 @@ def check_checkpoints(config: ExtractConfig, checkpoints: Checkpoints) -> None:
             ) from None
 
 
-def connect(address: str | None) -> None:
+def actor_cpus(config: ExtractConfig) -> float:
+    """The CPUs the actors hold together."""
+    return config.workers * config.cpus_per_worker
+
+
+def connect(address: str | None, actors: float = 0.0) -> None:
     """Join the Ray cluster at `address` (or RAY_ADDRESS); without either, start Ray in this process.
 
     The in-process Ray runs without the dashboard (it starts faster, with fewer processes to outlive a killed
-    driver); for the dashboard, `ray start --head` and pass `--address`."""
+    driver); for the dashboard, `ray start --head` and pass `--address`. It counts at least one CPU more than
+    the `actors` hold: Ray Data's step that hands each actor one group at a time needs a CPU of its own, and
+    with actors holding every CPU (`--workers 2` on 2 cores) the run would wait forever. On a cluster, that case
+    is said on stderr."""
     if not ray.is_initialized():
         local = address is None and not os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, log_to_driver=False, **({"include_dashboard": False} if local else {}))
+        extra = {"include_dashboard": False, "num_cpus": local_cpus(actors)} if local else {}
+        ray.init(address=address, log_to_driver=False, **extra)
+    free = ray.cluster_resources().get("CPU", 0) - actors
+    if free < 1:
+        print(f"warning: the actors hold {actors:g} of the cluster's {actors + free:g} CPUs; Ray Data needs one "
+              "more to hand them documents, so the run waits until a node joins (or use fewer --workers or "
+              "--cpus-per-worker)", file=sys.stderr)  # fmt: skip
+
+
+def local_cpus(actors: float, cores: int | None = None) -> int:
+    """The CPUs an in-process Ray counts: the machine's cores, and at least one more than the actors hold."""
+    cores = cores or os.cpu_count() or 1
+    return max(cores, math.ceil(actors) + 1)
 
 
 def write_entities(out: Output, run_id: str) -> int:
