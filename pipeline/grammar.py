@@ -67,6 +67,9 @@ _OPEN_WORDS = frozenset(
     "before over under through into upon than as like within without between among against toward towards "
     "which who whom whose that this these those".split()
 )
+# a fenced code block of Markdown, to its closing fence (or the passage's end: it may close in the next chunk)
+_FENCED = re.compile(r"^[ \t]*```.*?(?:^[ \t]*```[^\n]*$|\Z)", re.M | re.S)
+_CONJUNCTIONS = frozenset("and or nor but".split())
 # titles that are abbreviations: an object ending on one ("kind to Mr.") is a name cut off ("her father" is not)
 _ABBREVIATIONS = frozenset("mr mrs ms messrs dr st mme mlle".split())
 _POSSESSIVE = re.compile(r"['\u2019]s$")
@@ -175,7 +178,9 @@ def subject_spans(
 ) -> list[tuple[int, int, str | None]]:
     """(start, end, name) of each clause subject of `passage`, in no order: a name of `names` that opens a
     clause (or follows a match of `opener` ending just before it: "When Mrs. Bennet"), and "he"/"she"
-    opening one (name None). The one definition of a subject, for the fact lines and the entity states."""
+    opening one (name None). The one definition of a subject, for the fact lines and the entity states. Text
+    in a fenced code block is no prose: a shell comment's "CPU" is no subject of the command after it."""
+    code = [m.span() for m in _FENCED.finditer(passage)]
     found = []
     for name in names:
         # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
@@ -189,7 +194,7 @@ def subject_spans(
     for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?![\w'\u2019])", passage):
         if _opens_clause(passage, m.start()):
             found.append((m.start(), m.end(), None))
-    return found
+    return [f for f in found if not any(a <= f[0] < b for a, b in code)]
 
 
 def copied_anchors(
@@ -253,6 +258,9 @@ def _splits(subject: str, words: list[str]) -> list[str]:
     out = []
     for i in range(1, min(MAX_RELATION_WORDS, len(words) - 1) + 1):
         if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase
+            continue
+        # "JSONL | or | Parquet", "LoRA | or full | backbone": a name in a list of alternatives says nothing of it
+        if words[0].casefold() in ("or", "nor") or (i == 1 and words[0].casefold() in _CONJUNCTIONS):
             continue
         j = min(i + MAX_PHRASE_WORDS, len(words))
         # nor does it end on "in the", or on a title ("kind to Mr.")

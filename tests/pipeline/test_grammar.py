@@ -8,7 +8,15 @@ import torch
 from pipeline_support import corpus_file
 
 from pipeline.facts import parse_facts
-from pipeline.grammar import OPENERS, FactsGrammar, copied_anchors, fact_grammar, names_in, prose_grammar
+from pipeline.grammar import (
+    OPENERS,
+    FactsGrammar,
+    copied_anchors,
+    fact_grammar,
+    names_in,
+    prose_grammar,
+    subject_spans,
+)
 
 PASSAGE = (
     "It was a cold morning when Mr. Darcy rode to Netherfield. Since the rain had stopped, Elizabeth Bennet\n"
@@ -178,3 +186,25 @@ def test_a_clause_ends_at_a_table_cell_a_paragraph_or_a_list_item():
     assert not any("Darcy" in line.split(" | ", 1)[1] for line in lines)
     wrapped = "Elizabeth Bennet\nwalked to the village."  # a line break inside a sentence is only wrapping
     assert "Elizabeth Bennet | walked to | the village\n" in copied_anchors(wrapped, ["Elizabeth Bennet"])[0]
+
+
+def test_no_subject_in_a_fenced_code_block():
+    passage = (
+        "Run it. Mary Hale ran the job.\n\n```bash\npython -m jobs.extract --input corpus/   # local Ray, CPU\n"
+        "python -m jobs.x\n```\n\nSo. Mary Hale ran it again. CPU time is short.\n```python\nCPU = 1\n"
+    )
+    found = sorted((passage[a:b], a) for a, b, _ in subject_spans(passage, ["CPU", "Mary Hale"]))
+    assert found == [
+        ("CPU", passage.index("CPU time")),
+        ("Mary Hale", 8),
+        ("Mary Hale", passage.index("Mary Hale ran it")),
+    ]
+
+
+def test_a_name_joined_to_another_is_no_subject_of_a_relation_of_one_conjunction():
+    passage = "It reads JSONL or Parquet. Mary and Tom sold the mill. LoRA or full backbone are trained."
+    lines = [line for anchor in copied_anchors(passage, ["JSONL", "LoRA", "Mary"]) for line in anchor]
+    assert lines == [
+        "Mary | and Tom | sold the mill\n",
+        "Mary | and Tom sold | the mill\n",
+    ]  # no "JSONL | or | Parquet"
