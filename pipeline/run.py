@@ -76,6 +76,9 @@ def extract(config: ExtractConfig, root: str, files: list, run_id: str, sink: Re
 
     Read tasks on the cluster read, check and group the documents (pipeline/stream.py); the driver holds the
     file listing only, and each group is committed as soon as an actor has read it."""
+    # one actor call reads a whole lockstep group: books on a CPU take hours, and Ray Data's default (fail the
+    # run after 30 minutes without an output) failed a group of two novels
+    ray.data.DataContext.get_current().execution_no_progress_timeout_s = -1
     out = Output(config.output)
     stream = Stream(config.input, root, config.output, config.read, config.batch_size, run_id)
     units = read_units(files)

@@ -144,7 +144,9 @@ def test_extraction_profile_accounts_for_the_job_and_compares_it_with_a_bare_rea
         m.group(1).strip(): float(m.group(2))
         for m in re.finditer(r"^(\w[\w ()]*?)\s*\|\s*[\d.,]+\s*\|\s*([\d.]+)$", out, re.M)
     }
-    assert {"facts", "reading", "writing"} <= set(shares)  # no notes: the default summary is made from the facts
+    assert {"facts", "reading", "writing"} <= set(
+        shares
+    )  # no notes: the default summary is made from the facts
     assert (
         0.5 < sum(v for k, v in shares.items() if not k.startswith("grammar masks")) <= 1.01
     )  # phases add up

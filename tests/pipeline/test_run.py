@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import ray
 from pipeline_support import CHUNK_SIZE, FACT_LINE, SUMMARY, corpus_file, random_model
 
 from pipeline.chunking import chunk_text
@@ -208,3 +209,18 @@ def test_kv_memory_end_to_end(small, tmp_path):
     report = run(small_config(root, tmp_path / "kv", model, memory="kv", workers=1))
     summaries = pd.read_parquet(tmp_path / "kv" / "summaries")
     assert report.processed == 8 and (summaries["memory_kind"] == "kv").all()
+
+
+@pytest.mark.slow
+def test_a_group_slower_than_ray_datas_no_progress_timeout_still_finishes(small, tmp_path):
+    """Ray Data fails a run whose operators make no progress for 30 minutes (by default), and one actor call
+    reads a whole group: here the timeout is 1 s and each group takes longer."""
+    root, model = small
+    context = ray.data.DataContext.get_current()
+    before = context.execution_no_progress_timeout_s
+    context.execution_no_progress_timeout_s = 1
+    try:
+        run(small_config(root, tmp_path / "out", model, max_new_tokens_summary=64))
+    finally:
+        context.execution_no_progress_timeout_s = before
+    assert len(pd.read_parquet(tmp_path / "out" / "summaries")) == 8
