@@ -66,15 +66,12 @@ def summary_from_states(
     It follows the `people` subjects of most facts: each one's first fact, the facts that changed an earlier
     one ("Later, ..."), and its last ("Finally, ..."); then, of everyone else, whoever changed something. No
     summary ("") where fewer than `least` people have facts."""
-    by_person: dict[str, list[dict]] = {}
-    for row in facts:
-        if _is_person(row["subject"]) and _says_something(row):
-            by_person.setdefault(row["subject"], []).append(row)
+    by_person = _by_person(facts)
     if len(by_person) < max(least, 1):
         return "", []
-    order = list(by_person)  # the first to act comes first among equals
-    main = sorted(order, key=lambda p: (-len(by_person[p]), order.index(p)))[:people]
-    changed = [p for p in order if p not in main and changes(by_person[p])][:people]
+    # a stable sort: among equals, the first to act comes first
+    main = sorted(by_person, key=lambda p: -len(by_person[p]))[:people]
+    changed = [p for p in by_person if p not in main and changes(by_person[p])][:people]
     lines: list[tuple[str, list[dict]]] = []
     intro = f"The text follows {_listed(main)}."
     lines.append((intro, [_named(p, text, len(text), chunk_starts) for p in main]))
@@ -119,11 +116,7 @@ def _changed(rows: list[dict]) -> list[tuple[int, int]]:
 def person_facts(facts: list[dict], last: int = LAST_FACTS) -> dict[str, list[str]]:
     """Each person's latest `last` facts (in reading order) as sentences: what the document said of them last,
     each thing's latest state among them ("... moved the ledger to ..." after "... keeps the ledger in ...")."""
-    said: dict[str, list[str]] = {}
-    for row in facts:
-        if _is_person(row["subject"]) and _says_something(row):
-            said.setdefault(row["subject"], []).append(_sentence(row))
-    return {person: sentences[-last:] for person, sentences in said.items()}
+    return {person: [_sentence(row) for row in rows[-last:]] for person, rows in _by_person(facts).items()}
 
 
 def evidence_for(summary: str, text: str, chunk_starts: list[int]) -> list[dict]:
@@ -153,6 +146,15 @@ def supported(summary: str, evidence: Iterable[dict], text: str) -> list[bool]:
         bool(words) and words <= content_words(spans.get(i, ""))
         for i, words in enumerate(content_words(summary[a:b]) for a, b in sentence_spans(summary))
     ]
+
+
+def _by_person(facts: list[dict]) -> dict[str, list[dict]]:
+    """The facts about people (and saying something of them), by person in order of first fact."""
+    by_person: dict[str, list[dict]] = {}
+    for row in facts:
+        if _is_person(row["subject"]) and _says_something(row):
+            by_person.setdefault(row["subject"], []).append(row)
+    return by_person
 
 
 def _is_person(subject: str) -> bool:
