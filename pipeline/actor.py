@@ -175,14 +175,14 @@ class Extractor:
         """Each document's summary: (where it came from, text, evidence). With `summary_from: auto`, a document
         whose facts follow fewer than two people (a manual, a README) gets its summary from the memory."""
         made: list[tuple[str, str, list[dict]] | None] = [None] * len(docs)
+        starts = [[c.char_start for c in cs] for cs in chunks]
         for i, (d, r) in enumerate(zip(docs, readings, strict=True)):
-            starts = [c.char_start for c in chunks[i]]
             if self.summary_from == "notes":  # the last notes are the summary of the whole document
-                made[i] = ("notes", r.notes.strip(), evidence_for(r.notes, d["text"], starts))
+                made[i] = ("notes", r.notes.strip(), evidence_for(r.notes, d["text"], starts[i]))
             elif self.summary_from == "states":
                 least = 2 if self.config.summary_from == "auto" else 1
                 text, evidence = summary_from_states(
-                    dedupe(r.facts), d["text"], starts, self.config.summary_people, least
+                    dedupe(r.facts), d["text"], starts[i], self.config.summary_people, least
                 )
                 made[i] = ("states", text, evidence) if text or least == 1 else None
         need = [i for i, m in enumerate(made) if m is None]
@@ -195,8 +195,7 @@ class Extractor:
             for i, text, n in zip(need, texts, counts, strict=True):
                 # no loop, and no end cut off by the token limit
                 text = tidy_prose(text, n >= self.config.max_new_tokens_summary)
-                starts = [c.char_start for c in chunks[i]]
-                made[i] = ("memory", text, evidence_for(text, docs[i]["text"], starts))
+                made[i] = ("memory", text, evidence_for(text, docs[i]["text"], starts[i]))
                 readings[i].generated += n
         return made
 
