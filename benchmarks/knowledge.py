@@ -13,7 +13,9 @@ Parquet tables) and is scored from its tables:
                document has said before (a pronoun resolved)
   recall       planted facts found: a fact about the person naming the planted place
   follow-ups   pronoun follow-ups ("Years later, he moved the ledger to ...") found under the person's name
-  final state  planted final places in the person's final state (`entities.final_states`: its last fact)
+  final state  planted final places in the person's final state (`entities.final_states`: its last fact and
+               its latest changes)
+  stale        followed-up facts whose first place is still in that final state (it was superseded)
   final        planted final places the summary mentions
   evidenced    summary sentences whose evidence spans hold every content word they say (pipeline/summary.py)
   names ok     proper names of the summaries that occur in their document (100 % - hallucinated)
@@ -66,7 +68,7 @@ def score(
     from pipeline.summary import supported
 
     states = {} if entities is None else dict(zip(entities["entity"], entities["final_states"], strict=True))
-    final_state = 0
+    final_state = stale = 0
 
     texts = {f"{d.doc_id}.txt": d.text for d in docs}
     lines = summaries["n_facts"].sum() + summaries["n_unparsed"].sum()
@@ -86,6 +88,9 @@ def score(
             last = [x for x in states.get(normalize(f.person), []) if x["doc_id"] == f"{d.doc_id}.txt"]
             said_last = " ".join(x["relation"] + " " + x["object"] for x in last).casefold()
             final_state += bool(place_words(f.final_place) & set(re.findall(r"\w+", said_last)))
+            if f.follow_up_start is not None:
+                first = place_words(f.place) - place_words(f.final_place)
+                stale += bool(first & set(re.findall(r"\w+", said_last)))
     n_facts = sum(len(d.facts) for d in docs)
     evidenced = [ok for row in summaries.itertuples() for ok in
                  supported(row.summary, row.summary_evidence, texts[row.doc_id])]  # fmt: skip
@@ -100,6 +105,7 @@ def score(
         "follow-ups": follow / max(n_follow, 1),
         "final": final / n_facts,
         "final state": final_state / n_facts,
+        "stale": stale / max(n_follow, 1),
         "evidenced": sum(evidenced) / max(len(evidenced), 1),
         "names ok": sum(present) / max(len(present), 1),
         "summary names": len(present),
@@ -177,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         "recall",
         "follow-ups",
         "final state",
+        "stale",
         "final",
         "evidenced",
         "names ok",

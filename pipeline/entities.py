@@ -49,9 +49,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from memgpt.repetition import FUNCTION_WORDS
 from pipeline.facts import normalize
 from pipeline.schemas import FINAL_STATE
 
+FINAL_CHANGES = 2  # changes kept in an entity's final state in a document, beside its last fact
+# verbs of speech and coming and going: saying one again is no change of what a person has or is
+_NO_CHANGE = frozenset("said says say asked replied cried answered added went came thought".split())
 TITLES = frozenset(
     "mr mrs miss ms mx master madam madame mme mlle mademoiselle monsieur dr doctor prof professor sir dame "
     "lady lord captain capt colonel col general gen major lieutenant lt sergeant sgt admiral commander "
@@ -316,29 +320,72 @@ def merge_aliases(names: Iterable[str]) -> dict[str, str]:
 
 def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
     """The `entities` table: subjects and objects that are entities (`is_entity`) merged into entities, with
-    aliases, document and mention counts, and per document the last fact whose subject it is (its final state
-    there: "Inspector Halvorsen | moved the ledger to | the lighthouse at Tromsø", not where it kept it first).
+    aliases, document and mention counts, and per document the entity's final state there (`final_state`).
 
     Facts are in reading order within a document (chunk by chunk, lines in the order of the chunk's sentences);
     rows without the evidence columns give no final state."""
     facts = list(facts)
     index = EntityIndex(_mentions(facts))
-    final: dict[str, dict[str, dict]] = defaultdict(dict)  # entity -> doc_id -> its last fact there
+    said: dict[str, dict[str, list[dict]]] = defaultdict(
+        dict
+    )  # entity -> doc_id -> its facts there, in order
     for row in facts:
         key = index.entity_of(row["subject"]) if is_entity(row["subject"]) else None
         if key is not None and all(k in row for k in FINAL_STATE):
-            final[key][row["doc_id"]] = {k: row[k] for k in FINAL_STATE}
+            said[key].setdefault(row["doc_id"], []).append(row)
     return [
         {
             "entity": e.key,
             "aliases": sorted(e.aliases),
             "n_documents": len(e.docs),
             "n_mentions": e.n_mentions,
-            "final_states": [final[e.key][d] for d in sorted(final.get(e.key, {}))],
+            "final_states": [s for d in sorted(said.get(e.key, {})) for s in final_state(said[e.key][d])],
             "run_id": run_id,
         }
         for e in sorted(index.entities.values(), key=lambda e: e.key)
     ]
+
+
+def final_state(rows: list[dict]) -> list[dict]:
+    """An entity's state at the end of a document, from its facts there in reading order: its latest
+    `FINAL_CHANGES` changes that nothing later changed again, each with the fact it superseded
+    ("moved the ledger to | the lighthouse at Tromsø", superseding "keeps the ledger in | the observatory of
+    Bergen"), and its last fact, in reading order. A state is more than the last thing said: where the ledger
+    is now still holds after "he bowed as they passed"."""
+    pairs = changed(rows)
+    superseded = {i for i, _ in pairs}
+    by_change = {j: i for i, j in pairs}
+    kept = [j for _, j in pairs if j not in superseded][-FINAL_CHANGES:]
+    return [
+        {
+            **{k: rows[j][k] for k in FINAL_STATE},
+            "supersedes": f"{rows[by_change[j]]['relation']} {rows[by_change[j]]['object']}"
+            if j in by_change
+            else None,
+        }
+        for j in sorted({*kept, len(rows) - 1})
+    ]
+
+
+def changed(rows: list[dict]) -> list[tuple[int, int]]:
+    """(the earlier fact, the one that changes it) for each fact of one subject (in reading order) that
+    changes an earlier one: it says again a lowercase word of what that one did or had, the latest such
+    ("keeps the ledger in Bergen" -> "moved the ledger to Tromsø", "was happy" -> "was not happy")."""
+    pairs, latest = [], {}  # latest: word -> the last fact that said it
+    for j, row in enumerate(rows):
+        said = _what(row)
+        before = [latest[w] for w in said if w in latest]
+        if before:
+            pairs.append((max(before), j))
+        latest.update(dict.fromkeys(said, j))
+    return pairs
+
+
+def _what(row: dict) -> set[str]:
+    """The lowercase content words of a fact's relation and object: what it is about, not who, nor that it
+    was said ("said", "replied": speech is no change)."""
+    words = re.findall(r"[^\W_]+", f"{row['relation']} {row['object']}")
+    return {w for w in words if w.islower() and w not in FUNCTION_WORDS and w not in _NO_CHANGE}
 
 
 def _mentions(facts: Iterable[dict]) -> Iterator[tuple[str, str]]:

@@ -58,7 +58,7 @@ FACTS = pa.schema(
     ]
 )
 
-# the columns of an entity's final state in a document: its last fact's, named once
+# the columns of a fact in an entity's final state in a document, named once
 FINAL_STATE = ("doc_id", "relation", "object", "chunk_index", "char_start", "char_end")
 
 ENTITIES = pa.schema(
@@ -67,9 +67,18 @@ ENTITIES = pa.schema(
         pa.field("aliases", pa.list_(pa.string())),
         pa.field("n_documents", pa.int64()),
         pa.field("n_mentions", pa.int64()),
-        # per document the entity is a subject in: its last fact there (the latest said of it) with the evidence
+        # per document the entity is a subject in: its state at the end (its last fact there and its latest
+        # changes, each with the "relation object" it superseded), with the evidence (pipeline/entities.py)
         pa.field(
-            "final_states", pa.list_(pa.struct([FACTS.field(n).with_nullable(True) for n in FINAL_STATE]))
+            "final_states",
+            pa.list_(
+                pa.struct(
+                    [
+                        *(FACTS.field(n).with_nullable(True) for n in FINAL_STATE),
+                        pa.field("supersedes", pa.string()),
+                    ]
+                )
+            ),
         ),
         pa.field("run_id", pa.string()),
     ]

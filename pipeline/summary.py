@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from memgpt.archival import SENTENCE_END
 from memgpt.repetition import FUNCTION_WORDS
-from pipeline.entities import is_entity
+from pipeline.entities import changed, is_entity
 
 PEOPLE = 6  # people a summary follows, at most (and as many more who changed something)
 CHANGES = 2  # changes per person told (the latest), each with the fact it changes
@@ -31,8 +31,6 @@ _NOT_PEOPLE = frozenset(
 )
 # the words a summary adds to the document's: never a claim about it
 CONNECTIVES = frozenset(("finally", "later", "follows", "text"))
-# verbs of speech and coming and going: saying one again is no change of what a person has or is
-_NO_CHANGE = frozenset("said says say asked replied cried answered added went came thought".split())
 _WORD = re.compile(r"[^\W_]+")
 SENTENCE = 400  # characters: how far a fact's span is widened to its sentence, at most
 
@@ -71,13 +69,13 @@ def summary_from_states(
         return "", []
     # a stable sort: among equals, the first to act comes first
     main = sorted(by_person, key=lambda p: -len(by_person[p]))[:people]
-    changed = [p for p in by_person if p not in main and changes(by_person[p])][:people]
+    others = [p for p in by_person if p not in main and changes(by_person[p])][:people]
     lines: list[tuple[str, list[dict]]] = []
     intro = f"The text follows {_listed(main)}."
     lines.append((intro, [_named(p, text, len(text), chunk_starts) for p in main]))
-    for person in main + changed:
+    for person in main + others:
         rows = by_person[person]
-        told = {0} | {i for pair in _changed(rows)[-CHANGES:] for i in pair}
+        told = {0} | {i for pair in changed(rows)[-CHANGES:] for i in pair}
         if person in main:
             told.add(len(rows) - 1)
         for i in sorted(told):
@@ -95,22 +93,8 @@ def summary_from_states(
 
 
 def changes(rows: list[dict]) -> list[dict]:
-    """The facts of one person that change an earlier one: they say a word of it again, of what it did or had
-    ("keeps the ledger in Bergen" -> "moved the ledger to Tromsø", "was happy" -> "was not happy")."""
-    return [rows[j] for _, j in _changed(rows)]
-
-
-def _changed(rows: list[dict]) -> list[tuple[int, int]]:
-    """(the earlier fact, the one that changes it) for each fact that changes an earlier one: the latest
-    earlier one it says a word of again."""
-    pairs, latest = [], {}  # latest: word -> the last fact that said it
-    for j, row in enumerate(rows):
-        said = _what(row)
-        before = [latest[w] for w in said if w in latest]
-        if before:
-            pairs.append((max(before), j))
-        latest.update(dict.fromkeys(said, j))
-    return pairs
+    """The facts of one person that change an earlier one (`pipeline.entities.changed`)."""
+    return [rows[j] for _, j in changed(rows)]
 
 
 def person_facts(facts: list[dict], last: int = LAST_FACTS) -> dict[str, list[str]]:
@@ -165,13 +149,6 @@ def _is_person(subject: str) -> bool:
 def _says_something(row: dict) -> bool:
     """Not the first half of a compound subject ("Mrs. Hurst | and | Miss Bingley")."""
     return row["relation"].split()[0].casefold() not in ("and", "or", "nor")
-
-
-def _what(row: dict) -> set[str]:
-    """The lowercase content words of a fact's relation and object: what it is about, not who, nor that it
-    was said ("said", "replied": speech is no change)."""
-    words = _WORD.findall(f"{row['relation']} {row['object']}")
-    return {w for w in words if w.islower() and w not in FUNCTION_WORDS and w not in _NO_CHANGE}
 
 
 def _sentence(row: dict) -> str:

@@ -122,11 +122,12 @@ def test_entity_rollup_across_documents():
     assert rows["white whale"]["n_documents"] == 2 and rows["white whale"]["run_id"] == "r1"
 
 
-def test_each_entity_keeps_its_last_fact_in_each_document_as_its_final_state():
-    def fact(doc, subject, relation, obj, chunk, start):
-        return {"doc_id": doc, "subject": subject, "relation": relation, "object": obj, "chunk_index": chunk,
-                "char_start": start, "char_end": start + 40}  # fmt: skip
+def fact(doc, subject, relation, obj, chunk, start):
+    return {"doc_id": doc, "subject": subject, "relation": relation, "object": obj, "chunk_index": chunk,
+            "char_start": start, "char_end": start + 40}  # fmt: skip
 
+
+def test_each_entity_keeps_its_last_fact_in_each_document_in_its_final_state():
     facts = [
         fact("a", "Inspector Halvorsen", "keeps the ledger in", "the observatory of Bergen", 0, 100),
         fact("a", "Elizabeth", "walked to", "Meryton", 1, 900),
@@ -137,10 +138,33 @@ def test_each_entity_keeps_its_last_fact_in_each_document_as_its_final_state():
     rows = {r["entity"]: r for r in entity_rows(facts, run_id="r")}
     states = {s["doc_id"]: s for s in rows["inspector halvorsen"]["final_states"]}
     assert states["a"] == {"doc_id": "a", "relation": "moved the ledger to", "object": "the lighthouse at Tromsø",
-                           "chunk_index": 3, "char_start": 2500, "char_end": 2540}  # fmt: skip
-    assert (states["b"]["relation"], states["b"]["object"]) == ("sold", "the ledger")
+                           "chunk_index": 3, "char_start": 2500, "char_end": 2540,
+                           "supersedes": "keeps the ledger in the observatory of Bergen"}  # fmt: skip
+    assert (states["b"]["relation"], states["b"]["object"], states["b"]["supersedes"]) == (
+        "sold",
+        "the ledger",
+        None,
+    )
     assert [s["doc_id"] for s in rows["elizabeth"]["final_states"]] == ["a", "b"]
     assert rows["meryton"]["final_states"] == []  # never a subject
+
+
+def test_a_final_state_keeps_the_latest_changes_after_later_unrelated_facts_and_drops_what_they_superseded():
+    facts = [
+        fact("a", "Halvorsen", "keeps the ledger in", "the observatory of Bergen", 0, 100),
+        fact("a", "Halvorsen", "was happy", "with the weather", 1, 700),
+        fact("a", "Halvorsen", "moved the ledger to", "the chapel of Arles", 2, 1500),
+        fact("a", "Halvorsen", "was not happy", "with the news", 3, 2100),
+        fact("a", "Halvorsen", "moved the ledger to", "the lighthouse at Tromsø", 4, 2600),
+        fact("a", "Halvorsen", "bowed", "as they passed", 5, 3300),
+    ]
+    row = next(r for r in entity_rows(facts, run_id="r") if r["entity"] == "halvorsen")
+    state = [(s["relation"], s["object"], s["supersedes"]) for s in row["final_states"]]
+    assert state == [
+        ("was not happy", "with the news", "was happy with the weather"),
+        ("moved the ledger to", "the lighthouse at Tromsø", "moved the ledger to the chapel of Arles"),
+        ("bowed", "as they passed", None),  # the last fact, though it changes nothing
+    ]
 
 
 NOT_ENTITIES = [
