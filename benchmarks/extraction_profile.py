@@ -2,6 +2,7 @@
 
 python -m benchmarks.extraction_profile                          # 4k tokens of a real book, default model and settings
 python -m benchmarks.extraction_profile --tokens 16384 --input book.txt
+python -m benchmarks.extraction_profile --draft-tokens 0           # facts one token per forward pass
 (on a machine with a GPU it runs there, in bf16, as the job's actors do)
 
 The actor (`pipeline.actor.Extractor`, default settings) reads one document in this process; its phases are
@@ -75,10 +76,13 @@ def instrument(ex, timers: Timers, calls: list[int]) -> None:
 
 
 class _Timed:
-    """A logits processor whose calls are timed (transformers calls the object, not a bound __call__)."""
+    """A grammar processor whose calls are timed: as transformers' logits processor (transformers calls the
+    object, not a bound __call__) and as lookup decoding's constraint (memgpt/lookup.py)."""
 
     def __init__(self, proc, timers: Timers):
         self.proc, self.call = proc, timers.wrap("grammar masks", proc.__call__)
+        for name in ("allowed", "allows", "accept", "valid_prefix", "forced"):
+            setattr(self, name, timers.wrap("grammar masks", getattr(proc, name)))
 
     def __call__(self, input_ids, scores):
         return self.call(input_ids, scores)
@@ -109,11 +113,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--input", type=Path, default=None, help="a text file (default: Pride and Prejudice)")
     p.add_argument("--tokens", type=int, default=4096, help="tokens of the text read")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--draft-tokens", type=int, default=None,
+                   help="facts_draft_tokens (0: one token per pass, as before lookup decoding); none: the default")  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
     with tempfile.TemporaryDirectory() as tmp:
-        ex = Extractor(ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads), "profile")
+        drafts = {} if args.draft_tokens is None else {"facts_draft_tokens": args.draft_tokens}
+        ex = Extractor(
+            ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads, **drafts), "profile"
+        )
         ids = ex.tokenizer.encode(text, add_special_tokens=False)[: args.tokens]
         text = ex.tokenizer.decode(ids)
         result, timers, calls = profile(ex, text, Path(tmp))

@@ -338,6 +338,11 @@ class MemGPT(nn.Module):
             replies.append(Reply(self.tokenizer.decode(row[:end], skip_special_tokens=True), row[:end]))
         return replies
 
+    @property
+    def end_of_turn(self) -> set[int]:
+        """The token ids that end a reply by default."""
+        return self._end_of_turn(None)
+
     def _end_of_turn(self, eos: int | list[int] | None) -> set[int]:
         if eos is None:
             eos = getattr(self.backbone.generation_config, "eos_token_id", None)

@@ -14,6 +14,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from memgpt import MemGPT, MemGPTConfig, MemoryState, names
+from memgpt.lookup import lookup_generate
 from memgpt.names import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL
 from memgpt.padding import right_pad
 from memgpt.repetition import no_loops, tidy_prose
@@ -93,6 +94,9 @@ class Extractor:
         if self.grammar_mode == "auto":
             self.grammar_mode = "text" if self.prompts.style == "chat" else "none"
         self.summary_from = summary_source(config, self.grammar_mode, self.notes_every)
+        # lookup decoding for the facts (memgpt/lookup.py); archival memory shapes the logits itself
+        self.lookup = config.facts_draft_tokens > 0 and self.model.config.memory != "archival"
+        self.passes = 0  # forward passes of the last lookup decoding
         self.grammar = None
         if config.facts and self.grammar_mode != "none":
             self.grammar = FactsGrammar(
@@ -343,6 +347,18 @@ class Extractor:
         processors = list(processor or [])
         if grammars and grammars[0] is not None:
             processors = [self.grammar.processor(grammars, self.config.facts_max_lines)]
+        if grammars and self.lookup:
+            constraint = processors[0] if processors else None
+            rows, self.passes = lookup_generate(
+                self.model, prompts, state, max_new, constraint, self.config.facts_draft_tokens
+            )
+            stops = self.model.end_of_turn
+            ends = [next((i for i, t in enumerate(r) if t in stops), len(r)) for r in rows]
+            texts = [
+                self.model.tokenizer.decode(r[:e], skip_special_tokens=True)
+                for r, e in zip(rows, ends, strict=True)
+            ]
+            return texts, ends
         replies = self.model.reply(
             prompts, memory=state, max_new_tokens=max_new, logits_processor=LogitsProcessorList(processors)
         )

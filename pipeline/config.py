@@ -53,6 +53,9 @@ class ExtractConfig:
                                     "said, the model's choice", choices=ANTECEDENTS)  # fmt: skip
     facts_max_lines: int = option(8, "fact lines per chunk, at most (under a grammar)")
     max_new_tokens_facts: int = option(192, "tokens generated for a chunk's fact lines, at most")
+    facts_draft_tokens: int = option(8, "tokens a step of the facts' generation drafts from the grammar and the "
+                                     "chunk for the model to verify in one pass (lookup decoding: the same "
+                                     "lines, fewer passes); 0: one token per pass")  # fmt: skip
     summary_from: str = option("auto", "states: the main people, what each did first, what changed and how it "
                                "ended, and whoever else changed something, in the words of the facts, every "
                                "sentence with its evidence (no generation); memory: generated "

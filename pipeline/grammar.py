@@ -298,7 +298,8 @@ class FactsGrammar:
 class GrammarProcessor(LogitsProcessor):
     """One llguidance matcher per batch row: tokens the row's grammar does not allow get -inf.
 
-    EOS is allowed only after a whole line, and is the only choice after `max_lines` lines. For one call."""
+    EOS is allowed only after a whole line, and is the only choice after `max_lines` lines. For one call: as
+    transformers' processor, or as the `Constraint` of lookup decoding (memgpt/lookup.py), not both."""
 
     def __init__(
         self, tokenizer, grammars: list[str], vocab_size: int, max_lines: int, newlines: torch.Tensor
@@ -313,6 +314,7 @@ class GrammarProcessor(LogitsProcessor):
         self.max_lines, self.newlines = max_lines, newlines
         self.lines = torch.zeros(len(grammars), dtype=torch.long)
         self.started = False
+        self._mask: dict[int, torch.Tensor | None] = {}  # row -> its mask until it accepts a token (lookup)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.started:  # the token chosen at the last step
@@ -331,3 +333,43 @@ class GrammarProcessor(LogitsProcessor):
             allowed[full] = False
             allowed[full, self.eos] = True
         return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+
+    # ---- the Constraint of lookup decoding (memgpt/lookup.py): the same rules, a row at a time ----
+
+    def allowed(self, row: int) -> torch.Tensor:
+        """(V,) bool: what the row's grammar allows next (llguidance's mask: of the tokens that spell a forced
+        text, only the one that spells most of it, where `validate_tokens` takes any)."""
+        if self._mask.get(row) is None:
+            if self.lines[row] >= self.max_lines:
+                only = torch.zeros(self.bitmask.shape[1] * 32, dtype=torch.bool)
+                only[self.eos] = True
+                self._mask[row] = only
+            else:
+                llguidance.torch.fill_next_token_bitmask(self.matchers[row], self.bitmask, row)
+                self._mask[row] = ((self.bitmask[row].unsqueeze(-1) >> self.bits) & 1).bool().view(-1)
+        return self._mask[row]
+
+    def allows(self, row: int, token: int) -> bool:
+        return bool(self.allowed(row)[token])
+
+    def accept(self, row: int, token: int) -> None:
+        self._mask[row] = None
+        self.lines[row] += bool(self.newlines[min(token, len(self.newlines) - 1)])
+        if not self.matchers[row].is_stopped():
+            self.matchers[row].consume_token(token)
+
+    def valid_prefix(self, row: int, draft: list[int]) -> int:
+        """How many tokens of `draft` the grammar allows in turn (none past the line that fills `max_lines`,
+        but its end), as `validate_tokens` does: a draft token the mask leaves out is rejected when verified."""
+        n = self.matchers[row].validate_tokens(draft) if draft else 0
+        lines = int(self.lines[row])
+        for i, token in enumerate(draft[:n]):
+            if lines >= self.max_lines:
+                return i + (token == self.eos)
+            lines += bool(self.newlines[min(token, len(self.newlines) - 1)])
+        return n
+
+    def forced(self, row: int) -> list[int]:
+        """The tokens the row's grammar allows one way only, next."""
+        m = self.matchers[row]
+        return [] if m.is_stopped() or self.lines[row] >= self.max_lines else list(m.compute_ff_tokens())

@@ -110,6 +110,17 @@ def test_groups_in_one_batch_are_read_separately(extractor, texts):
     assert together["b"]["facts"] == alone["b"]["facts"]
 
 
+def test_lookup_decoding_changes_no_row(fact_model, extractor, texts):
+    stepwise = Extractor(config(fact_model, facts_draft_tokens=0), run_id="r1")  # one token per pass
+    assert extractor.lookup and not stepwise.lookup
+    docs = [doc("short", texts["short"]), doc("mid", texts["mid"])]
+    drafted, step = results(extractor, docs), results(stepwise, docs)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    for d in ("short", "mid"):
+        assert drafted[d]["facts"] == step[d]["facts"] and drafted[d]["facts"]
+        assert strip(drafted[d]["summaries"]) == strip(step[d]["summaries"])
+
+
 @pytest.mark.parametrize("memory", ["slots", "kv"])
 def test_random_models_run_both_memories(tmp_path, texts, memory):
     ex = Extractor(

@@ -208,3 +208,26 @@ def test_a_name_joined_to_another_is_no_subject_of_a_relation_of_one_conjunction
         "Mary | and Tom | sold the mill\n",
         "Mary | and Tom sold | the mill\n",
     ]  # no "JSONL | or | Parquet"
+
+
+@pytest.mark.slow
+def test_lookup_decoding_writes_the_same_lines_in_fewer_passes(smollm2):
+    """Fact lines drafted from the grammar and the chunk and verified by the model (memgpt/lookup.py): the
+    lines of step-by-step greedy decoding, on real text read from memory, at most 0.3 passes a token."""
+    from memgpt.lookup import lookup_generate
+
+    tok = smollm2.tokenizer
+    grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
+    book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
+    at = book.index("Mr. Bennet was so odd a mixture")
+    before, passages = book[at - 1500 : at], [book[at : at + 1400], book[at + 1400 : at + 2600]]
+    state = smollm2.read([tok.encode(before)] * 2, memory=smollm2.init_state(2))
+    prompts = [prompt_ids(tok, p)[0].tolist() for p in passages]
+    grammars = [fact_grammar("text", 8, p, names_in(before)) for p in passages]
+    stepwise = smollm2.reply(prompts, memory=state, max_new_tokens=192,
+                             logits_processor=[grammar.processor(grammars, 8)])  # fmt: skip
+    rows, passes = lookup_generate(smollm2, prompts, state, 192, grammar.processor(grammars, 8), draft_tokens=8,
+                                   eos={tok.eos_token_id})  # fmt: skip
+    assert [r[: len(s.ids)] for r, s in zip(rows, stepwise, strict=True)] == [list(s.ids) for s in stepwise]
+    assert all(len(s.text.splitlines()) >= 3 for s in stepwise)  # lines were written, not just the end
+    assert passes / max(len(r) for r in rows) <= 0.3, (passes, [len(r) for r in rows])

@@ -1,0 +1,176 @@
+"""Greedy decoding that drafts what it copies and lets the model verify it: several tokens per forward pass.
+
+Where the output copies the prompt (fact lines copied from the chunk just read), the next tokens can be
+guessed: the tokens a `Constraint` forces (a grammar with one way on), then the tokens that followed the
+last few generated ones where the prompt has them (prompt lookup, as transformers' `prompt_lookup_num_tokens`).
+One forward pass reads the row's last token and its whole draft; the model's greedy choice at each position
+keeps the draft up to the first token it would not have written, and that choice is the next token. The
+output is the one step-by-step greedy decoding writes (up to the rounding of a wider matrix product).
+
+Rows of a batch keep different numbers of draft tokens: a rejected token's cache entry stays where it was
+written and is masked out of every later step (a hole), so no row waits for another and nothing is copied.
+transformers' own assisted decoding runs one row at a time, and calls a stateful processor on prefixes
+that a rejection then takes back.
+"""
+
+from collections import defaultdict
+from contextlib import nullcontext
+from typing import Protocol
+
+import torch
+
+from .cache import reserved_cache
+from .padding import left_pad
+
+NGRAM = 3  # the longest run of last tokens looked up in the prompt
+CANDIDATES = 8  # prompt places tried per lookup; the draft kept is the longest the constraint allows
+
+
+class Constraint(Protocol):
+    """What a row may write next, after the tokens it has accepted (`accept`)."""
+
+    def allowed(self, row: int) -> torch.Tensor: ...  # (V,) bool
+
+    def allows(self, row: int, token: int) -> bool: ...
+
+    def accept(self, row: int, token: int) -> None: ...
+
+    def valid_prefix(self, row: int, draft: list[int]) -> int: ...  # how many of `draft` it would allow
+
+    def forced(self, row: int) -> list[int]: ...  # the tokens it allows one way only, next
+
+
+class Lookup:
+    """The prompt's n-grams (1..NGRAM tokens) -> where they end, and the tokens generated so far, per row."""
+
+    def __init__(self, prompt: list[int]):
+        self.tokens = list(prompt)
+        self.ends: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i in range(len(self.tokens)):
+            self._index(i)
+
+    def _index(self, i: int) -> None:
+        for n in range(1, NGRAM + 1):
+            if i - n + 1 >= 0:
+                self.ends[tuple(self.tokens[i - n + 1 : i + 1])].append(i)
+
+    def append(self, token: int) -> None:
+        self.tokens.append(token)
+        self._index(len(self.tokens) - 1)
+
+    def drafts(self, after: list[int], k: int) -> list[list[int]]:
+        """Up to k tokens that followed the longest run of the last tokens (of all so far, then `after`) found
+        before: one draft per place it was found, the latest first."""
+        context = self.tokens + after
+        for n in range(min(NGRAM, len(context)), 0, -1):
+            ends = [e for e in self.ends.get(tuple(context[-n:]), []) if e + 1 < len(self.tokens)]
+            if ends:
+                return [self.tokens[e + 1 : e + 1 + k] for e in reversed(ends[-CANDIDATES:])]
+        return []
+
+
+@torch.no_grad()
+def lookup_generate(
+    model,
+    prompts: list[list[int]],
+    memory=None,
+    max_new_tokens: int = 64,
+    constraint: Constraint | None = None,
+    draft_tokens: int = 8,
+    eos: set[int] | None = None,
+) -> tuple[list[list[int]], int]:
+    """Greedy continuations of `prompts` (token lists) from `memory`, each to its first `eos` token (kept) or
+    `max_new_tokens`; also the number of forward passes it took (the prompt's read counts one)."""
+    pad = model._pad_for_generate(None)
+    ids, mask = left_pad(prompts, pad)
+    state, tail_ids, tail_mask = model._read_prompt(ids, mask, memory, pad)
+    backbone = model.backbone
+    embeds = backbone.get_input_embeddings()(tail_ids)
+    inputs = model.memory.read_inputs(state.tensors, embeds, tail_mask, write=False, input_ids=tail_ids)
+    if inputs.logits_processor is not None:
+        raise ValueError(
+            f"lookup decoding does not apply a memory's own logits processor ({model.config.memory})"
+        )
+    cache = inputs.cache if inputs.cache is not None else reserved_cache()
+    prefix = inputs.text.start
+    eos = eos if eos is not None else model._end_of_turn(None)
+    B = len(prompts)
+    lookups = [Lookup(p) for p in prompts]
+    generated: list[list[int]] = [[] for _ in range(B)]
+    attention = inputs.attention_mask  # (B, S + T): grows by each step's tokens, holes set to 0
+    positions = inputs.position_ids[:, inputs.text]
+    with inputs.attending or nullcontext():
+        if prefix:
+            model._read_prefix(inputs, prefix, tail_ids.shape[1], cache)
+        out = backbone(input_ids=tail_ids, attention_mask=attention, position_ids=positions, cache=cache,
+                       use_cache=True, logits_to_keep=1)  # fmt: skip
+        passes = 1
+        last = [_choose(out.logits[r, -1], constraint, r) for r in range(B)]
+        next_pos = positions[:, -1] + 1  # (B,)
+        done = [False] * B
+        for r in range(B):
+            done[r] = _take(r, last[r], generated, lookups, constraint, eos, max_new_tokens)
+        while not all(done):
+            drafts = [[] if done[r] else _draft(r, lookups[r], constraint, draft_tokens,
+                                                max_new_tokens - len(generated[r]) - 1) for r in range(B)]  # fmt: skip
+            K = 1 + max(len(d) for d in drafts)
+            step = torch.full((B, K), pad, dtype=torch.long)
+            step_mask = torch.zeros(B, K, dtype=attention.dtype)
+            for r in range(B):
+                if not done[r]:
+                    step[r, : 1 + len(drafts[r])] = torch.tensor([last[r], *drafts[r]])
+                    step_mask[r, : 1 + len(drafts[r])] = 1
+            step, step_mask = step.to(model.device), step_mask.to(attention.device)
+            attention = torch.cat([attention, step_mask], dim=1)
+            step_positions = next_pos[:, None] + torch.arange(K, device=next_pos.device)
+            out = backbone(input_ids=step, attention_mask=attention, position_ids=step_positions, cache=cache,
+                           use_cache=True)  # fmt: skip
+            passes += 1
+            logits = out.logits.float()  # (B, K, V)
+            for r in range(B):
+                if done[r]:
+                    continue
+                kept = 0
+                for i in range(len(drafts[r]) + 1):
+                    token = _choose(logits[r, i], constraint, r)
+                    done[r] = _take(r, token, generated, lookups, constraint, eos, max_new_tokens)
+                    if done[r] or i == len(drafts[r]) or token != drafts[r][i]:
+                        break
+                    kept += 1
+                last[r] = generated[r][-1]
+                # the draft's rejected tokens stay in the cache: masked out from now on
+                attention[r, attention.shape[1] - K + 1 + kept :] = 0
+                next_pos[r] += 1 + kept
+    return generated, passes
+
+
+def _draft(row: int, lookup: Lookup, constraint: Constraint | None, k: int, room: int) -> list[int]:
+    """The constraint's forced tokens, then the prompt's continuation, as far as the constraint allows."""
+    k = min(k, room)
+    if k <= 0:
+        return []
+    forced = constraint.forced(row)[:k] if constraint is not None else []
+    drafts = [forced + d for d in lookup.drafts(forced, k - len(forced))] or [forced]
+    if constraint is None:
+        return drafts[0]
+    best = max(drafts, key=lambda d: constraint.valid_prefix(row, d))
+    return best[: constraint.valid_prefix(row, best)]
+
+
+def _choose(logits: torch.Tensor, constraint: Constraint | None, row: int) -> int:
+    """The greedy token: the most likely, or the most likely the constraint allows (its mask only when the
+    most likely is not allowed: the same token, mostly without a mask)."""
+    token = int(logits.argmax())
+    if constraint is None or constraint.allows(row, token):
+        return token
+    allowed = constraint.allowed(row).to(logits.device)
+    return int(logits.masked_fill(~allowed, float("-inf")).argmax())
+
+
+def _take(row, token, generated, lookups, constraint, eos, max_new) -> bool:
+    """Append an accepted token; whether the row is done."""
+    generated[row].append(token)
+    lookups[row].append(token)
+    if constraint is not None:
+        constraint.accept(row, token)
+    return token in eos or len(generated[row]) >= max_new

@@ -1,0 +1,118 @@
+"""Lookup decoding (memgpt/lookup.py): the tokens of step-by-step greedy decoding, in fewer forward passes."""
+
+import pytest
+import torch
+from tiny import random_doc, tiny
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from memgpt.lookup import Lookup, lookup_generate
+
+
+def prompts_and_state(model, seed: int = 0):
+    """Three prompts of different lengths (one over a chunk, read into memory first), after a text read."""
+    doc = random_doc(200, seed=seed)
+    repeated = torch.cat([doc[:12]] * 4).tolist()  # a prompt that repeats itself: drafts to find
+    prompts = [repeated, doc[50:57].tolist(), doc[60:100].tolist()]
+    state = model.read([doc[100:180].tolist()] * 3, memory=model.init_state(3))
+    return prompts, state
+
+
+def greedy(model, prompts, state, max_new, processors=None) -> list[list[int]]:
+    replies = model.reply(prompts, memory=state, max_new_tokens=max_new, eos_token_id=-1,
+                          logits_processor=LogitsProcessorList(processors or []))  # fmt: skip
+    return [list(r.ids) for r in replies]
+
+
+@pytest.mark.parametrize("memory", ["kv", "slots", "retrieval"])
+@pytest.mark.parametrize("draft", [0, 5])
+def test_the_same_tokens_as_greedy_decoding_from_every_memory(memory, draft):
+    model = tiny("llama", memory=memory, chunk_size=32)
+    prompts, state = prompts_and_state(model)
+    rows, passes = lookup_generate(model, prompts, state, max_new_tokens=20, draft_tokens=draft, eos=set())
+    assert rows == greedy(model, prompts, state, 20)
+    assert passes == 20 if draft == 0 else passes <= 20  # the prompt's pass, then one per token at most
+
+
+class Copy:
+    """Allows one sequence only: every token is forced."""
+
+    def __init__(self, tokens: list[int]):
+        self.tokens, self.at = tokens, 0
+
+    def allowed(self, row: int) -> torch.Tensor:
+        return torch.arange(4096) == self.tokens[self.at]
+
+    def allows(self, row: int, token: int) -> bool:
+        return token == self.tokens[self.at]
+
+    def accept(self, row: int, token: int) -> None:
+        self.at += 1
+
+    def valid_prefix(self, row: int, draft: list[int]) -> int:
+        return next((i for i, t in enumerate(draft) if t != self.tokens[self.at + i]), len(draft))
+
+    def forced(self, row: int) -> list[int]:
+        return self.tokens[self.at :]
+
+
+def test_forced_tokens_are_drafted_and_kept_several_a_pass():
+    model = tiny("llama", memory="kv", chunk_size=64)
+    prompts, state = prompts_and_state(model)
+    prompts, state = prompts[:1], state.select([0])
+    text = random_doc(60, seed=5).tolist()
+    rows, passes = lookup_generate(model, prompts, state, 40, Copy(text), draft_tokens=8, eos=set())
+    assert rows == [text[:40]]
+    assert passes == 1 + 5  # the prompt, then the last token and 8 forced ones a pass: 40 = 1 + 4 * 9 + 3
+
+
+class EvenTokens:
+    """Allows only even token ids, as a stateless constraint and as transformers' processor."""
+
+    def allowed(self, row: int) -> torch.Tensor:
+        return torch.arange(4096) % 2 == 0
+
+    def allows(self, row: int, token: int) -> bool:
+        return token % 2 == 0
+
+    def accept(self, row: int, token: int) -> None:
+        pass
+
+    def valid_prefix(self, row: int, draft: list[int]) -> int:
+        return next((i for i, t in enumerate(draft) if t % 2), len(draft))
+
+    def forced(self, row: int) -> list[int]:
+        return []
+
+
+class EvenProcessor(LogitsProcessor):
+    def __call__(self, input_ids, scores):
+        return scores.masked_fill(torch.arange(scores.shape[-1]) % 2 == 1, float("-inf"))
+
+
+def test_a_constraint_gives_the_tokens_of_its_logits_processor():
+    model = tiny("llama", memory="kv", chunk_size=32)
+    prompts, state = prompts_and_state(model, seed=1)
+    rows, _ = lookup_generate(model, prompts, state, 16, EvenTokens(), draft_tokens=6, eos=set())
+    assert rows == greedy(model, prompts, state, 16, [EvenProcessor()])
+    assert all(t % 2 == 0 for r in rows for t in r)
+
+
+def test_a_row_stops_at_its_end_token_and_the_others_go_on():
+    model = tiny("llama", memory="kv", chunk_size=32)
+    prompts, state = prompts_and_state(model)
+    full, _ = lookup_generate(model, prompts, state, 12, draft_tokens=4, eos=set())
+    end = full[1][3]  # row 1's fourth token made its end
+    rows, _ = lookup_generate(model, prompts, state, 12, draft_tokens=4, eos={end})
+    for got, whole in zip(rows, full, strict=True):
+        cut = whole.index(end) + 1 if end in whole else len(whole)
+        assert got == whole[:cut]
+    assert len(rows[1]) <= 4
+
+
+def test_drafts_follow_the_longest_run_of_last_tokens_found_latest_first():
+    lookup = Lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 5])
+    assert lookup.drafts([1, 2, 3], 2) == [[7, 8], [9, 1]]  # "1 2 3" twice: the latest first
+    assert lookup.drafts([4, 3], 3) == [[7, 8, 5], [9, 1, 2]]  # no "4 3": the run "3"
+    assert lookup.drafts([6], 3) == []
+    lookup.append(3)
+    assert lookup.drafts([], 1) == [[7], [9]]  # the tokens so far end on "5 3": the run "3"
