@@ -81,6 +81,8 @@ def lookup_generate(
 ) -> tuple[list[list[int]], int]:
     """Greedy continuations of `prompts` (token lists) from `memory`, each to its first `eos` token (kept) or
     `max_new_tokens`; also the number of forward passes it took (the prompt's read counts one)."""
+    if max_new_tokens <= 0:
+        return [[] for _ in prompts], 0
     pad = model._pad_for_generate(None)
     ids, mask = left_pad(prompts, pad)
     state, tail_ids, tail_mask = model._read_prompt(ids, mask, memory, pad)
@@ -105,7 +107,8 @@ def lookup_generate(
         out = backbone(input_ids=tail_ids, attention_mask=attention, position_ids=positions, cache=cache,
                        use_cache=True, logits_to_keep=1)  # fmt: skip
         passes = 1
-        last = [_choose(out.logits[r, -1], constraint, r) for r in range(B)]
+        first = out.logits[:, -1].float()
+        last = [_choose(first[r], constraint, r, t) for r, t in enumerate(first.argmax(-1).tolist())]
         next_pos = positions[:, -1] + 1  # (B,)
         done = [False] * B
         for r in range(B):
@@ -127,12 +130,13 @@ def lookup_generate(
                            use_cache=True)  # fmt: skip
             passes += 1
             logits = out.logits.float()  # (B, K, V)
+            likeliest = logits.argmax(-1).tolist()  # one device sync a pass
             for r in range(B):
                 if done[r]:
                     continue
                 kept = 0
                 for i in range(len(drafts[r]) + 1):
-                    token = _choose(logits[r, i], constraint, r)
+                    token = _choose(logits[r, i], constraint, r, likeliest[r][i])
                     done[r] = _take(r, token, generated, lookups, constraint, eos, max_new_tokens)
                     if done[r] or i == len(drafts[r]) or token != drafts[r][i]:
                         break
@@ -157,10 +161,8 @@ def _draft(row: int, lookup: Lookup, constraint: Constraint | None, k: int, room
     return best[: constraint.valid_prefix(row, best)]
 
 
-def _choose(logits: torch.Tensor, constraint: Constraint | None, row: int) -> int:
-    """The greedy token: the most likely, or the most likely the constraint allows (its mask only when the
-    most likely is not allowed: the same token, mostly without a mask)."""
-    token = int(logits.argmax())
+def _choose(logits: torch.Tensor, constraint: Constraint | None, row: int, token: int) -> int:
+    """The greedy token: the most likely (`token`), or the most likely the constraint allows."""
     if constraint is None or constraint.allows(row, token):
         return token
     allowed = constraint.allowed(row).to(logits.device)

@@ -33,6 +33,14 @@ def test_the_same_tokens_as_greedy_decoding_from_every_memory(memory, draft):
     assert passes == 20 if draft == 0 else passes <= 20  # the prompt's pass, then one per token at most
 
 
+def test_without_memory_and_with_no_tokens_to_write():
+    model = tiny("llama", memory="kv", chunk_size=32)
+    prompts, _ = prompts_and_state(model)
+    rows, _ = lookup_generate(model, prompts, None, max_new_tokens=10, draft_tokens=4, eos=set())
+    assert rows == greedy(model, prompts, None, 10)
+    assert lookup_generate(model, prompts, None, max_new_tokens=0) == ([[], [], []], 0)
+
+
 class Copy:
     """Allows one sequence only: every token is forced."""
 
