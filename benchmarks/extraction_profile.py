@@ -7,7 +7,7 @@ python -m benchmarks.extraction_profile --draft-tokens 0           # facts one t
 
 The actor (`pipeline.actor.Extractor`, default settings) reads one document in this process; its phases are
 timed where they run: reading (the memory's forward over each chunk), facts generation (with the grammar's
-masks timed apart), running notes, the summary, building each chunk's grammar, parsing and grounding the
+masks and the facts prompt's first pass timed apart), running notes, the summary, building each chunk's grammar, parsing and grounding the
 lines, and writing the tables. Beside it, in the same run, the bare backbone's chunked forward over the same
 tokens: the job's tokens of text per second over that one's is the ratio that says what extraction costs
 over reading. Forward passes per generated token: the backbone's calls while generating, over the tokens
@@ -32,22 +32,31 @@ class Timers:
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
-        self.open: list[str] = []
+        self.open: list[tuple[str, float]] = []  # the phases running, innermost last, with their start
 
     def wrap(self, phase: str, fn: Callable) -> Callable:
         def timed(*args, **kwargs):
-            self.open.append(phase)
-            start = time.perf_counter()
+            self.start(phase)
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent = time.perf_counter() - start
-                self.open.pop()
-                self.seconds[phase] += spent
-                if self.open:
-                    self.seconds[self.open[-1]] -= spent
+                self.stop()
 
         return timed
+
+    def start(self, phase: str) -> None:
+        self.open.append((phase, time.perf_counter()))
+
+    def stop(self) -> None:
+        phase, start = self.open.pop()
+        spent = time.perf_counter() - start
+        self.seconds[phase] += spent
+        if self.open:
+            self.seconds[self.open[-1][0]] -= spent
+
+    @property
+    def phase(self) -> str | None:
+        return self.open[-1][0] if self.open else None
 
 
 def instrument(ex, timers: Timers, calls: list[int]) -> None:
@@ -60,7 +69,23 @@ def instrument(ex, timers: Timers, calls: list[int]) -> None:
 
     def phase_generate(prompts, state, max_new, grammars=None, processor=None):
         phase = "facts" if grammars is not None else "summary"
+        prompt_read[0] = phase == "facts"
         return timers.wrap(phase, generate)(prompts, state, max_new, grammars, processor)
+
+    # the facts prompt's first pass (the chunk and the instruction, read before a token is written): apart
+    prompt_read = [False]
+
+    def before_pass(module, args, kwargs):
+        if prompt_read[0] and timers.phase == "facts":
+            timers.start("facts: reading the prompt")
+        prompt_read[0] = False
+
+    def after_pass(module, args, kwargs, output):
+        if timers.phase == "facts: reading the prompt":
+            timers.stop()
+
+    ex.model.backbone.register_forward_pre_hook(before_pass, with_kwargs=True)
+    ex.model.backbone.register_forward_hook(after_pass, with_kwargs=True)
 
     ex.generate = phase_generate
     if make_processor is not None:  # the grammar's masks, inside generation: timed apart, then taken out

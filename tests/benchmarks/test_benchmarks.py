@@ -142,17 +142,16 @@ def test_extraction_profile_accounts_for_the_job_and_compares_it_with_a_bare_rea
     out = run_benchmark("benchmarks.extraction_profile", "--tokens", "600")
     shares = {
         m.group(1).strip(): float(m.group(2))
-        for m in re.finditer(r"^(\w[\w ()]*?)\s*\|\s*[\d.,]+\s*\|\s*([\d.]+)$", out, re.M)
+        for m in re.finditer(r"^(\w[\w ():]*?)\s*\|\s*[\d.,]+\s*\|\s*([\d.]+)$", out, re.M)
     }
-    assert {"facts", "reading", "writing"} <= set(
-        shares
-    )  # no notes: the default summary is made from the facts
-    assert (
-        0.5 < sum(v for k, v in shares.items() if not k.startswith("grammar masks")) <= 1.01
-    )  # phases add up
+    # no notes: the default summary is made from the facts
+    assert {"facts", "facts: reading the prompt", "reading", "writing", "the rest"} <= set(shares)
+    assert 0.99 <= sum(shares.values()) <= 1.01  # the shares of the wall time
+    assert shares["the rest"] <= 0.05  # the phases timed account for the run within 5 %
     ratio = float(re.search(r"ratio ([\d.]+)", out).group(1))
     assert 0 < ratio < 1  # extraction costs more than reading the same tokens
-    assert re.search(r"forward passes per generated token: [\d.]+", out)
+    passes = float(re.search(r"forward passes per generated token: ([\d.]+)", out).group(1))
+    assert passes <= 0.3  # lookup decoding: fact lines are copies, several tokens a pass
 
 
 def test_recall_benchmark_options_are_read_as_values():
