@@ -26,6 +26,9 @@ WORDS = 64  # content words kept per person, the latest
 PEOPLE = 512  # people kept, those who acted last
 RARE = 3  # a word in at most this many sentences of the document so far is rare enough to tell people apart
 SCENE = 10  # a rare word said in the last this many sentences is the scene's topic, not a sign of one person
+# with no rare word in common, a pronoun means the one who acted last only if a clause named it at most this
+# many sentences before: "he" pages after anyone of his kind was named is someone not named yet, not a guess
+RECENT = 12
 # a sentence's first word that opens a clause before its subject ("When Mrs. Bennet was told of this, she ...")
 _OPENER = re.compile(
     r"\b(?:When|While|As|After|Before|Until|Since|If|Because|Though|Although|Then|But|And)\s+$"
@@ -58,7 +61,10 @@ class EntityStates:
     genders: dict[str, list[int]] = field(
         default_factory=dict
     )  # person -> [he, his, him] and [she, her] seen
-    rare: int = RARE  # 0: the last person who acted, whatever the words (the baseline)
+    rare: int = RARE  # 0: the last person who acted, whatever the words and however long ago (the baseline)
+    seen: dict[str, int] = field(
+        default_factory=dict
+    )  # person -> sentences read when it last opened a clause
 
     def read(self, passage: str, names: list[str]) -> dict[int, str]:
         """Read `passage` into the states: each clause whose subject is one of `names` or a pronoun, in order,
@@ -75,17 +81,22 @@ class EntityStates:
                 self.count(sentences[counted][1])
                 counted, here = counted + 1, []
             after = _words_after(passage, end)
+            if not after:  # "fought in Egypt and Siberia." names the last item of a list, no one who acts
+                continue
             pronoun = passage[start:end].casefold() if name is None else None
             if pronoun:
                 name = self.resolve(pronoun, content_words(after), here)
                 if name is None:
                     continue
                 resolved[start] = name
+                if not name:  # no one the states know: no one to act
+                    continue
             # a resolution may be wrong: it keeps the person in the scene, but adds no words or votes to it,
             # which would draw the next pronouns to the same wrong person
             self.act(name, [] if pronoun else content_words(after))
             if not pronoun:
                 self.vote(name, [w.casefold() for w in after])
+                self.seen[name] = self.sentences  # named: a pronoun alone does not keep it in the scene
                 here.append(name)
         for _, sentence in sentences[counted:]:
             self.count(sentence)
@@ -100,7 +111,8 @@ class EntityStates:
     def resolve(self, pronoun: str, words: list[str], here: list[str] = ()) -> str | None:
         """The person a subject pronoun followed by `words` means: the last of its gender to open a clause of
         the same sentence (`here`: "When Mrs. Bennet was told of this, she ..."), else the one with most rare
-        words in common, then the latest."""
+        words in common, then the latest; "" (no one) where none shares a rare word and the latest was last
+        named more than RECENT sentences before; None where no one of its gender is known."""
         same = [p for p in here if self.gender(p) in ("", pronoun)]
         if same:  # the one choice sure enough to teach a gender
             self.vote(same[-1], [pronoun + "self"])
@@ -114,7 +126,9 @@ class EntityStates:
         fits = [p for p in self.acted if self.gender(p) in ("", pronoun)]
         if not fits:
             return None
-        return max(fits, key=lambda p: (len(rare.intersection(self.words[p])), self.acted[p]))
+        best = max(fits, key=lambda p: (len(rare.intersection(self.words[p])), self.acted[p]))
+        stale = self.sentences - self.seen.get(best, self.sentences) > RECENT
+        return "" if self.rare and stale and not rare.intersection(self.words[best]) else best
 
     def gender(self, person: str) -> str:
         """ "he" or "she" by the person's title, else by its reflexives and the pronouns of its own sentences,
@@ -149,12 +163,15 @@ class EntityStates:
             gone = next(iter(self.acted))
             del self.acted[gone], self.words[gone]
             self.genders.pop(gone, None)
+            self.seen.pop(gone, None)
 
     def to_dict(self) -> dict:  # `rare` is a setting, not a state
         return {"words": self.words, "acted": self.acted, "counts": self.counts, "last_seen": self.last_seen,
-                "sentences": self.sentences, "clauses": self.clauses, "genders": self.genders}  # fmt: skip
+                "sentences": self.sentences, "clauses": self.clauses, "genders": self.genders,
+                "seen": self.seen}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> "EntityStates":
         return cls(dict(data["words"]), dict(data["acted"]), dict(data["counts"]), dict(data["last_seen"]),
-                   int(data["sentences"]), int(data["clauses"]), genders={p: list(v) for p, v in data["genders"].items()})  # fmt: skip
+                   int(data["sentences"]), int(data["clauses"]), genders={p: list(v) for p, v in data["genders"].items()},
+                   seen=dict(data.get("seen", {})))  # fmt: skip

@@ -54,7 +54,8 @@ _CLAUSE_START = re.compile(
 )
 _NARRATOR = re.compile(r"I['\u2019]")  # "I've", "I'm" name no one
 _CAPITALS = re.compile(r"[A-Z]{2,}")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(][\'\u2019\"\u201d]?\s*|\n\s*)$")  # "a wit.' But"
+# "a wit.' But", "didst thou?—Dost not think"
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(][\'\u2019\"\u201d\u2014]?\s*|\n\s*)$")
 # a clause: to its punctuation, "--", a table cell's "|" or a code span's "`", or a line break that ends a
 # paragraph or starts a list item, table row or heading (a line break inside a sentence is only wrapping)
 _SENTENCE = re.compile(
@@ -215,6 +216,8 @@ def copied_anchors(
             continue
         rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, end))]
         chosen = (antecedents or {}).get(start)
+        if chosen == "":  # the entity states know no one it can mean: no line rather than a guess
+            continue
         pronoun = passage[start:end].casefold()
         # "he" means someone said before it: "She has only one daughter" is not the Inspector named after it
         said = [n for n in names if known is None or n in known or -1 < passage.find(n) < start]

@@ -117,3 +117,26 @@ def test_a_person_of_the_same_sentence_comes_before_rare_words():
     text = "When Mrs. Bennet was told of this, she did not express her satisfaction."
     (found,) = read(states, [text])
     assert found == {text.index("she"): "Mrs. Bennet"}
+
+
+def test_a_name_that_ends_a_list_does_not_act():
+    (found,) = read(EntityStates(), ["Mr. Darcy rode out. He had fought in Egypt and Siberia. He smiled."])
+    assert set(found.values()) == {"Mr. Darcy"}  # "and Siberia." opens no clause: Siberia never acted
+
+
+def test_a_pronoun_long_after_anyone_was_named_means_no_one():
+    filler = "The rain fell on the roofs of the town. " * 13  # more than RECENT sentences
+    (found,) = read(EntityStates(), [f"Mr. Darcy rode out. {filler}He smiled."])
+    assert list(found.values()) == [""]  # no rare word shared, and Mr. Darcy was named 14 sentences before
+    (found,) = read(EntityStates(), [f"Mr. Darcy hid the ledger. {filler}Years later, he moved the ledger."])
+    assert list(found.values()) == ["Mr. Darcy"]  # a rare word shared ("ledger"): as far back as it was said
+    passage = f"Mr. Darcy rode out. {filler}He smiled at the sky."
+    anchors = copied_anchors(passage, names_in(passage), read(EntityStates(), [passage])[0])
+    assert not any("smiled" in line for anchor in anchors for line in anchor)  # no line rather than a guess
+
+
+def test_pronoun_chains_do_not_keep_a_person_in_the_scene():
+    she = "She looked at the sea. " * 14
+    (found,) = read(EntityStates(), [f"Amara Osei hid the key. {she}"])
+    values = list(found.values())
+    assert values[0] == "Amara Osei" and values[-1] == ""  # named once: the chain ends RECENT sentences on

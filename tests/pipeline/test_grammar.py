@@ -49,6 +49,9 @@ def test_a_title_may_come_second_and_a_dot_still_ends_a_name():
     assert names_in(text) == ["Melk", "Mrs. Bennet"]  # "Jane" only starts a sentence: no name
     assert names_in(" Years later, he came. Then Years went by.") == []  # a chunk may start with a space
     assert names_in("She called him 'a wit.' But afterwards she wept.") == []  # after a closing quote
+    assert (
+        names_in("Hast thou been a pirate?\u2014Dost not think of it? Dost see that leg?") == []
+    )  # "?—Dost"
     text = (
         "So I've heard, and I'm sure. CHAPTER IV. Then BOOK I came, and Ahab read the book and the chapter."
     )
