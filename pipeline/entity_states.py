@@ -6,12 +6,13 @@ acted; and for every word, in how many sentences of the document it has occurred
 "she" goes to the person whose clauses share the most *rare* words with it (words seen in at most RARE
 sentences of the document before it), and among equals, to the one who acted last: "Years later, he moved the ledger to
 Tromsø." goes to the one person who kept a ledger, pages later, past the names in between; "He smiled." goes to
-the last person who did anything, of the pronoun's gender where it is known: by the person's title ("Mrs." is
+the last person who did anything (if a clause named it in the last RECENT sentences: else no one), of the
+pronoun's gender where it is known: by the person's title ("Mrs." is
 not "he"), its reflexives ("Mary hid herself"), the pronouns of its own sentences ("When Mary came in, she
 ..."), or its titled namesakes ("Wickham" is "Mr. Wickham" where no other Wickham has another title).
 
 Measured (docs/knowledge.md): on facts planted in real book text and changed chunks later by a pronoun
-sentence, 52 of 55 follow-ups resolved (the last person who acted: 3); on subject pronouns of the books
+sentence, 52 of 55 follow-ups resolved (the last person who acted: 6); on subject pronouns of the books
 themselves, judged by hand, 9 of 20, as many as the last person who acted. Bounded: WORDS words per person,
 PEOPLE people, and the word counts of the document's vocabulary (which grows far slower than its length).
 """
