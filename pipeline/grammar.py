@@ -71,6 +71,12 @@ _OPEN_WORDS = frozenset(
 # a fenced code block of Markdown, to its closing fence (or the passage's end: it may close in the next chunk)
 _FENCED = re.compile(r"^[ \t]*```.*?(?:^[ \t]*```[^\n]*$|\Z)", re.M | re.S)
 _CONJUNCTIONS = frozenset("and or nor but".split())
+# a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
+# Pequod", "Jane, his sister", "Mr. Darcy, in the garden"
+_NO_PREDICATE = _DETERMINERS | frozenset(
+    "to of in on at for from with by into upon during about over under through within without between among "
+    "against toward towards".split()
+)
 # titles that are abbreviations: an object ending on one ("kind to Mr.") is a name cut off ("her father" is not)
 _ABBREVIATIONS = frozenset("mr mrs ms messrs dr st mme mlle".split())
 _POSSESSIVE = re.compile(r"['\u2019]s$")
@@ -259,6 +265,8 @@ def _splits(subject: str, words: list[str]) -> list[str]:
     clause's end (at most MAX_PHRASE_WORDS words), for a short object ("keeps | the telescope") drops the place
     that follows it."""
     out = []
+    if words and words[0].casefold() in _NO_PREDICATE:
+        return out
     for i in range(1, min(MAX_RELATION_WORDS, len(words) - 1) + 1):
         if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase
             continue

@@ -69,6 +69,15 @@ def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
     assert not any(line.rstrip("\n").endswith((" the", " of", " in")) for line in lines)
 
 
+def test_a_name_followed_by_a_preposition_or_an_apposition_is_no_subject():
+    passage = (
+        "Ishmael went with Captain Bildad, to see the Pequod. Jane, his sister, wept. Mr. Darcy rode home."
+    )
+    lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
+    assert not any(line.startswith(("Captain Bildad | to", "Jane | his")) for line in lines)
+    assert "Mr. Darcy | rode | home\n" in lines
+
+
 def test_a_pronoun_means_someone_said_before_it():
     passage = "She has only one daughter. Inspector Halvorsen keeps the ledger. He smiled."
     names = [
