@@ -95,7 +95,7 @@ def lookup_generate(
         )
     cache = inputs.cache if inputs.cache is not None else reserved_cache()
     prefix = inputs.text.start
-    eos = eos if eos is not None else model._end_of_turn(None)
+    eos = eos if eos is not None else model.end_of_turn
     B = len(prompts)
     lookups = [Lookup(p) for p in prompts]
     generated: list[list[int]] = [[] for _ in range(B)]
