@@ -38,6 +38,12 @@ OPENERS = (
     "The A An He She They It In At On After When Later Then This That These His Her Their One Years Meanwhile But "
     "And As So There Here I We You"
 ).split()
+# words a capital never makes a name of, wherever they stand ("—But the mate", "Dost see that leg?"): a chunk
+# that never writes them in lower case would otherwise take them for names, and the document would keep them
+_NEVER_NAMES = frozenset(
+    "and but or nor yet so then now thus still oh ah alas nay yes no well aye ay o lo "
+    "thou thee thy thine ye dost didst hast hath art wast shalt wilt".split()
+)
 _HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
 _SHE = frozenset(
     "mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split()
@@ -101,6 +107,7 @@ def names_in(text: str) -> list[str]:
         )
         while words and (
             words[0].casefold() in STOPWORDS
+            or words[0].casefold() in _NEVER_NAMES
             or (at_start and (words[0].casefold() in lowercase or words[0] in OPENERS))
         ):  # a sentence's opener is no part of a name ("When Mrs. Bennet")
             words.pop(0)
@@ -275,11 +282,17 @@ def _splits(subject: str, words: list[str]) -> list[str]:
             continue
         j = min(i + MAX_PHRASE_WORDS, len(words))
         # nor does it end on "in the", or on a title ("kind to Mr.")
-        while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS):
+        while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS
+                         or _cut_name(words, j)):  # fmt: skip
             j -= 1
         if j > i:
             out.append(f"{subject} | {' '.join(words[:i])} | {' '.join(words[i:j])}\n")
     return out
+
+
+def _cut_name(words: list[str], j: int) -> bool:
+    """Whether words[:j] ends on a title whose name follows ("to their carriage Miss | Bennet")."""
+    return words[j - 1].rstrip(".").casefold() in TITLES and j < len(words) and words[j][:1].isupper()
 
 
 def _one_of(options, end: str) -> str:

@@ -15,11 +15,12 @@ sentence's best-matching sentence of the document, so that what a generated summ
 
 import bisect
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 from memgpt.archival import SENTENCE_END
 from memgpt.repetition import FUNCTION_WORDS
-from pipeline.entities import changed, is_entity
+from pipeline.entities import changed, is_entity, merge_aliases
 
 PEOPLE = 6  # people a summary follows, at most (and as many more who changed something)
 CHANGES = 2  # changes per person told (the latest), each with the fact it changes
@@ -133,12 +134,14 @@ def supported(summary: str, evidence: Iterable[dict], text: str) -> list[bool]:
 
 
 def _by_person(facts: list[dict]) -> dict[str, list[dict]]:
-    """The facts about people (and saying something of them), by person in order of first fact."""
-    by_person: dict[str, list[dict]] = {}
-    for row in facts:
-        if _is_person(row["subject"]) and _says_something(row):
-            by_person.setdefault(row["subject"], []).append(row)
-    return by_person
+    """The facts about people (and saying something of them), by person in order of first fact; the forms of
+    one name are one person ("Darcy", "Mr. Darcy": `pipeline.entities`), called by its most frequent form."""
+    rows = [row for row in facts if _is_person(row["subject"]) and _says_something(row)]
+    person = merge_aliases(row["subject"] for row in rows)
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(person.get(row["subject"], row["subject"]), []).append(row)
+    return {Counter(r["subject"] for r in group).most_common(1)[0][0]: group for group in groups.values()}
 
 
 def _is_person(subject: str) -> bool:

@@ -52,6 +52,9 @@ def test_a_title_may_come_second_and_a_dot_still_ends_a_name():
     assert (
         names_in("Hast thou been a pirate?\u2014Dost not think of it? Dost see that leg?") == []
     )  # "?—Dost"
+    # a chunk that never writes "but" in lower case: still no person called "But"
+    text = "He looked up.\u2014But Ahab was gone, and Starbuck followed. Yet Queequeg slept."
+    assert names_in(text) == ["Starbuck"]
     text = (
         "So I've heard, and I'm sure. CHAPTER IV. Then BOOK I came, and Ahab read the book and the chapter."
     )
@@ -67,6 +70,13 @@ def test_copied_lines_follow_the_passage_and_pronouns_take_a_known_name():
     assert "Mr. Darcy | rode to | Netherfield\n" in lines
     assert len(lines) == len(set(lines))
     assert not any(line.rstrip("\n").endswith((" the", " of", " in")) for line in lines)
+
+
+def test_an_object_does_not_end_on_the_title_of_a_name_it_cuts():
+    passage = "Mr. Darcy was attending them to their carriage Miss Bennet and the rest. Mr. Darcy bowed to the Colonel."
+    lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
+    assert not any(line.rstrip("\n").endswith("Miss") for line in lines)
+    assert "Mr. Darcy | bowed to | the Colonel\n" in lines  # a title that ends the clause stays
 
 
 def test_a_name_followed_by_a_preposition_or_an_apposition_is_no_subject():

@@ -156,3 +156,18 @@ def test_evidence_is_numbered_as_the_summary_splits_into_sentences():
     ]
     assert {e["sentence"] for e in evidence} == {0, 1, 2}
     assert all(supported(summary, evidence, text))
+
+
+def test_the_forms_of_one_name_are_one_person():
+    text = "Mr. Darcy rode to Netherfield. Darcy smiled at Elizabeth. Elizabeth walked to Meryton. Darcy rode home."
+
+    def row(subject, relation, obj):  # noqa: E306
+        start = text.index(f"{subject} {relation}")
+        return {"subject": subject, "relation": relation, "object": obj, "chunk_index": 0, "char_start": start,
+                "char_end": start + len(f"{subject} {relation} {obj}")}  # fmt: skip
+
+    facts = [row("Mr. Darcy", "rode to", "Netherfield"), row("Darcy", "smiled at", "Elizabeth"),
+             row("Elizabeth", "walked to", "Meryton"), row("Darcy", "rode", "home")]  # fmt: skip
+    summary, _ = summary_from_states(facts, text, [0])
+    assert summary.startswith("The text follows Darcy and Elizabeth.")  # not "Darcy, Elizabeth and Mr. Darcy"
+    assert "Mr. Darcy rode to Netherfield." in summary  # each sentence in its fact's own words
