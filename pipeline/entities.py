@@ -53,7 +53,8 @@ from memgpt.repetition import FUNCTION_WORDS
 from pipeline.facts import normalize
 from pipeline.schemas import FINAL_STATE
 
-FINAL_CHANGES = 2  # changes kept in an entity's final state in a document, beside its last fact
+FINAL_FACTS = 4  # facts nothing later changed, the latest, kept in an entity's final state in a document
+FINAL_CHANGES = 2  # and changes (with what they superseded), the latest, however long ago
 # verbs of speech and coming and going: saying one again is no change of what a person has or is
 _NO_CHANGE = frozenset("said says say asked replied cried answered added went came thought".split())
 TITLES = frozenset(
@@ -347,15 +348,16 @@ def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
 
 
 def final_state(rows: list[dict]) -> list[dict]:
-    """An entity's state at the end of a document, from its facts there in reading order: its latest
-    `FINAL_CHANGES` changes that nothing later changed again, each with the fact it superseded
-    ("moved the ledger to | the lighthouse at Tromsø", superseding "keeps the ledger in | the observatory of
-    Bergen"), and its last fact, in reading order. A state is more than the last thing said: where the ledger
-    is now still holds after "he bowed as they passed"."""
+    """An entity's state at the end of a document, from its facts there in reading order: the latest
+    `FINAL_FACTS` facts that nothing later changed, and its latest `FINAL_CHANGES` changes of those before them,
+    in reading order, each change with the fact it superseded ("moved the ledger to | the lighthouse at
+    Tromsø", superseding "keeps the ledger in | the observatory of Bergen"). A state is more than the last thing
+    said: where the ledger is still holds after "he bowed as they passed", and what was changed is no more."""
     pairs = changed(rows)
     superseded = {i for i, _ in pairs}
     by_change = {j: i for i, j in pairs}
-    kept = [j for _, j in pairs if j not in superseded][-FINAL_CHANGES:]
+    live = [k for k in range(len(rows)) if k not in superseded]  # the last fact is always live
+    kept = [j for j in live if j in by_change][-FINAL_CHANGES:]
     return [
         {
             **{k: rows[j][k] for k in FINAL_STATE},
@@ -363,7 +365,7 @@ def final_state(rows: list[dict]) -> list[dict]:
             if j in by_change
             else None,
         }
-        for j in sorted({*kept, len(rows) - 1})
+        for j in sorted({*kept, *live[-FINAL_FACTS:]})
     ]
 
 
@@ -382,9 +384,10 @@ def changed(rows: list[dict]) -> list[tuple[int, int]]:
 
 
 def _what(row: dict) -> set[str]:
-    """The lowercase content words of a fact's relation and object: what it is about, not who, nor that it
-    was said ("said", "replied": speech is no change)."""
-    words = re.findall(r"[^\W_]+", f"{row['relation']} {row['object']}")
+    """The lowercase content words of a fact's relation and object but its verb (the relation's first word):
+    what it is about, not who, nor what was done ("keeps the violin in the vault" and "keeps a man-servant" are
+    about two things), nor that it was said ("said", "replied": speech is no change)."""
+    words = re.findall(r"[^\W_]+", f"{row['relation']} {row['object']}")[1:]
     return {w for w in words if w.islower() and w not in FUNCTION_WORDS and w not in _NO_CHANGE}
 
 

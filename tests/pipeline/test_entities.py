@@ -149,6 +149,21 @@ def test_each_entity_keeps_its_last_fact_in_each_document_in_its_final_state():
     assert rows["meryton"]["final_states"] == []  # never a subject
 
 
+def test_a_final_state_keeps_what_later_facts_about_other_things_did_not_change():
+    facts = [
+        fact("a", "Halvorsen", "keeps the violin in", "the vault of Zurich", 0, 100),
+        fact("a", "Halvorsen", "keeps", "a man-servant", 1, 700),  # the same verb, another thing
+        *(fact("a", "Halvorsen", verb, "it", 2, 900 + k) for k, verb in enumerate(("saw", "heard", "knew"))),
+        fact("a", "Halvorsen", "said", "nothing", 3, 1300),
+    ]
+    row = next(r for r in entity_rows(facts, run_id="r") if r["entity"] == "halvorsen")
+    state = [(s["relation"], s["object"], s["supersedes"]) for s in row["final_states"]]
+    assert [s[0] for s in state] == ["saw", "heard", "knew", "said"]  # the latest four: bounded
+    facts = facts[:2] + facts[-1:]
+    row = next(r for r in entity_rows(facts, run_id="r") if r["entity"] == "halvorsen")
+    assert [s["object"] for s in row["final_states"]] == ["the vault of Zurich", "a man-servant", "nothing"]
+
+
 def test_a_final_state_keeps_the_latest_changes_after_later_unrelated_facts_and_drops_what_they_superseded():
     facts = [
         fact("a", "Halvorsen", "keeps the ledger in", "the observatory of Bergen", 0, 100),
