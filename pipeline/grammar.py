@@ -50,7 +50,8 @@ _SHE = frozenset(
 )
 PRONOUNS = ("he", "she", "He", "She")
 MAX_RELATION_WORDS = 4
-MAX_PHRASE_WORDS = 6
+MAX_PHRASE_WORDS = 6  # an object phrase under a relation vocabulary
+MAX_OBJECT_WORDS = 8  # a copied line's object: "moved | the violin to the chapel of Arles" whole
 _WORD = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")
 # a title may come second ("When Mrs. Bennet"): any word may end with a dot, and _split_at_sentence_end cuts
 # the name where a dot ends a sentence instead ("Melk. But")
@@ -200,6 +201,8 @@ def subject_spans(
         # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
         # subject, the phrase it opens is
         for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
+            if _after_title(passage, m.start()):  # "Darcy" of "Mr. Darcy": the title's dot ends no sentence
+                continue
             if _opens_clause(passage, m.start()) or (
                 opener is not None and opener.search(passage, max(0, m.start() - 10), m.start())
             ):
@@ -255,32 +258,36 @@ def _title_gender(name: str) -> str:
     return "he" if title in _HE else "she" if title in _SHE else ""
 
 
+def _after_title(passage: str, at: int) -> bool:
+    """Whether the word before position `at` is a title ("Mr. " before "Darcy")."""
+    before = re.search(r"([A-Za-z]+)\.?\s+$", passage[max(0, at - 14) : at])
+    return before is not None and before.group(1).casefold() in TITLES
+
+
 def _opens_clause(passage: str, at: int) -> bool:
     """Whether position `at` starts a sentence or clause, where a name or pronoun is its subject."""
     return _CLAUSE_START.search(passage, max(0, at - 10), at) is not None
 
 
 def _words_after(passage: str, at: int) -> list[str]:
-    """The words from `at` to the end of its clause, at most MAX_RELATION_WORDS + MAX_PHRASE_WORDS of them."""
+    """The words from `at` to the end of its clause, at most MAX_RELATION_WORDS + MAX_OBJECT_WORDS of them."""
     clause = _SENTENCE.match(passage, at)
     words = _WORD.findall(clause.group()) if clause else []
-    return words[: MAX_RELATION_WORDS + MAX_PHRASE_WORDS]
+    return words[: MAX_RELATION_WORDS + MAX_OBJECT_WORDS]
 
 
 def _splits(subject: str, words: list[str]) -> list[str]:
     """The lines of one clause: where the relation ends is the model's choice; the object then runs on to the
-    clause's end (at most MAX_PHRASE_WORDS words), for a short object ("keeps | the telescope") drops the place
+    clause's end (at most MAX_OBJECT_WORDS words), for a short object ("keeps | the telescope") drops the place
     that follows it."""
     out = []
-    if words and words[0].casefold() in _NO_PREDICATE:
+    # "Mrs. Hurst and Miss Bingley", "JSONL or Parquet": the first of a compound or a list says nothing alone
+    if words and (words[0].casefold() in _NO_PREDICATE or words[0].casefold() in _CONJUNCTIONS):
         return out
     for i in range(1, min(MAX_RELATION_WORDS, len(words) - 1) + 1):
         if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase
             continue
-        # "JSONL | or | Parquet", "LoRA | or full | backbone": a name in a list of alternatives says nothing of it
-        if words[0].casefold() in ("or", "nor") or (i == 1 and words[0].casefold() in _CONJUNCTIONS):
-            continue
-        j = min(i + MAX_PHRASE_WORDS, len(words))
+        j = min(i + MAX_OBJECT_WORDS, len(words))
         # nor does it end on "in the", or on a title ("kind to Mr.")
         while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS
                          or _cut_name(words, j)):  # fmt: skip
