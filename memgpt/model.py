@@ -331,12 +331,16 @@ class MemGPT(nn.Module):
         ids, mask = left_pad(prompts, options["pad_token_id"])
         out = self.generate(ids, attention_mask=mask, memory=memory, **options)
         sequences = out.sequences if isinstance(out, GenerateDecoderOnlyOutput) else out
-        stops = self._end_of_turn(options.get("eos_token_id"))
-        replies = []
-        for row in sequences[:, ids.shape[1] :].tolist():
-            end = next((i for i, t in enumerate(row) if t in stops), len(row))
-            replies.append(Reply(self.tokenizer.decode(row[:end], skip_special_tokens=True), row[:end]))
-        return replies
+        return self.replies(
+            sequences[:, ids.shape[1] :].tolist(), self._end_of_turn(options.get("eos_token_id"))
+        )
+
+    def replies(self, rows: list[list[int]], stops: set[int] | None = None) -> list[Reply]:
+        """Generated token rows as replies: each cut before its first end-of-turn token (`stops`, by default
+        `end_of_turn`), and decoded."""
+        stops = self.end_of_turn if stops is None else stops
+        cut = [row[: next((i for i, t in enumerate(row) if t in stops), len(row))] for row in rows]
+        return [Reply(self.tokenizer.decode(row, skip_special_tokens=True), row) for row in cut]
 
     @property
     def end_of_turn(self) -> set[int]:

@@ -96,7 +96,6 @@ class Extractor:
         self.summary_from = summary_source(config, self.grammar_mode, self.notes_every)
         # lookup decoding for the facts (memgpt/lookup.py); archival memory shapes the logits itself
         self.lookup = config.facts_draft_tokens > 0 and self.model.config.memory != "archival"
-        self.passes = 0  # forward passes of the last lookup decoding
         self.grammar = None
         if config.facts and self.grammar_mode != "none":
             self.grammar = FactsGrammar(
@@ -349,19 +348,17 @@ class Extractor:
             processors = [self.grammar.processor(grammars, self.config.facts_max_lines)]
         if grammars and self.lookup:
             constraint = processors[0] if processors else None
-            rows, self.passes = lookup_generate(
+            rows, _ = lookup_generate(
                 self.model, prompts, state, max_new, constraint, self.config.facts_draft_tokens
             )
-            stops = self.model.end_of_turn
-            ends = [next((i for i, t in enumerate(r) if t in stops), len(r)) for r in rows]
-            texts = [
-                self.model.tokenizer.decode(r[:e], skip_special_tokens=True)
-                for r, e in zip(rows, ends, strict=True)
-            ]
-            return texts, ends
-        replies = self.model.reply(
-            prompts, memory=state, max_new_tokens=max_new, logits_processor=LogitsProcessorList(processors)
-        )
+            replies = self.model.replies(rows)
+        else:
+            replies = self.model.reply(
+                prompts,
+                memory=state,
+                max_new_tokens=max_new,
+                logits_processor=LogitsProcessorList(processors),
+            )
         return [r.text for r in replies], [len(r.ids) for r in replies]
 
     def fact_rows(self, doc: dict, chunk: Chunk, generated: str) -> tuple[list[dict], int]:
