@@ -6,6 +6,8 @@ from torch import nn
 from . import hub
 from .memory import BackboneInputs, MemoryKind, positions_from_mask, register_memory
 
+PRETRAINED_GATE_BIAS = -2.0  # sigmoid(-2) = 0.12 of a write slot's output enters M_t at first
+
 
 class SlotMemory(nn.Module):
     """Chunk layout: [read slots (n) | chunk tokens (T) | write slots (n)].
@@ -17,7 +19,9 @@ class SlotMemory(nn.Module):
     kind = "slots"
     needs_attentions = False
 
-    def __init__(self, num_slots: int, hidden_size: int, init_std: float = 0.02):
+    def __init__(
+        self, num_slots: int, hidden_size: int, init_std: float = 0.02, write_scale: float | None = None
+    ):
         super().__init__()
         self.num_slots = num_slots
         self.initial = nn.Parameter(torch.randn(num_slots, hidden_size) * init_std)  # M_0
@@ -32,6 +36,14 @@ class SlotMemory(nn.Module):
         nn.init.zeros_(self.proj.bias)
         nn.init.normal_(self.gate.weight, std=init_std)
         nn.init.zeros_(self.gate.bias)
+        if write_scale is not None:  # a pretrained backbone (see `write_scale` below)
+            # A pretrained backbone's last hidden states are larger than its token embeddings (13x in SmolLM2):
+            # a slot that large drowns what the layers add to it in the residual stream, so the write is scaled
+            # to a token's size. The gate starts mostly shut (12 % new, as an LSTM's forget gate starts open):
+            # what M_0 learned to do for a frozen backbone (a soft prompt) survives the first writes while
+            # writing is learned. Trained from scratch with its backbone, the memory keeps the plain start.
+            self.proj.weight.data.mul_(write_scale)
+            nn.init.constant_(self.gate.bias, PRETRAINED_GATE_BIAS)
 
     def init(self, batch_size, device, dtype) -> dict[str, torch.Tensor]:
         memory = self.initial.to(device, dtype).unsqueeze(0).expand(batch_size, -1, -1)  # (B, n, D)
@@ -65,7 +77,20 @@ class SlotMemory(nn.Module):
 
 def build(config, backbone, tokenizer=None) -> SlotMemory:
     init_std = getattr(backbone.config, "initializer_range", 0.02)
-    return SlotMemory(config.num_slots, hub.backbone_shapes(backbone.config)["hidden_size"], init_std)
+    hidden = hub.backbone_shapes(backbone.config)["hidden_size"]
+    return SlotMemory(config.num_slots, hidden, init_std, write_scale(backbone))
+
+
+def write_scale(backbone) -> float | None:
+    """A token embedding's size over a last hidden state's (the final norm's weights set it), at most 1, for a
+    backbone loaded with its weights; None for one built from its config (its weights train with the memory)."""
+    if not getattr(backbone.config, "name_or_path", ""):
+        return None
+    embed = backbone.get_input_embeddings().weight.detach().float()
+    norms = [p for n, p in backbone.named_parameters() if "norm" in n and p.dim() == 1]
+    if not norms:
+        return 1.0
+    return min(1.0, float(embed.pow(2).mean().sqrt() / norms[-1].detach().float().pow(2).mean().sqrt()))
 
 
 def check(config) -> None:

@@ -8,7 +8,7 @@ from ..model import MemGPT
 from ..state import MemoryState
 from . import planted
 from .batches import TaskPrompts
-from .books import BookSplits, recall_doc
+from .books import BookSplits, RecallDoc, recall_doc
 from .recipe import TrainConfig
 from .scoring import state_accuracy
 
@@ -54,17 +54,30 @@ def recall_accuracy(model: MemGPT, books: BookSplits, n_segments: int, n_docs: i
     writes first). `only_last`: the baseline without memory: the last segment and the question alone."""
     model.eval()
     prompts = TaskPrompts(model.tokenizer)
-    docs = [recall_doc(books, model.tokenizer, random.Random(seed + i), "held_out", n_segments,
-                       model.config.chunk_size, question_first) for i in range(n_docs)]  # fmt: skip
-    chunks = torch.tensor([d.segments for d in docs], dtype=torch.long)  # (B, N, C)
-    state = model.init_state(n_docs)
-    for t in range(0 if not only_last else n_segments - 1, n_segments - 1):
-        state = model.step(state, chunks[:, t])
+    docs = held_out_docs(model, books, n_segments, n_docs, seed, question_first)
+    state = read_segments(model, docs, only_last)
     query = prompts.seq([(d.segments[-1] + d.question, d.answer[:-1]) for d in docs])  # the answer's words
     logits = model(query.ids, query.mask, memory=state).logits
     labels = query.labels[:, 1:].to(logits.device)
     wrong = (logits[:, :-1].argmax(-1) != labels) & (labels != -100)
     return float((~wrong.any(-1)).float().mean())
+
+
+def held_out_docs(model: MemGPT, books: BookSplits, n_segments: int, n_docs: int, seed: int = 20_000_003,
+                  question_first: bool = False) -> list[RecallDoc]:  # fmt: skip
+    """The same held-out documents for every model with this chunk size and seed."""
+    return [recall_doc(books, model.tokenizer, random.Random(seed + i), "held_out", n_segments,
+                       model.config.chunk_size, question_first) for i in range(n_docs)]  # fmt: skip
+
+
+@torch.no_grad()
+def read_segments(model: MemGPT, docs: list[RecallDoc], only_last: bool = False) -> MemoryState:
+    """The memory after every segment but the last (which the query holds); `only_last`: nothing read."""
+    chunks = torch.tensor([d.segments for d in docs], dtype=torch.long)  # (B, N, C)
+    state = model.init_state(len(docs))
+    for t in range(0 if not only_last else chunks.shape[1] - 1, chunks.shape[1] - 1):
+        state = model.step(state, chunks[:, t])
+    return state
 
 
 def recall_curve(model: MemGPT, cfg: TrainConfig, books: BookSplits, n_docs: int = 32) -> dict[str, float]:

@@ -23,6 +23,8 @@ from .filler import Filler
 from .losses import batch_loss
 from .recipe import CHECKPOINT, FINAL, TRAIN_CONFIG, TrainConfig
 
+HISTORY = "history.jsonl"  # every step's record, and the held-out evaluations
+
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """Linear warmup, then cosine decay to min_lr."""
@@ -74,7 +76,7 @@ def train(
     bar = tqdm(
         range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=rank != 0, desc="train"
     )
-    tokens, history, step = 0, [], start - 1
+    tokens, history, step = 0, read_history(out, start), start - 1
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
@@ -94,10 +96,13 @@ def train(
             and (step % cfg.eval_every == 0 or done)
         ):
             record["eval"] = recall_curve(model, cfg, batches.books)  # held-out text, greedy answers
+            bar.write(json.dumps({"step": record["step"], "eval": record["eval"]}))
+            write_history(out, history)
             if report is not None:
                 report(record)
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or done):
             save_checkpoint(out / CHECKPOINT, model, opt, step + 1, cfg)
+            write_history(out, history)  # what a resumed run starts from: nothing after its checkpoint
         if done:
             break
     bar.close()
@@ -178,7 +183,21 @@ def save_final(model: MemGPT, cfg: TrainConfig, steps: int, history: list[dict])
     out = Path(cfg.out_dir)
     model.save_pretrained(out / FINAL)
     (out / FINAL / TRAIN_CONFIG).write_text(json.dumps({**asdict(cfg), "steps": steps}, indent=2))
-    (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    write_history(out, history)
+
+
+def write_history(out: Path, history: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HISTORY).write_text("".join(json.dumps(r) + "\n" for r in history))
+
+
+def read_history(out: Path, start: int) -> list[dict]:
+    """The records of steps before `start` (a resumed run's checkpoint) from an earlier run's history."""
+    path = out / HISTORY
+    if not start or not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["step"] <= start]
 
 
 def _seed(seed: int, step: int, index: int) -> int:

@@ -161,3 +161,31 @@ def test_recall_benchmark_options_are_read_as_values():
         "archive_copy_bias": 0, "archive_attend_heavy": True, "kv_positions": "cache"}  # fmt: skip
     with pytest.raises(SystemExit, match="key=value"):
         parse_overrides(["archive_copy_bias"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CORPUS.is_file(), reason=f"needs the book text at {CORPUS}")
+def test_books_recall_benchmark_reads_a_training_run(tmp_path):
+    from benchmarks.books_recall import CANDIDATES, candidates, main
+    from memgpt.training import TrainConfig, train
+    from memgpt.training.books import RecallDoc
+
+    books = sorted(CORPUS.parent.glob("*.txt"))
+    cfg = TrainConfig.from_yaml(REPO / "jobs" / "configs" / "train_ci.yaml", out_dir=str(tmp_path / "run"),
+                                task="books", text_files=[str(b) for b in books], curriculum={0: 2}, max_steps=2,
+                                eval_every=1, eval_segments=[1, 2], batch_size=2, lm_weight=0.0)  # fmt: skip
+    train(cfg)
+    main([str(tmp_path / "run"), "--docs", "3", "--segments", "1", "2", "--out", str(tmp_path / "out")])
+    result = json.loads((tmp_path / "out" / "books.json").read_text())
+    assert [r["step"] for r in result["curve"]] == [1, 2]
+    final = {(r["segments"], r["method"]): r for r in result["final"]}
+    assert set(final) == {(n, m) for n in (1, 2) for m in ("slots", "last segment", "kv (full text)")}
+    # one segment is all in the query: nothing is read into memory either way, so both score alike
+    assert final[(1, "slots")] == final[(1, "last segment")] | {"method": "slots"}
+    assert (tmp_path / "out" / "books-curve.png").stat().st_size > 0
+
+    number = RecallDoc([[0]], [0], [0], "417", [0])
+    for doc in (number, RecallDoc([[0]], [0], [0], "chapel", [0])):
+        names = candidates(doc, seed=1)
+        assert names[0] == doc.answer_text and len(set(names)) == CANDIDATES
+    assert all(len(n) == 3 and n.isdigit() for n in candidates(number, seed=1))

@@ -102,3 +102,21 @@ def test_lora_training_resumes_on_the_same_curve(tmp_path, hub_folder):
     train(recipe(tmp_path / "b", hub_folder, "lora", max_steps=2))  # stops at step 2, its checkpoint there
     resumed = train(recipe(tmp_path / "b", hub_folder, "lora", max_steps=4))
     assert same_outputs(whole, resumed)
+
+
+def test_slots_on_a_pretrained_backbone_write_at_a_token_size_through_a_shut_gate(hub_folder):
+    """A loaded backbone's last hidden states are not its embeddings' size: the first writes are scaled to a
+    token's size and mostly gated out, so M_0 keeps working; a backbone built from its config starts plain."""
+    fresh = tiny("llama", memory="slots", num_slots=4)
+    assert torch.equal(fresh.memory.proj.weight, torch.eye(fresh.hidden_size))
+    assert torch.equal(fresh.memory.gate.bias, torch.zeros_like(fresh.memory.gate.bias))
+
+    loaded = MemGPT.from_pretrained(hub_folder, memory="slots", chunk_size=32, num_slots=4, device="cpu")
+    ids = random_doc(32)[None]
+    hidden = loaded.backbone(ids, output_hidden_states=True).hidden_states[-1]  # (1, T, D)
+    embed = loaded.backbone.get_input_embeddings().weight
+    rms = lambda t: float(t.detach().pow(2).mean().sqrt())  # noqa: E731
+    assert rms(hidden) > 5 * rms(embed)  # what the scale is for
+    assert 0.5 < rms(loaded.memory.proj(hidden)) / rms(embed) < 2.0
+    gate = torch.sigmoid(loaded.memory.gate.bias)
+    assert float(gate.max()) < 0.2

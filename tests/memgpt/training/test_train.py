@@ -55,6 +55,10 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path):
     assert state["step"] == 3
     resumed = weights(train(tiny_recipe(tmp_path / "c")))  # picks up at step 3
     assert all(torch.allclose(full[k], resumed[k], atol=1e-6) for k in full)
+    # the history of the resumed run still holds the steps before its checkpoint, each once, the same losses
+    losses = {h["step"]: h["loss"] for h in history(tmp_path / "a")}
+    assert [h["step"] for h in history(tmp_path / "c")] == list(range(1, 7))
+    assert all(abs(h["loss"] - losses[h["step"]]) < 1e-4 for h in history(tmp_path / "c"))
 
 
 def test_checkpoints_are_safetensors_and_json_only(tmp_path):
