@@ -349,23 +349,13 @@ class GrammarProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.started:  # the token chosen at the last step
-            last = input_ids[:, -1].cpu()
-            self.lines += self.newlines[last.clamp(max=len(self.newlines) - 1)]
-            for i, m in enumerate(self.matchers):
-                if not m.is_stopped():
-                    m.consume_token(int(last[i]))
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self.accept(row, token)
         self.started = True
-        for i, m in enumerate(self.matchers):
-            llguidance.torch.fill_next_token_bitmask(m, self.bitmask, i)
-        allowed = (self.bitmask.unsqueeze(-1) >> self.bits) & 1  # (B, V / 32, 32)
-        allowed = allowed.bool().view(len(self.matchers), -1)[:, : scores.shape[-1]]
-        full = self.lines >= self.max_lines
-        if full.any():  # enough lines: only the end
-            allowed[full] = False
-            allowed[full, self.eos] = True
-        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+        allowed = torch.stack([self.allowed(row) for row in range(len(self.matchers))])  # (B, V)
+        return scores.masked_fill(~allowed[:, : scores.shape[-1]].to(scores.device), float("-inf"))
 
-    # ---- the Constraint of lookup decoding (memgpt/lookup.py): the same rules, a row at a time ----
+    # ---- the Constraint of lookup decoding (memgpt/lookup.py), a row at a time; __call__ uses it too ----
 
     def allowed(self, row: int) -> torch.Tensor:
         """(V,) bool: what the row's grammar allows next (llguidance's mask: of the tokens that spell a forced
