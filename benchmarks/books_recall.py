@@ -138,7 +138,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--curve-only", action="store_true")
     p.add_argument("--out", type=Path, default=Path("docs/benchmark"))
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
     curve = learning_curve(args.run)
     print_table(curve, f"held-out accuracy during training (exact; chance ~{EXACT_CHANCE:.2f})")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,8 @@ def test_recall_benchmark_options_are_read_as_values():
 @pytest.mark.slow
 @pytest.mark.skipif(not CORPUS.is_file(), reason=f"needs the book text at {CORPUS}")
 def test_books_recall_benchmark_reads_a_training_run(tmp_path):
+    import torch
+
     from benchmarks.books_recall import CANDIDATES, candidates, main
     from memgpt.training import TrainConfig, train
     from memgpt.training.books import RecallDoc
@@ -176,6 +178,7 @@ def test_books_recall_benchmark_reads_a_training_run(tmp_path):
                                 eval_every=1, eval_segments=[1, 2], batch_size=2, lm_weight=0.0)  # fmt: skip
     train(cfg)
     main([str(tmp_path / "run"), "--docs", "3", "--segments", "1", "2", "--out", str(tmp_path / "out")])
+    assert torch.is_grad_enabled()  # it ran in this process: later tests train
     result = json.loads((tmp_path / "out" / "books.json").read_text())
     assert [r["step"] for r in result["curve"]] == [1, 2]
     final = {(r["segments"], r["method"]): r for r in result["final"]}
