@@ -3,6 +3,7 @@
 python -m benchmarks.extraction_profile                          # 4k tokens of a real book, default model and settings
 python -m benchmarks.extraction_profile --tokens 16384 --input book.txt
 python -m benchmarks.extraction_profile --draft-tokens 0           # facts one token per forward pass
+python -m benchmarks.extraction_profile --facts-pass separate      # the facts prompt read apart from the chunk
 (on a machine with a GPU it runs there, in bf16, as the job's actors do)
 
 The actor (`pipeline.actor.Extractor`, default settings) reads one document in this process; its phases are
@@ -88,15 +89,24 @@ def instrument(ex, timers: Timers, calls: list[int]) -> None:
     ex.model.backbone.register_forward_hook(after_pass, with_kwargs=True)
 
     ex.generate = phase_generate
+    after_reading = ex.facts_after_reading
+
+    def phase_after_reading(*args):
+        prompt_read[0] = True
+        return timers.wrap("facts", after_reading)(*args)
+
+    ex.facts_after_reading = phase_after_reading
     if make_processor is not None:  # the grammar's masks, inside generation: timed apart, then taken out
         ex.grammar.processor = lambda *args, **kwargs: _Timed(make_processor(*args, **kwargs), timers)
-    step = ex.model.step
+    def counted(step):
+        def counted_step(*args, **kwargs):  # one backbone pass a chunk: not a generated token's
+            calls[1] += 1
+            return step(*args, **kwargs)
 
-    def counted_step(*args, **kwargs):  # one backbone pass a chunk: not a generated token's
-        calls[1] += 1
-        return step(*args, **kwargs)
+        return counted_step
 
-    ex.model.step = timers.wrap("reading", counted_step)
+    ex.model.step = timers.wrap("reading", counted(ex.model.step))
+    ex.model.step_keeping_cache = timers.wrap("reading", counted(ex.model.step_keeping_cache))
     ex.model.backbone.base_model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
 
 
@@ -140,11 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--draft-tokens", type=int, default=None,
                    help="facts_draft_tokens (0: one token per pass, as before lookup decoding); none: the default")  # fmt: skip
+    p.add_argument("--facts-pass", choices=("shared", "separate"), default=None,
+                   help="facts_pass: shared (the default) or separate (the facts prompt read apart from the chunk)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
     with tempfile.TemporaryDirectory() as tmp:
         drafts = {} if args.draft_tokens is None else {"facts_draft_tokens": args.draft_tokens}
+        if args.facts_pass is not None:
+            drafts["facts_pass"] = args.facts_pass
         ex = Extractor(
             ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads, **drafts), "profile"
         )

@@ -7,7 +7,7 @@ from .config import MemGPTConfig
 from .hub import DEFAULT_MODEL, load_tokenizer
 from .kv import KVMemory
 from .memory import Memory, MemoryKind, memory_kind, memory_names, register_memory
-from .model import MemGPT, MemGPTOutput
+from .model import ChunkCache, MemGPT, MemGPTOutput
 from .retrieval import RetrievalMemory
 from .slots import SlotMemory
 from .state import MemoryState
@@ -17,6 +17,7 @@ __all__ = [
     "MemGPT",
     "MemGPTConfig",
     "MemGPTOutput",
+    "ChunkCache",
     "MemoryState",
     "Memory",
     "MemoryKind",

@@ -86,8 +86,7 @@ def lookup_generate(
     pad = model._pad_for_generate(None)
     ids, mask = left_pad(prompts, pad)
     state, tail_ids, tail_mask = model._read_prompt(ids, mask, memory, pad)
-    backbone = model.backbone
-    embeds = backbone.get_input_embeddings()(tail_ids)
+    embeds = model.backbone.get_input_embeddings()(tail_ids)
     inputs = model.memory.read_inputs(state.tensors, embeds, tail_mask, write=False, input_ids=tail_ids)
     if inputs.logits_processor is not None:
         raise ValueError(
@@ -95,56 +94,87 @@ def lookup_generate(
         )
     cache = inputs.cache if inputs.cache is not None else reserved_cache()
     prefix = inputs.text.start
-    eos = eos if eos is not None else model.end_of_turn
-    B = len(prompts)
-    lookups = [Lookup(p) for p in prompts]
-    generated: list[list[int]] = [[] for _ in range(B)]
-    attention = inputs.attention_mask  # (B, S + T): grows by each step's tokens, holes set to 0
-    positions = inputs.position_ids[:, inputs.text]
     with inputs.attending or nullcontext():
         if prefix:
             model._read_prefix(inputs, prefix, tail_ids.shape[1], cache)
-        out = backbone(input_ids=tail_ids, attention_mask=attention, position_ids=positions, cache=cache,
-                       use_cache=True, logits_to_keep=1)  # fmt: skip
-        passes = 1
-        first = out.logits[:, -1].float()
-        last = [_choose(first[r], constraint, r, t) for r, t in enumerate(first.argmax(-1).tolist())]
-        next_pos = positions[:, -1] + 1  # (B,)
-        done = [False] * B
+        # (B, S + T): grows by each step's tokens, holes set to 0
+        return _decode(model, cache, inputs.attention_mask, inputs.position_ids[:, inputs.text], tail_ids,
+                       [Lookup(p) for p in prompts], max_new_tokens, constraint, draft_tokens, eos)  # fmt: skip
+
+
+@torch.no_grad()
+def continue_generate(
+    model,
+    chunk,
+    prompts: list[list[int]],
+    sources: list[list[int]],
+    max_new_tokens: int = 64,
+    constraint: Constraint | None = None,
+    draft_tokens: int = 8,
+    eos: set[int] | None = None,
+) -> tuple[list[list[int]], int]:
+    """Greedy continuations of `prompts` appended to a chunk just read (`chunk`: `MemGPT.step_keeping_cache`),
+    one per row that read it; drafts are looked up in `sources` (the chunk's tokens) and the prompts. The same
+    tokens `lookup_generate` writes for the chunk's tokens followed by the prompt, from the memory before it."""
+    if max_new_tokens <= 0:
+        return [[] for _ in prompts], 0
+    ids, mask = left_pad(prompts, model._pad_for_generate(None))  # (A, W)
+    ids, mask = ids.to(model.device), mask.to(chunk.attention_mask.device)
+    attention = torch.cat([chunk.attention_mask, mask.to(chunk.attention_mask.dtype)], dim=1)
+    positions = chunk.next_position[:, None] + (mask.long().cumsum(-1) - 1).clamp(min=0)  # (A, W)
+    lookups = [Lookup(list(s) + list(p)) for s, p in zip(sources, prompts, strict=True)]
+    return _decode(model, chunk.cache, attention, positions, ids, lookups, max_new_tokens, constraint,
+                   draft_tokens, eos)  # fmt: skip
+
+
+def _decode(model, cache, attention, positions, prompt_ids, lookups, max_new_tokens, constraint, draft_tokens,
+            eos) -> tuple[list[list[int]], int]:  # fmt: skip
+    """Read the prompts' last tokens (B, T) after `cache`, then draft, verify and accept until every row ends."""
+    backbone, pad = model.backbone, model._pad_for_generate(None)
+    eos = eos if eos is not None else model.end_of_turn
+    B = prompt_ids.shape[0]
+    generated: list[list[int]] = [[] for _ in range(B)]
+    out = backbone(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, cache=cache,
+                   use_cache=True, logits_to_keep=1)  # fmt: skip
+    passes = 1
+    first = out.logits[:, -1].float()
+    last = [_choose(first[r], constraint, r, t) for r, t in enumerate(first.argmax(-1).tolist())]
+    next_pos = positions[:, -1] + 1  # (B,)
+    done = [False] * B
+    for r in range(B):
+        done[r] = _take(r, last[r], generated, lookups, constraint, eos, max_new_tokens)
+    while not all(done):
+        drafts = [[] if done[r] else _draft(r, lookups[r], constraint, draft_tokens,
+                                            max_new_tokens - len(generated[r]) - 1) for r in range(B)]  # fmt: skip
+        K = 1 + max(len(d) for d in drafts)
+        step = torch.full((B, K), pad, dtype=torch.long)
+        step_mask = torch.zeros(B, K, dtype=attention.dtype)
         for r in range(B):
-            done[r] = _take(r, last[r], generated, lookups, constraint, eos, max_new_tokens)
-        while not all(done):
-            drafts = [[] if done[r] else _draft(r, lookups[r], constraint, draft_tokens,
-                                                max_new_tokens - len(generated[r]) - 1) for r in range(B)]  # fmt: skip
-            K = 1 + max(len(d) for d in drafts)
-            step = torch.full((B, K), pad, dtype=torch.long)
-            step_mask = torch.zeros(B, K, dtype=attention.dtype)
-            for r in range(B):
-                if not done[r]:
-                    step[r, : 1 + len(drafts[r])] = torch.tensor([last[r], *drafts[r]])
-                    step_mask[r, : 1 + len(drafts[r])] = 1
-            step, step_mask = step.to(model.device), step_mask.to(attention.device)
-            attention = torch.cat([attention, step_mask], dim=1)
-            step_positions = next_pos[:, None] + torch.arange(K, device=next_pos.device)
-            out = backbone(input_ids=step, attention_mask=attention, position_ids=step_positions, cache=cache,
-                           use_cache=True)  # fmt: skip
-            passes += 1
-            logits = out.logits.float()  # (B, K, V)
-            likeliest = logits.argmax(-1).tolist()  # one device sync a pass
-            for r in range(B):
-                if done[r]:
-                    continue
-                kept = 0
-                for i in range(len(drafts[r]) + 1):
-                    token = _choose(logits[r, i], constraint, r, likeliest[r][i])
-                    done[r] = _take(r, token, generated, lookups, constraint, eos, max_new_tokens)
-                    if done[r] or i == len(drafts[r]) or token != drafts[r][i]:
-                        break
-                    kept += 1
-                last[r] = generated[r][-1]
-                # the draft's rejected tokens stay in the cache: masked out from now on
-                attention[r, attention.shape[1] - K + 1 + kept :] = 0
-                next_pos[r] += 1 + kept
+            if not done[r]:
+                step[r, : 1 + len(drafts[r])] = torch.tensor([last[r], *drafts[r]])
+                step_mask[r, : 1 + len(drafts[r])] = 1
+        step, step_mask = step.to(model.device), step_mask.to(attention.device)
+        attention = torch.cat([attention, step_mask], dim=1)
+        step_positions = next_pos[:, None] + torch.arange(K, device=next_pos.device)
+        out = backbone(input_ids=step, attention_mask=attention, position_ids=step_positions, cache=cache,
+                       use_cache=True)  # fmt: skip
+        passes += 1
+        logits = out.logits.float()  # (B, K, V)
+        likeliest = logits.argmax(-1).tolist()  # one device sync a pass
+        for r in range(B):
+            if done[r]:
+                continue
+            kept = 0
+            for i in range(len(drafts[r]) + 1):
+                token = _choose(logits[r, i], constraint, r, likeliest[r][i])
+                done[r] = _take(r, token, generated, lookups, constraint, eos, max_new_tokens)
+                if done[r] or i == len(drafts[r]) or token != drafts[r][i]:
+                    break
+                kept += 1
+            last[r] = generated[r][-1]
+            # the draft's rejected tokens stay in the cache: masked out from now on
+            attention[r, attention.shape[1] - K + 1 + kept :] = 0
+            next_pos[r] += 1 + kept
     return generated, passes
 
 

@@ -1,7 +1,7 @@
 """MemGPT: a Hugging Face causal LM plus a fixed-size memory that reads long documents chunk by chunk."""
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +39,18 @@ class MemGPTOutput:
     logits: torch.Tensor | None  # (B, T, V) over the chunk's tokens
     loss: torch.Tensor | None
     memory: MemoryState  # the state after reading the chunk
+
+
+@dataclass
+class ChunkCache:
+    """The backbone's cache right after a chunk was read: the memory before it, then the chunk. A generation
+    continues from it (`memgpt.lookup.continue_generate`), so the chunk goes through the backbone once for both
+    the memory's write and what is generated about it."""
+
+    cache: object  # a transformers Cache: (A, H, S + P, Dh) per layer
+    attention_mask: torch.Tensor  # (A, S + P): the memory's entries and the chunk; what the memory adds after it masked
+    next_position: torch.Tensor  # (A,) the position after each row's last chunk token
+    rows: torch.Tensor  # (A,) the batch rows that read a chunk (a finished document's row reads none)
 
 
 def default_device() -> torch.device:
@@ -187,6 +199,39 @@ class MemGPT(nn.Module):
     ) -> MemoryState:
         """Update the memory with one chunk per document (B, T), right-padded."""
         return self.forward(input_ids, attention_mask, memory=state, return_logits=False).memory
+
+    @torch.no_grad()
+    def step_keeping_cache(
+        self, state: MemoryState, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[MemoryState, ChunkCache]:
+        """`step`, and the backbone's cache after the chunk, to generate from before the memory moves on.
+
+        The same new state as `step`. Memories that read through a hook of their own or shape the logits
+        (retrieval, archival) leave nothing a generation could continue from: ValueError."""
+        input_ids = input_ids.to(self.device)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device).long()
+        state = state.to(self.device)
+        self.check_state(state)
+        rows = mask.any(-1).nonzero().squeeze(-1)  # (A,)
+        everyone = len(rows) == len(mask)
+        sub = state if everyone else state.select(rows)
+        ids, mask = input_ids[rows], mask[rows]
+        embeds = self.backbone.get_input_embeddings()(ids)  # (A, T, D)
+        inputs = self.memory.read_inputs(sub.tensors, embeds, mask, write=True, input_ids=ids)
+        if inputs.attending is not None or inputs.logits_processor is not None:
+            raise ValueError(f"{self.config.memory} memory reads through a hook of its own: no cache to continue from")
+        if inputs.cache is None:  # slots: the backbone fills one
+            inputs = replace(inputs, cache=reserved_cache())
+        out = self._backbone(inputs, use_cache=True)
+        tensors = self.memory.update(sub.tensors, inputs, out.last_hidden_state, mask, out.attentions)
+        new = MemoryState(state.kind, tensors, state.signature)
+        new = new if everyone else state.scatter(rows, new)
+        text_positions = inputs.position_ids[:, inputs.text]  # (A, T)
+        next_position = text_positions.gather(1, mask.sum(-1, keepdim=True) - 1).squeeze(1) + 1
+        attention = inputs.attention_mask.clone()  # (A, S + P)
+        cached = attention.shape[1] - inputs.inputs_embeds.shape[1]  # S: entries the memory held before
+        attention[:, cached + inputs.text.stop :] = 0  # what the memory adds after the chunk (write slots)
+        return new, ChunkCache(inputs.cache, attention, next_position, rows)
 
     def read(
         self,

@@ -1,7 +1,7 @@
 """The model actor: one MemGPT per actor reads a group of documents in lockstep, chunk by chunk.
 
-For each chunk it first extracts facts from the chunk, conditioned on the memory of the chunks before it (so a
-pronoun can resolve to a name read chapters ago), then writes the chunk into memory. After the last chunk it
+For each chunk it writes the chunk into memory and extracts its facts, conditioned on the memory of the chunks
+before it (so a pronoun can resolve to a name read chapters ago): by default from the cache of that one read. After the last chunk it
 makes the summary: from the facts and entity states (pipeline/summary.py), or generated from the memory. A document's memory lives only inside the call that reads it, so an
 actor that Ray restarts (re-running __init__) loses nothing but the call in flight, which Ray retries.
 """
@@ -13,8 +13,8 @@ import pyarrow as pa
 import torch
 from transformers import LogitsProcessorList
 
-from memgpt import MemGPT, MemGPTConfig, MemoryState, names
-from memgpt.lookup import lookup_generate
+from memgpt import ChunkCache, MemGPT, MemGPTConfig, MemoryState, names
+from memgpt.lookup import continue_generate, lookup_generate
 from memgpt.names import RANDOM_MODEL, STORY_MODEL, TEXT_MODEL
 from memgpt.padding import right_pad
 from memgpt.repetition import no_loops, tidy_prose
@@ -31,6 +31,7 @@ from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
 from pipeline.summary import evidence_for, person_facts, summary_from_states
 
 STATES = "states"  # <output>/states/<doc id>.safetensors: final memories kept with --save-states
+SHARED_PASS = ("kv", "slots")  # memories a generation can continue from right after a chunk (facts_pass shared)
 MIN_TEXT_CHUNK = 8  # tokens of document text per chunk, at least, once the facts prompt is added
 
 
@@ -101,8 +102,10 @@ class Extractor:
             self.grammar = FactsGrammar(
                 self.tokenizer, self.model.backbone.get_output_embeddings().weight.shape[0]
             )
-        overhead = self.prompts.facts_overhead if config.facts else 0
-        if config.facts and self.notes:  # the notes go into every facts prompt
+        # the facts from the cache of the chunk's own read: memories whose read leaves a plain cache
+        self.shared = config.facts and config.facts_pass == "shared" and self.model.config.memory in SHARED_PASS
+        overhead = self.prompts.facts_overhead if config.facts and not self.shared else 0
+        if config.facts and self.notes and not self.shared:  # the notes go into every facts prompt
             overhead += (
                 config.notes.max_new_tokens + len(self.prompts.facts([], "x")) - len(self.prompts.facts([]))
             )
@@ -204,24 +207,33 @@ class Extractor:
 
     def read_chunk(self, t: int, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading],
                    state: MemoryState) -> MemoryState:  # fmt: skip
-        """Chunk t of every document that has one: its facts (from the memory of the chunks before), then
-        M_t = f(M_{t-1}, x_t), the names it said, and the running notes where due."""
+        """Chunk t of every document that has one: M_t = f(M_{t-1}, x_t) and the chunk's facts, conditioned on
+        the memory of the chunks before (facts_pass shared: generated after the same read, separate: from a
+        prompt holding the chunk), the names it said, and the running notes where due."""
         active = [i for i, c in enumerate(chunks) if t < len(c)]
         passages = {i: docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end] for i in active}
         # who each subject pronoun of the chunk means, from the people the document has shown so far
         antecedents = {i: readings[i].entities.read(passages[i], names_in(passages[i])) for i in active}
+        ids, mask = right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
         if self.config.facts:
-            prompts = [self.prompts.facts(chunks[i][t].token_ids, readings[i].notes) for i in active]
             chosen = self.config.facts_antecedents == "entities"
             grammars = [self.fact_grammar(docs[i], chunks[i][t], readings[i], antecedents[i] if chosen else None)
                         for i in active]  # fmt: skip
-            texts, counts = self.generate(
-                prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
-            )
+            if self.shared:  # the chunk read once: M_t, then the facts from the cache of that read
+                state, after = self.model.step_keeping_cache(state, ids, mask)
+                texts, counts = self.facts_after_reading(
+                    after, [readings[i].notes for i in active], [chunks[i][t].token_ids for i in active], grammars
+                )
+            else:  # the facts prompt (instruction and chunk) from M_{t-1}, then M_t
+                prompts = [self.prompts.facts(chunks[i][t].token_ids, readings[i].notes) for i in active]
+                texts, counts = self.generate(
+                    prompts, _select(state, active), self.config.max_new_tokens_facts, grammars
+                )
+                state = self.model.step(state, ids, mask)
             for i, text, n in zip(active, texts, counts, strict=True):
                 readings[i].add_facts(*self.fact_rows(docs[i], chunks[i][t], text), n)
-        ids, mask = right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
-        state = self.model.step(state, ids, mask)
+        else:
+            state = self.model.step(state, ids, mask)
         for i in active:
             readings[i].meet(names_in(passages[i]))
         if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
@@ -359,6 +371,21 @@ class Extractor:
                 max_new_tokens=max_new,
                 logits_processor=LogitsProcessorList(processors),
             )
+        return [r.text for r in replies], [len(r.ids) for r in replies]
+
+    def facts_after_reading(
+        self, after: ChunkCache, notes: list[str], chunk_ids: list[list[int]], grammars: list
+    ) -> tuple[list[str], list[int]]:
+        """Each chunk's fact lines, generated from the cache its read left (`after`): the instruction only is
+        read, and drafts are looked up in the chunk's tokens."""
+        constraint = None
+        if grammars and grammars[0] is not None:
+            constraint = self.grammar.processor(grammars, self.config.facts_max_lines)
+        rows, _ = continue_generate(
+            self.model, after, [self.prompts.facts_after(n) for n in notes], chunk_ids,
+            self.config.max_new_tokens_facts, constraint, self.config.facts_draft_tokens,
+        )  # fmt: skip
+        replies = self.model.replies(rows)
         return [r.text for r in replies], [len(r.ids) for r in replies]
 
     def fact_rows(self, doc: dict, chunk: Chunk, generated: str) -> tuple[list[dict], int]:

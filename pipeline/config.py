@@ -8,6 +8,7 @@ from pipeline.io import ReadConfig
 from pipeline.prompts import NotesConfig, PromptConfig
 
 FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py; restated: that module imports torch
+FACTS_PASSES = ("shared", "separate")  # how a chunk's facts prompt meets the memory's read of it
 ANTECEDENTS = ("entities", "model")  # pipeline/entity_states.py, or the model's choice
 SUMMARY_FROM = ("auto", "states", "memory", "notes")  # pipeline/summary.py
 
@@ -56,6 +57,11 @@ class ExtractConfig:
     facts_draft_tokens: int = option(8, "tokens a step of the facts' generation drafts from the grammar and the "
                                      "chunk for the model to verify in one pass (lookup decoding: the same "
                                      "lines, fewer passes); 0: one token per pass")  # fmt: skip
+    facts_pass: str = option("shared", "shared: a chunk goes through the backbone once; the facts are generated "
+                             "from the cache of its read, the memory before it and the chunk, after an "
+                             "instruction-only prompt (kv and slot memories); separate: the facts prompt holds the "
+                             "chunk and is read apart from the memory's read, as before (2 passes over the chunk)",
+                             choices=FACTS_PASSES)  # fmt: skip
     summary_from: str = option("auto", "states: the main people, what each did first, what changed and how it "
                                "ended, and whoever else changed something, in the words of the facts, every "
                                "sentence with its evidence (no generation); memory: generated "
@@ -98,6 +104,8 @@ class ExtractConfig:
             raise ValueError(f"chunk_size must be >= 8, got {self.chunk_size}")
         if self.facts_grammar not in FACT_GRAMMARS:
             raise ValueError(f"facts_grammar must be one of {FACT_GRAMMARS}, got {self.facts_grammar!r}")
+        if self.facts_pass not in FACTS_PASSES:
+            raise ValueError(f"facts_pass must be one of {FACTS_PASSES}, got {self.facts_pass!r}")
         if self.facts_antecedents not in ANTECEDENTS:
             raise ValueError(
                 f"facts_antecedents must be one of {ANTECEDENTS}, got {self.facts_antecedents!r}"

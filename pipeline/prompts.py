@@ -26,6 +26,11 @@ class PromptConfig:
         "Resolve pronouns to the names you have read before.",
         metadata={"help": "chat style: what a chunk's facts prompt asks"},
     )
+    facts_instruction_after: str = field(
+        default="List the facts stated in the text you have just read, one per line, as: subject | relation | "
+        "object. Resolve pronouns to the names you have read before.",
+        metadata={"help": "chat style, facts_pass shared: what follows a chunk read into memory to ask for its facts"},
+    )
     summary_instruction: str = field(
         default="Summarize the document you have just read in a few sentences.",
         metadata={"help": "chat style: what the summary prompt asks"},
@@ -98,6 +103,16 @@ class Prompts:
             raise ValueError("running notes need the chat prompt style")
         notes_ids = self._encode(f"{NOTES_HEADING}{notes}\n\n") if notes else []
         return self._head + notes_ids + self._before + list(chunk_ids) + self._after
+
+    def facts_after(self, notes: str = "") -> list[int]:
+        """What follows a chunk the memory has just read to ask for its facts (facts_pass shared): a chat turn
+        of the instruction alone (with the running notes), or the task marker."""
+        if self.style != "chat":
+            if notes:
+                raise ValueError("running notes need the chat prompt style")
+            return list(self._after)
+        notes_text = f"{NOTES_HEADING}{notes}\n\n" if notes else ""
+        return self._encode("\n\n" + self._render(notes_text + self.config.facts_instruction_after))
 
     def summary(self) -> list[int]:
         return list(self._summary)

@@ -5,7 +5,8 @@ import torch
 from tiny import random_doc, tiny
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from memgpt.lookup import Lookup, lookup_generate
+from memgpt.lookup import Lookup, continue_generate, lookup_generate
+from memgpt.padding import right_pad
 
 
 def prompts_and_state(model, seed: int = 0):
@@ -31,6 +32,30 @@ def test_the_same_tokens_as_greedy_decoding_from_every_memory(memory, draft):
     rows, passes = lookup_generate(model, prompts, state, max_new_tokens=20, draft_tokens=draft, eos=set())
     assert rows == greedy(model, prompts, state, 20)
     assert passes == 20 if draft == 0 else passes <= 20  # the prompt's pass, then one per token at most
+
+
+@pytest.mark.parametrize("memory", ["kv", "slots"])
+def test_generating_from_the_chunks_own_cache_writes_what_a_prompt_of_chunk_and_question_would(memory):
+    """The chunk read once, for the memory and for what is generated about it: the same new memory as `step`,
+    the same tokens as generating from the memory before with the chunk in the prompt, and generating leaves
+    the new memory as it was. One document of the batch has ended: it reads nothing and gets nothing."""
+    options = {"kv_budget": 24, "kv_sinks": 2, "kv_recent": 4} if memory == "kv" else {}
+    model = tiny("llama", memory=memory, chunk_size=32, **options)
+    doc = random_doc(300, seed=3)
+    state = model.read([doc[:90].tolist(), doc[100:150].tolist(), doc[150:170].tolist()])  # kv: evicted
+    chunks = [doc[200:220].tolist(), [], doc[230:243].tolist()]
+    questions = [doc[5:10].tolist(), doc[20:28].tolist()]  # for the two rows that read a chunk
+    ids, mask = right_pad(chunks, 0)
+    new, chunk = model.step_keeping_cache(state, ids, mask)
+    expected_state = model.step(state, ids, mask)
+    kept = {k: v.clone() for k, v in new.tensors.items()}
+    rows, _ = continue_generate(model, chunk, questions, [chunks[0], chunks[2]], 12, draft_tokens=4, eos=set())
+    assert chunk.rows.tolist() == [0, 2]
+    prompts = [chunks[0] + questions[0], chunks[2] + questions[1]]
+    assert rows == greedy(model, prompts, state.select([0, 2]), 12)
+    for name, t in expected_state.tensors.items():
+        torch.testing.assert_close(new.tensors[name], t, rtol=0, atol=0)
+        torch.testing.assert_close(new.tensors[name], kept[name], rtol=0, atol=0)
 
 
 def test_without_memory_and_with_no_tokens_to_write():
