@@ -2,6 +2,7 @@
 
 python -m benchmarks.extraction_profile                          # 4k tokens of a real book, default model and settings
 python -m benchmarks.extraction_profile --tokens 16384 --input book.txt
+python -m benchmarks.extraction_profile --docs 4 --tokens 2048       # a lockstep group of 4, as the job reads
 python -m benchmarks.extraction_profile --draft-tokens 0           # facts one token per forward pass
 python -m benchmarks.extraction_profile --facts-pass separate      # the facts prompt read apart from the chunk
 (on a machine with a GPU it runs there, in bf16, as the job's actors do)
@@ -98,6 +99,7 @@ def instrument(ex, timers: Timers, calls: list[int]) -> None:
     ex.facts_after_reading = phase_after_reading
     if make_processor is not None:  # the grammar's masks, inside generation: timed apart, then taken out
         ex.grammar.processor = lambda *args, **kwargs: _Timed(make_processor(*args, **kwargs), timers)
+
     def counted(step):
         def counted_step(*args, **kwargs):  # one backbone pass a chunk: not a generated token's
             calls[1] += 1
@@ -123,21 +125,23 @@ class _Timed:
         return self.call(input_ids, scores)
 
 
-def profile(ex, text: str, out: Path) -> tuple[dict, Timers, int]:
-    """One document through the actor, its rows written as the sink writes them."""
+def profile(ex, texts: list[str], out: Path) -> tuple[list[dict], Timers, int]:
+    """Documents through the actor as one lockstep group (as the job reads a group), their rows written as the
+    sink writes them."""
     from pipeline.output import Output
     from pipeline.schemas import RESULT_TABLES, TABLES, to_table
 
     timers, calls = Timers(), [0, 0]  # backbone passes, chunk reads
     instrument(ex, timers, calls)
-    doc = {"doc_id": "profiled", "text": text, "source": "profiled.txt", "title": None, "attempt": 1}
+    docs = [{"doc_id": f"profiled-{i}", "text": text, "source": f"profiled-{i}.txt", "title": None, "attempt": 1}
+            for i, text in enumerate(texts)]  # fmt: skip
     start = time.perf_counter()
-    (result,) = ex.extract([doc])
-    write = timers.wrap("writing", lambda: [Output(str(out)).write(t, "profiled", to_table(result[t], TABLES[t]))
-                                           for t in RESULT_TABLES if result[t]])  # fmt: skip
+    results = ex.extract(docs)
+    write = timers.wrap("writing", lambda: [Output(str(out)).write(t, r["doc_id"], to_table(r[t], TABLES[t]))
+                                           for r in results for t in RESULT_TABLES if r[t]])  # fmt: skip
     write()
     timers.seconds["total"] = time.perf_counter() - start
-    return result, timers, calls[0] - calls[1]
+    return results, timers, calls[0] - calls[1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,12 +150,14 @@ def main(argv: list[str] | None = None) -> None:
 
     p = common.parser(__doc__)
     p.add_argument("--input", type=Path, default=None, help="a text file (default: Pride and Prejudice)")
-    p.add_argument("--tokens", type=int, default=4096, help="tokens of the text read")
+    p.add_argument("--tokens", type=int, default=4096, help="tokens of the text read (per document)")
+    p.add_argument("--docs", type=int, default=1, help="documents of --tokens each, read in lockstep as the job "
+                   "reads a group (its batch_size, 4 by default)")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--draft-tokens", type=int, default=None,
                    help="facts_draft_tokens (0: one token per pass, as before lookup decoding); none: the default")  # fmt: skip
     p.add_argument("--facts-pass", choices=("shared", "separate"), default=None,
-                   help="facts_pass: shared (the default) or separate (the facts prompt read apart from the chunk)")
+                   help="facts_pass: shared (the default) or separate (the facts prompt read apart)")  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
@@ -162,24 +168,29 @@ def main(argv: list[str] | None = None) -> None:
         ex = Extractor(
             ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads, **drafts), "profile"
         )
-        ids = ex.tokenizer.encode(text, add_special_tokens=False)[: args.tokens]
-        text = ex.tokenizer.decode(ids)
-        result, timers, calls = profile(ex, text, Path(tmp))
+        ids = ex.tokenizer.encode(text, add_special_tokens=False)[: args.tokens * args.docs]
+        # consecutive excerpts of the text, one per document
+        excerpts = [ids[i * args.tokens : (i + 1) * args.tokens] for i in range(args.docs)]
+        texts = [ex.tokenizer.decode(e) for e in excerpts]
+        results, timers, calls = profile(ex, texts, Path(tmp))
         start = time.perf_counter()
-        common.bare_forward(ex.model, torch.tensor(ids), ex.model.config.chunk_size)
+        for e in excerpts:
+            common.bare_forward(ex.model, torch.tensor(e), ex.model.config.chunk_size)
         bare = time.perf_counter() - start
-    report(result, timers, calls, len(ids), bare)
+    report(results, timers, calls, len(ids), bare)
 
 
-def report(result: dict, timers: Timers, calls: int, n_tokens: int, bare: float) -> None:
-    summary = result["summaries"][0]
-    total, generated = timers.seconds.pop("total"), summary["tokens_generated"]
+def report(results: list[dict], timers: Timers, calls: int, n_tokens: int, bare: float) -> None:
+    summaries = [r["summaries"][0] for r in results]
+    total = timers.seconds.pop("total")
+    generated, facts = sum(s["tokens_generated"] for s in summaries), sum(s["n_facts"] for s in summaries)
     rest = total - sum(timers.seconds.values())  # chunking, batching, building the results' rows
     rows = [
         {"phase": k, "seconds": v, "share": v / total}
         for k, v in [*timers.seconds.items(), ("the rest", rest)]
     ]
-    title = f"{n_tokens:,} tokens, {generated:,} generated, {summary['n_facts']} facts; {common.machine()}"
+    title = (f"{len(results)} document(s) in lockstep, {n_tokens:,} tokens, {generated:,} generated, {facts} facts; "
+             f"{common.machine()}")  # fmt: skip
     common.print_table(rows, title)
     print(f"\nthe job: {n_tokens / total:,.0f} tokens of text/s; the bare backbone's chunked read: "
           f"{n_tokens / bare:,.0f} tokens/s; ratio {bare / total:.2f}")  # fmt: skip

@@ -48,7 +48,7 @@ class ChunkCache:
     the memory's write and what is generated about it."""
 
     cache: object  # a transformers Cache: (A, H, S + P, Dh) per layer
-    attention_mask: torch.Tensor  # (A, S + P): the memory's entries and the chunk; what the memory adds after it masked
+    attention_mask: torch.Tensor  # (A, S + P): the memory's entries, the chunk; what follows it masked out
     next_position: torch.Tensor  # (A,) the position after each row's last chunk token
     rows: torch.Tensor  # (A,) the batch rows that read a chunk (a finished document's row reads none)
 
@@ -219,7 +219,7 @@ class MemGPT(nn.Module):
         embeds = self.backbone.get_input_embeddings()(ids)  # (A, T, D)
         inputs = self.memory.read_inputs(sub.tensors, embeds, mask, write=True, input_ids=ids)
         if inputs.attending is not None or inputs.logits_processor is not None:
-            raise ValueError(f"{self.config.memory} memory reads through a hook of its own: no cache to continue from")
+            raise ValueError(f"{self.config.memory} memory reads through a hook: no cache to continue from")
         if inputs.cache is None:  # slots: the backbone fills one
             inputs = replace(inputs, cache=reserved_cache())
         out = self._backbone(inputs, use_cache=True)

@@ -31,7 +31,7 @@ from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
 from pipeline.summary import evidence_for, person_facts, summary_from_states
 
 STATES = "states"  # <output>/states/<doc id>.safetensors: final memories kept with --save-states
-SHARED_PASS = ("kv", "slots")  # memories a generation can continue from right after a chunk (facts_pass shared)
+SHARED_PASS = ("kv", "slots")  # memories a generation continues from right after a chunk (facts_pass shared)
 MIN_TEXT_CHUNK = 8  # tokens of document text per chunk, at least, once the facts prompt is added
 
 
@@ -103,7 +103,9 @@ class Extractor:
                 self.tokenizer, self.model.backbone.get_output_embeddings().weight.shape[0]
             )
         # the facts from the cache of the chunk's own read: memories whose read leaves a plain cache
-        self.shared = config.facts and config.facts_pass == "shared" and self.model.config.memory in SHARED_PASS
+        self.shared = (
+            config.facts and config.facts_pass == "shared" and self.model.config.memory in SHARED_PASS
+        )
         overhead = self.prompts.facts_overhead if config.facts and not self.shared else 0
         if config.facts and self.notes and not self.shared:  # the notes go into every facts prompt
             overhead += (
@@ -222,7 +224,10 @@ class Extractor:
             if self.shared:  # the chunk read once: M_t, then the facts from the cache of that read
                 state, after = self.model.step_keeping_cache(state, ids, mask)
                 texts, counts = self.facts_after_reading(
-                    after, [readings[i].notes for i in active], [chunks[i][t].token_ids for i in active], grammars
+                    after,
+                    [readings[i].notes for i in active],
+                    [chunks[i][t].token_ids for i in active],
+                    grammars,
                 )
             else:  # the facts prompt (instruction and chunk) from M_{t-1}, then M_t
                 prompts = [self.prompts.facts(chunks[i][t].token_ids, readings[i].notes) for i in active]

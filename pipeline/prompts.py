@@ -29,7 +29,9 @@ class PromptConfig:
     facts_instruction_after: str = field(
         default="List the facts stated in the text you have just read, one per line, as: subject | relation | "
         "object. Resolve pronouns to the names you have read before.",
-        metadata={"help": "chat style, facts_pass shared: what follows a chunk read into memory to ask for its facts"},
+        metadata={
+            "help": "chat style, facts_pass shared: what follows a chunk read into memory to ask for its facts"
+        },
     )
     summary_instruction: str = field(
         default="Summarize the document you have just read in a few sentences.",

@@ -63,7 +63,7 @@ def test_reads_a_group_in_lockstep_and_accounts_for_it(extractor, texts, tokeniz
     out = results(extractor, [doc(k, v) for k, v in texts.items()])
     fact_tokens = len(tokenizer(FACT_LINE, add_special_tokens=False)["input_ids"])
     summary_tokens = len(tokenizer(SUMMARY, add_special_tokens=False)["input_ids"])
-    assert extractor.text_chunk == CHUNK_SIZE - extractor.prompts.facts_overhead
+    assert extractor.shared and extractor.text_chunk == CHUNK_SIZE  # the facts prompt takes no room in a chunk
     for doc_id, text in texts.items():
         (s,) = out[doc_id]["summaries"]
         chunks = chunk_text(text, tokenizer, extractor.text_chunk)
@@ -135,8 +135,32 @@ def test_random_models_run_both_memories(tmp_path, texts, memory):
 
 
 def test_too_small_a_chunk_for_the_prompt_is_refused(tmp_path):
+    model = random_model(tmp_path / "m", chunk_size=12)
     with pytest.raises(ValueError, match="chunk_size"):
-        Extractor(config(random_model(tmp_path / "m", chunk_size=12)), run_id="r")
+        Extractor(config(model, facts_pass="separate"), run_id="r")
+    assert Extractor(config(model), run_id="r").text_chunk == 12  # shared: the prompt is not in the chunk
+
+
+@pytest.mark.parametrize("memory", ["slots", "kv"])
+def test_the_shared_pass_reads_each_chunk_once(tmp_path, texts, memory):
+    """facts_pass shared: the backbone reads each text token once (the memory's read), plus the short prompts
+    and what it writes; separate: each chunk twice, in the facts prompt and in the memory's read."""
+    model = random_model(tmp_path / "m", memory=memory)
+    read, n_tokens = {}, {}
+    for facts_pass in ("shared", "separate"):
+        ex = Extractor(config(model, facts_pass=facts_pass, max_new_tokens_facts=4), run_id="r")
+
+        def count(module, args, kwargs, facts_pass=facts_pass):  # positions a backbone call reads, padding too
+            x = kwargs["input_ids"] if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
+            read[facts_pass] = read.get(facts_pass, 0) + x.shape[0] * x.shape[1]
+
+        ex.model.backbone.base_model.register_forward_pre_hook(count, with_kwargs=True)
+        (out,) = results(ex, [doc("mid", texts["mid"])]).values()
+        (s,) = out["summaries"]
+        assert s["tokens_generated"] > 0
+        n_tokens[facts_pass] = s["n_tokens"]
+    assert read["shared"] < 1.5 * n_tokens["shared"]
+    assert read["separate"] >= 2 * n_tokens["separate"]
 
 
 def test_the_seed_fixes_random_init_weights():
