@@ -34,6 +34,7 @@ from .planted_text import PlantedDocument, place_words, planted_corpus
 
 VARIANTS = {  # name -> ExtractConfig settings over the default model's (summary from the states, no notes)
     "kv": {},
+    "kv, facts prompt read apart": {"facts_pass": "separate"},  # the chunk read twice, as before
     "kv, the model's antecedents": {"facts_antecedents": "model"},
     "kv, summary from memory": {"summary_from": "memory"},
     "kv + notes": {"notes": {"every": 2}},  # the summary is the last notes
