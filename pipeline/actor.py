@@ -22,7 +22,7 @@ from pipeline.checkpoints import Checkpoints, group_key
 from pipeline.chunking import Chunk, chunk_text
 from pipeline.config import ExtractConfig
 from pipeline.facts import dedupe, ground, parse_facts
-from pipeline.grammar import FactsGrammar, fact_grammar, names_in, prose_grammar
+from pipeline.grammar import FactsGrammar, fact_grammar, names_in, prose_grammar, prose_of
 from pipeline.io import error_row, safe_name
 from pipeline.notes import RunningNotes
 from pipeline.prompts import Prompts
@@ -213,13 +213,16 @@ class Extractor:
         the memory of the chunks before (facts_pass shared: generated after the same read, separate: from a
         prompt holding the chunk), the names it said, and the running notes where due."""
         active = [i for i, c in enumerate(chunks) if t < len(c)]
-        passages = {i: docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end] for i in active}
+        passages = {}  # the chunks' prose: fenced code blanked, also where a block opened in an earlier chunk
+        for i in active:
+            text = docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end]
+            passages[i], readings[i].in_code = prose_of(text, readings[i].in_code)
         # who each subject pronoun of the chunk means, from the people the document has shown so far
         antecedents = {i: readings[i].entities.read(passages[i], names_in(passages[i])) for i in active}
         ids, mask = right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
         if self.config.facts:
             chosen = self.config.facts_antecedents == "entities"
-            grammars = [self.fact_grammar(docs[i], chunks[i][t], readings[i], antecedents[i] if chosen else None)
+            grammars = [self.fact_grammar(passages[i], readings[i], antecedents[i] if chosen else None)
                         for i in active]  # fmt: skip
             if self.shared:  # the chunk read once: M_t, then the facts from the cache of that read
                 state, after = self.model.step_keeping_cache(state, ids, mask)
@@ -318,7 +321,7 @@ class Extractor:
         return state, progress
 
     def fact_grammar(
-        self, doc: dict, chunk: Chunk, reading: Reading, antecedents: dict[int, str] | None = None
+        self, passage: str, reading: Reading, antecedents: dict[int, str] | None = None
     ) -> str | None:
         """The grammar a chunk's fact lines follow (pipeline/grammar.py), or None when unconstrained.
 
@@ -327,7 +330,6 @@ class Extractor:
         or in the running notes (counted only if the text has said it: the notes may be wrong)."""
         if self.grammar is None:
             return None
-        passage = doc["text"][chunk.char_start : chunk.char_end]
         mode, lines, relations = self.grammar_mode, self.config.facts_max_lines, self.config.facts_relations
         noted = [n for n in names_in(reading.notes) if n in reading.seen]
         # names said in the chunks before: a chosen antecedent needs no place here, and one said later in this

@@ -77,6 +77,8 @@ _OPEN_WORDS = frozenset(
 )
 # a fenced code block of Markdown, to its closing fence (or the passage's end: it may close in the next chunk)
 _FENCED = re.compile(r"^[ \t]*```.*?(?:^[ \t]*```[^\n]*$|\Z)", re.M | re.S)
+_FENCE_LINE = re.compile(r"[ \t]*```")
+_LINE = re.compile(r"[^\n]*\n|[^\n]+$")
 _CONJUNCTIONS = frozenset("and or nor but".split())
 # a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
 # Pequod", "Jane, his sister", "Mr. Darcy, in the garden"
@@ -186,6 +188,19 @@ def prose_grammar(names: list[str] | tuple[str, ...]) -> str:
     word = f"{_one_of(capitals, '')} | /[a-z][a-z'-]*/ | /[0-9]+/"
     lark = f"start: WORD (GAP WORD)* GAP?\nWORD: {word}\nGAP: /[ .,;:!?\"'()\\n-]+/\n"
     return llguidance.grammar_from("lark", lark)
+
+
+def prose_of(passage: str, in_code: bool = False) -> tuple[str, bool]:
+    """`passage` with its fenced code blocks blanked (spaces: its offsets and line breaks stay), and whether it
+    ends inside one. `in_code`: it starts inside one, opened in an earlier chunk; a chunk cut inside a code
+    block would otherwise read the rest of it as prose ("# local Ray, CPU" then a command: "CPU | python | m jobs")."""
+    out = []
+    for m in _LINE.finditer(passage):
+        line = m.group()
+        fence = _FENCE_LINE.match(line) is not None
+        out.append(re.sub(r"[^\n]", " ", line) if in_code or fence else line)
+        in_code ^= fence
+    return "".join(out), in_code
 
 
 def subject_spans(

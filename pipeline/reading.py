@@ -17,6 +17,7 @@ class Reading:
     names: list[str] = field(default_factory=list)  # names met, most recent last (at most ROSTER)
     seen: list[str] = field(default_factory=list)  # every name met (what the notes and summary may name)
     entities: EntityStates = field(default_factory=EntityStates)  # who did what: the people pronouns mean
+    in_code: bool = False  # the text read so far ends inside a fenced code block (no prose, no facts)
 
     def meet(self, said: list[str]) -> None:
         """The names a chunk said: the roster stays bounded, so a chunk's grammar costs the same at any depth."""

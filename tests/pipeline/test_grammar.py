@@ -15,6 +15,7 @@ from pipeline.grammar import (
     fact_grammar,
     names_in,
     prose_grammar,
+    prose_of,
     subject_spans,
 )
 
@@ -208,6 +209,25 @@ def test_a_clause_ends_at_a_table_cell_a_paragraph_or_a_list_item():
     assert not any("Darcy" in line.split(" | ", 1)[1] for line in lines)
     wrapped = "Elizabeth Bennet\nwalked to the village."  # a line break inside a sentence is only wrapping
     assert "Elizabeth Bennet | walked to | the village\n" in copied_anchors(wrapped, ["Elizabeth Bennet"])[0]
+
+
+def test_a_code_block_cut_by_a_chunk_boundary_stays_code_in_the_next_chunk():
+    """The chunk boundary falls inside a fenced block: the next chunk starts in code, which no regex over that
+    chunk alone can tell (the README's own run wrote "CPU | python | m jobs" from a shell comment)."""
+    text = (
+        "Mary Hale ran the job.\n\n```bash\npython -m jobs.extract --input corpus/   # local Ray, CPU\n"
+        "python -m jobs.extract --input docs.jsonl\n```\n\nSo. Mary Hale read the tables.\n"
+    )
+    cut = text.index("CPU") - 5
+    first, in_code = prose_of(text[:cut])
+    second, still = prose_of(text[cut:], in_code)
+    assert in_code and not still
+    assert len(first) + len(second) == len(text) and first.count("\n") + second.count("\n") == text.count("\n")
+    assert first.startswith("Mary Hale ran the job.\n\n ") and "python" not in first
+    assert "CPU" not in second and "python" not in second and second.endswith("\n\nSo. Mary Hale read the tables.\n")
+    assert [n for _, _, n in subject_spans(second, ["CPU", "Mary Hale"])] == ["Mary Hale"]
+    assert "CPU" in [n for _, _, n in subject_spans(text[cut:], ["CPU"])]  # the chunk alone: a subject in code
+    assert prose_of("no code here.\n") == ("no code here.\n", False)
 
 
 def test_no_subject_in_a_fenced_code_block():
