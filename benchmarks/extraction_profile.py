@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="facts_draft_tokens (0: one token per pass, as before lookup decoding); none: the default")  # fmt: skip
     p.add_argument("--facts-pass", choices=("shared", "separate"), default=None,
                    help="facts_pass: shared (the default) or separate (the facts prompt read apart)")  # fmt: skip
+    p.add_argument("--max-lines", type=int, default=None, help="facts_max_lines; none: the default")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         drafts = {} if args.draft_tokens is None else {"facts_draft_tokens": args.draft_tokens}
         if args.facts_pass is not None:
             drafts["facts_pass"] = args.facts_pass
+        if args.max_lines is not None:
+            drafts["facts_max_lines"] = args.max_lines
         ex = Extractor(
             ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads, **drafts), "profile"
         )

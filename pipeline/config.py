@@ -52,7 +52,8 @@ class ExtractConfig:
                                     "grammar: entities: the person the entity states choose (rare words shared "
                                     "with its earlier clauses, then the latest); model: any name the document has "
                                     "said, the model's choice", choices=ANTECEDENTS)  # fmt: skip
-    facts_max_lines: int = option(8, "fact lines per chunk, at most (under a grammar)")
+    facts_max_lines: int = option(12, "fact lines per chunk, at most (under a grammar): a bound on the cost of a "
+                                  "crowded chunk; later sentences of a chunk with more are left out")  # fmt: skip
     max_new_tokens_facts: int = option(192, "tokens generated for a chunk's fact lines, at most")
     facts_draft_tokens: int = option(8, "tokens a step of the facts' generation drafts from the grammar and the "
                                      "chunk for the model to verify in one pass (lookup decoding: the same "
