@@ -16,7 +16,6 @@ from pipeline.config import ExtractConfig
 from pipeline.facts import normalize
 from pipeline.io import read_corpus, safe_name
 from pipeline.output import Output
-from pipeline.prompts import PromptConfig, Prompts
 from pipeline.run import run
 from pipeline.schemas import MANIFEST, TABLES, to_table
 from pipeline.stream import document_groups
