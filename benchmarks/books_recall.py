@@ -86,7 +86,7 @@ def final_table(run: Path, segments: list[int], n_docs: int) -> list[dict]:
     for n in segments:
         docs = held_out_docs(trained, books, n, n_docs, question_first=cfg["question_first"])
         for name, (model, only_last) in methods.items():
-            exact = recall_accuracy(model, books, n, n_docs, only_last, question_first=cfg["question_first"])
+            exact = recall_accuracy(model, docs, only_last)
             rows.append({"segments": n, "method": name, "exact": exact,
                          "choice": choice_accuracy(model, docs, only_last)})  # fmt: skip
             print(rows[-1], flush=True)

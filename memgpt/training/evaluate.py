@@ -47,14 +47,13 @@ def planted_accuracy(model: MemGPT, cfg: TrainConfig, n_docs: int, seed: int = 1
 
 
 @torch.no_grad()
-def recall_accuracy(model: MemGPT, books: BookSplits, n_segments: int, n_docs: int, only_last: bool = False,
-                    seed: int = 20_000_003, question_first: bool = False) -> float:  # fmt: skip
-    """The share of held-out documents whose answer the model gives after reading them: every answer token its
-    greedy choice after the last segment, the question and the answer's tokens before it (what greedy decoding
-    writes first). `only_last`: the baseline without memory: the last segment and the question alone."""
+def recall_accuracy(model: MemGPT, docs: list[RecallDoc], only_last: bool = False) -> float:
+    """The share of held-out documents (`held_out_docs`) whose answer the model gives after reading them: every
+    answer token its greedy choice after the last segment, the question and the answer's tokens before it (what
+    greedy decoding writes first). `only_last`: the baseline without memory: the last segment and the question
+    alone."""
     model.eval()
     prompts = TaskPrompts(model.tokenizer)
-    docs = held_out_docs(model, books, n_segments, n_docs, seed, question_first)
     state = read_segments(model, docs, only_last)
     query = prompts.seq([(d.segments[-1] + d.question, d.answer[:-1]) for d in docs])  # the answer's words
     logits = model(query.ids, query.mask, memory=state).logits
@@ -85,7 +84,8 @@ def recall_curve(model: MemGPT, cfg: TrainConfig, books: BookSplits, n_docs: int
     only (what the same model answers without memory)."""
     out = {}
     for n in cfg.eval_segments:
-        out[f"memory@{n}"] = recall_accuracy(model, books, n, n_docs, question_first=cfg.question_first)
-        out[f"last@{n}"] = recall_accuracy(model, books, n, n_docs, True, question_first=cfg.question_first)
+        docs = held_out_docs(model, books, n, n_docs, question_first=cfg.question_first)
+        out[f"memory@{n}"] = recall_accuracy(model, docs)
+        out[f"last@{n}"] = recall_accuracy(model, docs, only_last=True)
     model.train()
     return out
