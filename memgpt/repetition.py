@@ -21,8 +21,9 @@ from transformers import LogitsProcessor
 REPETITION_PENALTY = 1.3  # on generated tokens only; 1.2 on the prompt too made the model avoid its names
 NO_REPEAT_NGRAM = 4  # tokens: "It is a machine" may be written once; 3 would ban "of the" + one word twice
 _SENTENCE_END = re.compile(r"[.!?][\"')\u201d\u2019]*(\s+)|(\s*\n\s*)")
-# ends with an end mark, but not with a title's dot ("... at Netherfield; Mrs." was cut off)
-_FINISHED = re.compile(r"(?<!\b(?:Mr|Ms|Dr|St))(?<!\bMrs)[.!?][\"')\u201d\u2019]*$")
+# ends with an end mark, but not with a title's dot ("... at Netherfield; Mrs." was cut off) or an initial's
+# ("... at the forefront of A." was "A.I." cut off)
+_FINISHED = re.compile(r"(?<!\b(?:Mr|Ms|Dr|St))(?<!\bMrs)(?<!\b[A-Z])[.!?][\"')\u201d\u2019]*$")
 _WORD = re.compile(r"[^\W_]+")
 # words that carry no content: a sentence made only of these and of words said before says nothing new
 FUNCTION_WORDS = frozenset(
@@ -125,6 +126,6 @@ def tidy_prose(text: str, cut_off: bool = False) -> str:
         if not kept or words - said:
             said |= words
             kept.append((sentence, gap))
-    if cut_off and len(kept) > 1 and not _FINISHED.search(kept[-1][0]):
-        kept.pop()
+    while cut_off and len(kept) > 1 and not _FINISHED.search(kept[-1][0]):
+        kept.pop()  # "... of A. I" cut at the limit: "I", then "... of A." (an initial's dot ends no sentence)
     return "".join(s + gap for s, gap in kept).strip()

@@ -15,6 +15,9 @@ def test_a_looping_sentence_is_kept_once_and_the_cut_off_end_dropped():
     assert tidy_prose("A model. It is cut at the limit, under", cut_off=True) == "A model."
     assert tidy_prose("A model.\n- It is cut at the limit, under", cut_off=True) == "A model."
     assert tidy_prose("Jane danced. Elizabeth remains with Mrs.", cut_off=True) == "Jane danced."
+    cut = "It is a new A.I. model. It is made by the team at the forefront of A."  # "A.I." cut at the limit
+    assert tidy_prose(cut, cut_off=True) == tidy_prose(cut + " I", cut_off=True) == "It is a new A.I. model."
+    assert tidy_prose("Jane met Mr. Darcy. She said no.", cut_off=True) == "Jane met Mr. Darcy. She said no."
 
 
 def test_repeats_differing_in_case_spacing_or_punctuation_are_repeats():
