@@ -272,3 +272,35 @@ def test_lookup_decoding_writes_the_same_lines_in_fewer_passes(smollm2):
     assert [r[: len(s.ids)] for r, s in zip(rows, stepwise, strict=True)] == [list(s.ids) for s in stepwise]
     assert all(len(s.text.splitlines()) >= 3 for s in stepwise)  # lines were written, not just the end
     assert passes / max(len(r) for r in rows) <= 0.3, (passes, [len(r) for r in rows])
+
+
+@pytest.mark.slow
+def test_facts_from_the_chunks_own_read_on_the_real_model(smollm2):
+    """facts_pass shared on SmolLM2: each chunk read once (`step_keeping_cache`), its lines generated after the
+    instruction alone. Lookup decoding writes the lines of one token a pass, and they are the lines of a prompt
+    holding the chunk and the same instruction, read from the memory before the chunk."""
+    from memgpt.lookup import continue_generate, lookup_generate
+    from memgpt.padding import right_pad
+    from pipeline.prompts import PromptConfig, Prompts
+
+    tok = smollm2.tokenizer
+    grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
+    book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
+    at = book.index("Mr. Bennet was so odd a mixture")
+    before, passages = book[at - 1500 : at], [book[at : at + 900], book[at + 900 : at + 1300]]
+    state = smollm2.read([tok.encode(before)] * 2, memory=smollm2.init_state(2))
+    chunks = [tok.encode(p) for p in passages]
+    after = Prompts(tok, PromptConfig(), "kv").facts_after()
+    eos = {tok.eos_token_id}
+    ids, mask = right_pad(chunks, smollm2.tokenizer_pad_id)
+    rows = {}
+    for draft in (0, 8):
+        grammars = [fact_grammar("text", 4, p, names_in(before)) for p in passages]
+        _, cache = smollm2.step_keeping_cache(state, ids, mask)
+        rows[draft], _ = continue_generate(smollm2, cache, [after] * 2, chunks, 96, grammar.processor(grammars, 4),
+                                           draft, eos)  # fmt: skip
+    grammars = [fact_grammar("text", 4, p, names_in(before)) for p in passages]
+    apart, _ = lookup_generate(smollm2, [c + after for c in chunks], state, 96, grammar.processor(grammars, 4), 8,
+                               eos)  # fmt: skip
+    assert rows[0] == rows[8] == apart
+    assert all(len(tok.decode(r, skip_special_tokens=True).splitlines()) >= 2 for r in rows[8])
