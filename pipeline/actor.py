@@ -1,9 +1,10 @@
 """The model actor: one MemGPT per actor reads a group of documents in lockstep, chunk by chunk.
 
 For each chunk it writes the chunk into memory and extracts its facts, conditioned on the memory of the chunks
-before it (so a pronoun can resolve to a name read chapters ago): by default from the cache of that one read. After the last chunk it
-makes the summary: from the facts and entity states (pipeline/summary.py), or generated from the memory. A document's memory lives only inside the call that reads it, so an
-actor that Ray restarts (re-running __init__) loses nothing but the call in flight, which Ray retries.
+before it (so a pronoun can resolve to a name read chapters ago): by default from the cache of that one read.
+After the last chunk it makes the summary: from the facts and entity states (pipeline/summary.py), or generated
+from the memory. A document's memory lives only inside the call that reads it, so an actor that Ray restarts
+(re-running __init__) loses nothing but the call in flight, which Ray retries.
 """
 
 import time

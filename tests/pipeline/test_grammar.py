@@ -297,10 +297,10 @@ def test_facts_from_the_chunks_own_read_on_the_real_model(smollm2):
     for draft in (0, 8):
         grammars = [fact_grammar("text", 4, p, names_in(before)) for p in passages]
         _, cache = smollm2.step_keeping_cache(state, ids, mask)
-        rows[draft], _ = continue_generate(smollm2, cache, [after] * 2, chunks, 96, grammar.processor(grammars, 4),
+        rows[draft], _ = continue_generate(smollm2, cache, [after] * 2, chunks, 48, grammar.processor(grammars, 4),
                                            draft, eos)  # fmt: skip
     grammars = [fact_grammar("text", 4, p, names_in(before)) for p in passages]
-    apart, _ = lookup_generate(smollm2, [c + after for c in chunks], state, 96, grammar.processor(grammars, 4), 8,
+    apart, _ = lookup_generate(smollm2, [c + after for c in chunks], state, 48, grammar.processor(grammars, 4), 8,
                                eos)  # fmt: skip
     assert rows[0] == rows[8] == apart
     assert all(len(tok.decode(r, skip_special_tokens=True).splitlines()) >= 2 for r in rows[8])
