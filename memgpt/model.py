@@ -171,10 +171,7 @@ class MemGPT(nn.Module):
 
         Rows whose mask is all zero keep their state unchanged (documents that already ended).
         """
-        input_ids = input_ids.to(self.device)
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device).long()
-        state = self.init_state(input_ids.shape[0]) if memory is None else memory.to(self.device)
-        self.check_state(state)
+        input_ids, mask, state = self._chunk_inputs(input_ids, attention_mask, memory)
         active = mask.any(-1)
         if not active.all():
             idx = active.nonzero().squeeze(-1)
@@ -185,14 +182,35 @@ class MemGPT(nn.Module):
                     0, idx, sub.logits
                 )
             return MemGPTOutput(logits, _lm_loss(logits, labels, mask), state.scatter(idx, sub.memory))
+        new_state, inputs, hidden = self._write(state, input_ids, mask)
+        logits = self.backbone.get_output_embeddings()(hidden[:, inputs.text]) if return_logits else None
+        return MemGPTOutput(logits, _lm_loss(logits, labels, mask), new_state)
+
+    def _chunk_inputs(
+        self, input_ids, attention_mask, memory
+    ) -> tuple[torch.Tensor, torch.Tensor, MemoryState]:
+        """The chunk's ids and mask on the model's device, and the memory it is read with (M_0 when None)."""
+        input_ids = input_ids.to(self.device)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device).long()
+        state = self.init_state(input_ids.shape[0]) if memory is None else memory.to(self.device)
+        self.check_state(state)
+        return input_ids, mask, state
+
+    def _write(
+        self, state: MemoryState, input_ids: torch.Tensor, mask: torch.Tensor, keep_cache: bool = False
+    ):
+        """M_t from one chunk per document, every row reading: the new state, the backbone call's inputs (with
+        its cache, filled, when `keep_cache`) and its hidden states (B, P, D)."""
         embeds = self.backbone.get_input_embeddings()(input_ids)  # (B, T, D)
         inputs = self.memory.read_inputs(state.tensors, embeds, mask, write=True, input_ids=input_ids)
+        if keep_cache and (inputs.attending is not None or inputs.logits_processor is not None):
+            raise ValueError(f"{self.config.memory} memory reads through a hook: no cache to continue from")
+        if keep_cache and inputs.cache is None:  # slots: the backbone fills one
+            inputs = replace(inputs, cache=reserved_cache())
         out = self._backbone(inputs, use_cache=inputs.cache is not None)
         hidden = out.last_hidden_state  # (B, P, D)
         tensors = self.memory.update(state.tensors, inputs, hidden, mask, out.attentions)
-        new_state = MemoryState(state.kind, tensors, state.signature)
-        logits = self.backbone.get_output_embeddings()(hidden[:, inputs.text]) if return_logits else None
-        return MemGPTOutput(logits, _lm_loss(logits, labels, mask), new_state)
+        return MemoryState(state.kind, tensors, state.signature), inputs, hidden
 
     def step(
         self, state: MemoryState, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -208,23 +226,11 @@ class MemGPT(nn.Module):
 
         The same new state as `step`. Memories that read through a hook of their own or shape the logits
         (retrieval, archival) leave nothing a generation could continue from: ValueError."""
-        input_ids = input_ids.to(self.device)
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device).long()
-        state = state.to(self.device)
-        self.check_state(state)
+        input_ids, mask, state = self._chunk_inputs(input_ids, attention_mask, state)
         rows = mask.any(-1).nonzero().squeeze(-1)  # (A,)
         everyone = len(rows) == len(mask)
-        sub = state if everyone else state.select(rows)
-        ids, mask = input_ids[rows], mask[rows]
-        embeds = self.backbone.get_input_embeddings()(ids)  # (A, T, D)
-        inputs = self.memory.read_inputs(sub.tensors, embeds, mask, write=True, input_ids=ids)
-        if inputs.attending is not None or inputs.logits_processor is not None:
-            raise ValueError(f"{self.config.memory} memory reads through a hook: no cache to continue from")
-        if inputs.cache is None:  # slots: the backbone fills one
-            inputs = replace(inputs, cache=reserved_cache())
-        out = self._backbone(inputs, use_cache=True)
-        tensors = self.memory.update(sub.tensors, inputs, out.last_hidden_state, mask, out.attentions)
-        new = MemoryState(state.kind, tensors, state.signature)
+        mask = mask[rows]
+        new, inputs, _ = self._write(state if everyone else state.select(rows), input_ids[rows], mask, True)
         new = new if everyone else state.scatter(rows, new)
         text_positions = inputs.position_ids[:, inputs.text]  # (A, T)
         next_position = text_positions.gather(1, mask.sum(-1, keepdim=True) - 1).squeeze(1) + 1
