@@ -363,38 +363,37 @@ class Extractor:
         """Greedy continuations of `prompts` from `state`: the texts and the number of tokens generated.
 
         With `grammars` (one per prompt), each row's fact lines follow its grammar; `processor`: any other."""
-        processors = list(processor or [])
-        if grammars and grammars[0] is not None:
-            processors = [self.grammar.processor(grammars, self.config.facts_max_lines)]
+        constraint = self.facts_constraint(grammars)
+        processors = [constraint] if constraint is not None else list(processor or [])
         if grammars and self.lookup:
-            constraint = processors[0] if processors else None
             rows, _ = lookup_generate(
                 self.model, prompts, state, max_new, constraint, self.config.facts_draft_tokens
             )
-            replies = self.model.replies(rows)
-        else:
-            replies = self.model.reply(
-                prompts,
-                memory=state,
-                max_new_tokens=max_new,
-                logits_processor=LogitsProcessorList(processors),
-            )
-        return [r.text for r in replies], [len(r.ids) for r in replies]
+            return _texts_and_counts(self.model.replies(rows))
+        replies = self.model.reply(
+            prompts,
+            memory=state,
+            max_new_tokens=max_new,
+            logits_processor=LogitsProcessorList(processors),
+        )
+        return _texts_and_counts(replies)
+
+    def facts_constraint(self, grammars: list | None):
+        """The grammars' processor, which fact lines follow (and lookup decoding drafts under), or None."""
+        if grammars and grammars[0] is not None:
+            return self.grammar.processor(grammars, self.config.facts_max_lines)
+        return None
 
     def facts_after_reading(
         self, after: ChunkCache, notes: list[str], chunk_ids: list[list[int]], grammars: list
     ) -> tuple[list[str], list[int]]:
         """Each chunk's fact lines, generated from the cache its read left (`after`): the instruction only is
         read, and drafts are looked up in the chunk's tokens."""
-        constraint = None
-        if grammars and grammars[0] is not None:
-            constraint = self.grammar.processor(grammars, self.config.facts_max_lines)
         rows, _ = continue_generate(
             self.model, after, [self.prompts.facts_after(n) for n in notes], chunk_ids,
-            self.config.max_new_tokens_facts, constraint, self.config.facts_draft_tokens,
+            self.config.max_new_tokens_facts, self.facts_constraint(grammars), self.config.facts_draft_tokens,
         )  # fmt: skip
-        replies = self.model.replies(rows)
-        return [r.text for r in replies], [len(r.ids) for r in replies]
+        return _texts_and_counts(self.model.replies(rows))
 
     def fact_rows(self, doc: dict, chunk: Chunk, generated: str) -> tuple[list[dict], int]:
         triples, bad = parse_facts(generated)
@@ -480,6 +479,11 @@ def summary_source(config: ExtractConfig, grammar: str, notes_every: int) -> str
     if notes_every:
         return "notes"
     return "states" if config.facts and grammar == "text" else "memory"
+
+
+def _texts_and_counts(replies) -> tuple[list[str], list[int]]:
+    """Each reply's text and the number of tokens generated for it."""
+    return [r.text for r in replies], [len(r.ids) for r in replies]
 
 
 def _select(state: MemoryState, rows: list[int]) -> MemoryState:
