@@ -75,8 +75,8 @@ _OPEN_WORDS = frozenset(
     "before over under through into upon than as like within without between among against toward towards "
     "which who whom whose that this these those".split()
 )
-# a fenced code block of Markdown, to its closing fence (or the passage's end: it may close in the next chunk)
-_FENCED = re.compile(r"^[ \t]*```.*?(?:^[ \t]*```[^\n]*$|\Z)", re.M | re.S)
+# a fenced code block of Markdown runs from a line that opens with ``` to the next (or the passage's end: it
+# may close in the next chunk)
 _FENCE_LINE = re.compile(r"[ \t]*```")
 _LINE = re.compile(r"[^\n]*\n|[^\n]+$")
 _CONJUNCTIONS = frozenset("and or nor but".split())
@@ -210,7 +210,7 @@ def subject_spans(
     clause (or follows a match of `opener` ending just before it: "When Mrs. Bennet"), and "he"/"she"
     opening one (name None). The one definition of a subject, for the fact lines and the entity states. Text
     in a fenced code block is no prose: a shell comment's "CPU" is no subject of the command after it."""
-    code = [m.span() for m in _FENCED.finditer(passage)]
+    prose, _ = prose_of(passage)
     found = []
     for name in names:
         # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
@@ -226,7 +226,7 @@ def subject_spans(
     for m in re.finditer(r"(?<!\w)(?:he|she|He|She)(?![\w'\u2019])", passage):
         if _opens_clause(passage, m.start()):
             found.append((m.start(), m.end(), None))
-    return [f for f in found if not any(a <= f[0] < b for a, b in code)]
+    return [f for f in found if prose[f[0]] == passage[f[0]]]  # in code its first letter is blanked
 
 
 def copied_anchors(
