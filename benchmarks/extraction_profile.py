@@ -163,13 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
     with tempfile.TemporaryDirectory() as tmp:
-        drafts = {} if args.draft_tokens is None else {"facts_draft_tokens": args.draft_tokens}
-        if args.facts_pass is not None:
-            drafts["facts_pass"] = args.facts_pass
-        if args.max_lines is not None:
-            drafts["facts_max_lines"] = args.max_lines
+        given = {"facts_draft_tokens": args.draft_tokens, "facts_pass": args.facts_pass,
+                 "facts_max_lines": args.max_lines}  # fmt: skip
+        settings = {k: v for k, v in given.items() if v is not None}  # the rest: the job's defaults
         ex = Extractor(
-            ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads, **drafts), "profile"
+            ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads, **settings), "profile"
         )
         ids = ex.tokenizer.encode(text, add_special_tokens=False)[: args.tokens * args.docs]
         # consecutive excerpts of the text, one per document

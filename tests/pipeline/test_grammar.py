@@ -251,6 +251,19 @@ def test_a_name_joined_to_another_is_no_subject():
     assert lines == ["Tom | sold | the mill\n"]  # the last of the compound is its clause's subject
 
 
+def bennet_passages(model, second: int) -> tuple:
+    """The facts grammar of `model`'s tokenizer, and two passages of *Pride and Prejudice* from "Mr. Bennet was so
+    odd a mixture" (900 characters, then `second` more) with their text grammars, after the 1,500 characters
+    before them read into memory, once per passage."""
+    tok = model.tokenizer
+    grammar = FactsGrammar(tok, model.backbone.get_output_embeddings().weight.shape[0])
+    book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
+    at = book.index("Mr. Bennet was so odd a mixture")
+    before, passages = book[at - 1500 : at], [book[at : at + 900], book[at + 900 : at + 900 + second]]
+    state = model.read([tok.encode(before)] * 2, memory=model.init_state(2))
+    return grammar, [fact_grammar("text", 4, p, names_in(before)) for p in passages], passages, state
+
+
 @pytest.mark.slow
 def test_lookup_decoding_writes_the_same_lines_in_fewer_passes(smollm2):
     """Fact lines drafted from the grammar and the chunk and verified by the model (memgpt/lookup.py): the
@@ -258,13 +271,8 @@ def test_lookup_decoding_writes_the_same_lines_in_fewer_passes(smollm2):
     from memgpt.lookup import lookup_generate
 
     tok = smollm2.tokenizer
-    grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
-    book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
-    at = book.index("Mr. Bennet was so odd a mixture")
-    before, passages = book[at - 1500 : at], [book[at : at + 900], book[at + 900 : at + 1700]]
-    state = smollm2.read([tok.encode(before)] * 2, memory=smollm2.init_state(2))
+    grammar, grammars, passages, state = bennet_passages(smollm2, 800)
     prompts = [prompt_ids(tok, p)[0].tolist() for p in passages]
-    grammars = [fact_grammar("text", 4, p, names_in(before)) for p in passages]
     stepwise = smollm2.reply(prompts, memory=state, max_new_tokens=96,
                              logits_processor=[grammar.processor(grammars, 4)])  # fmt: skip
     rows, passes = lookup_generate(smollm2, prompts, state, 96, grammar.processor(grammars, 4), draft_tokens=8,
@@ -284,22 +292,16 @@ def test_facts_from_the_chunks_own_read_on_the_real_model(smollm2):
     from pipeline.prompts import PromptConfig, Prompts
 
     tok = smollm2.tokenizer
-    grammar = FactsGrammar(tok, smollm2.backbone.get_output_embeddings().weight.shape[0])
-    book = corpus_file("pride_and_prejudice.txt").read_text(encoding="utf-8")
-    at = book.index("Mr. Bennet was so odd a mixture")
-    before, passages = book[at - 1500 : at], [book[at : at + 900], book[at + 900 : at + 1300]]
-    state = smollm2.read([tok.encode(before)] * 2, memory=smollm2.init_state(2))
+    grammar, grammars, passages, state = bennet_passages(smollm2, 400)
     chunks = [tok.encode(p) for p in passages]
     after = Prompts(tok, PromptConfig(), "kv").facts_after()
     eos = {tok.eos_token_id}
     ids, mask = right_pad(chunks, smollm2.tokenizer_pad_id)
     rows = {}
     for draft in (0, 8):
-        grammars = [fact_grammar("text", 4, p, names_in(before)) for p in passages]
         _, cache = smollm2.step_keeping_cache(state, ids, mask)
         rows[draft], _ = continue_generate(smollm2, cache, [after] * 2, chunks, 48, grammar.processor(grammars, 4),
                                            draft, eos)  # fmt: skip
-    grammars = [fact_grammar("text", 4, p, names_in(before)) for p in passages]
     apart, _ = lookup_generate(smollm2, [c + after for c in chunks], state, 48, grammar.processor(grammars, 4), 8,
                                eos)  # fmt: skip
     assert rows[0] == rows[8] == apart
