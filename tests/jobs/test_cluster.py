@@ -99,7 +99,7 @@ def wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None
     raise TimeoutError(f"cluster at {address} did not reach {n} nodes: {r.stdout[-500:]} {r.stderr[-2000:]}")
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~80 s: the suite's costliest test; the long tier's node-loss test submits to such a cluster too
 def test_job_submitted_to_a_two_node_cluster(tmp_path, small_corpus, tiny_model):
     # Ray 2.60 `ray start` clusters authenticate with a token; `ray start` does not make one, so this cluster gets
     # its own through RAY_AUTH_TOKEN (the nodes, the probe and `ray job submit` all read it), whatever ~/.ray holds

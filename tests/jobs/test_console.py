@@ -54,10 +54,14 @@ def test_progress_of_a_missing_output_is_silent(tmp_path):
 @pytest.mark.slow
 def test_the_console_has_a_line_per_document_and_no_ray_info(small_corpus, tiny_model, tmp_path):
     """The real command in a fresh process (Ray's loggers are set up at import): Ray's INFO lines and Ray
-    Data's progress logging stay off a non-interactive console; each document gets one line. About 30 s."""
+    Data's progress logging stay off a non-interactive console; each document gets one line. About 30 s.
+
+    With as many workers as cores: the step that hands each actor one group needs a CPU too; without one more
+    counted in the Ray a run starts, the run waited forever."""
     cmd = [sys.executable, "-m", "jobs.extract", "--input", str(small_corpus), "--output",
            str(tmp_path / "o")]  # fmt: skip
-    options = ["--model", str(tiny_model), "--max-new-tokens-facts", "4", "--max-new-tokens-summary", "4"]
+    options = ["--model", str(tiny_model), "--max-new-tokens-facts", "4", "--max-new-tokens-summary", "4",
+               "--workers", str(os.cpu_count() or 1)]  # fmt: skip
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
     env.pop("RAY_LOGGER_LEVEL", None)
     proc = subprocess.run([*cmd, *options], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

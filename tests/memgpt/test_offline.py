@@ -169,6 +169,10 @@ def test_a_memgpt_loads_a_gguf_as_it_loads_the_converted_folder(smollm2, from_gg
     assert from_gguf.config.memory == "kv"
     assert from_gguf.tokenizer.eos_token == "<|im_end|>"
     torch.testing.assert_close(logits(from_gguf), logits(smollm2), atol=1e-4, rtol=0)
+
+
+@pytest.mark.long  # a second dequantization of the GGUF (~25 s)
+def test_a_gguf_named_inside_its_folder_loads_the_same_model(smollm2, gguf):
     in_folder = MemGPT.from_pretrained(gguf.parent, gguf_file=gguf.name, kv_budget=None, device="cpu")
     torch.testing.assert_close(logits(in_folder.eval()), logits(smollm2), atol=1e-4, rtol=0)
 
