@@ -117,7 +117,7 @@ def ray_core(pids: list[int]) -> list[str]:
     return names
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~75 s, two fresh drivers; tests/jobs/test_cluster.py's long test kills a submitted one too
 def test_sigkilled_driver_resumes_and_keeps_each_document_once(corpus, model, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, not the tests' one
