@@ -62,7 +62,7 @@ def cli(cache: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow
+@pytest.mark.long  # loads the GGUF itself (~25 s); a fresh machine's first real-model test converts it through the same loader
 def test_the_folder_is_a_normal_hf_model_equal_to_its_gguf(smollm2_path, gguf, from_gguf):
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= {
         p.name for p in smollm2_path.iterdir()
@@ -100,7 +100,7 @@ def test_a_second_call_runs_no_pip_and_says_nothing(smollm2_path, gguf, monkeypa
     assert said == []
 
 
-@pytest.mark.slow
+@pytest.mark.long  # two processes, one converting the GGUF (~35 s)
 def test_processes_making_it_ready_at_once_share_one_conversion(tmp_path, wheel, smollm2_path):
     """Two CLIs start together on an empty cache, with no registry: one converts, the other waits for it."""
     cache = tmp_path / "cache"
@@ -164,7 +164,7 @@ def test_a_wheel_with_other_content_is_refused_naming_both_hashes(tmp_path):
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [LOCK]
 
 
-@pytest.mark.slow
+@pytest.mark.long  # loads the GGUF itself (~25 s); a fresh machine's first real-model test converts it through the same loader
 def test_a_memgpt_loads_a_gguf_as_it_loads_the_converted_folder(smollm2, from_gguf, gguf):
     assert from_gguf.config.memory == "kv"
     assert from_gguf.tokenizer.eos_token == "<|im_end|>"
@@ -192,6 +192,7 @@ def test_missing_and_corrupt_gguf_files_fail_in_one_line(tmp_path, gguf):
         assert "\n" not in str(e.value) and e.value.__suppress_context__
 
 
+@pytest.mark.long  # loads the GGUF itself (~25 s); a fresh machine's first real-model test converts it through the same loader
 def test_a_saved_gguf_memgpt_reloads_with_the_same_logits(from_gguf, tmp_path):
     from_gguf.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "backbone" / "model.safetensors").is_file()

@@ -1,6 +1,7 @@
 """End to end on local Ray: real actors, real Parquet, tiny real models."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -153,15 +154,43 @@ def small(tmp_path_factory):
     return root, random_model(tmp_path_factory.mktemp("random") / "model", chunk_size=96)
 
 
+@pytest.fixture(scope="module")
+def one_actor(small, tmp_path_factory) -> Path:
+    """The small corpus read by one actor, under a Ray Data no-progress timeout of 1 s: Ray Data fails a run
+    whose operators make no progress for 30 minutes (by default), and one actor call reads a whole group, so
+    each group here takes longer than the timeout (the actor alone takes longer than 1 s to start)."""
+    root, model = small
+    out = tmp_path_factory.mktemp("one") / "out"
+    context = ray.data.DataContext.get_current()
+    before = context.execution_no_progress_timeout_s
+    context.execution_no_progress_timeout_s = 1
+    try:
+        run(small_config(root, out, model, workers=1))
+    finally:
+        context.execution_no_progress_timeout_s = before
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_actors(small, tmp_path_factory) -> Path:
+    root, model = small
+    out = tmp_path_factory.mktemp("two") / "out"
+    run(small_config(root, out, model, workers=2))
+    return out
+
+
 @pytest.mark.slow
-def test_same_tables_whatever_the_number_of_actors(small, tmp_path):
-    root, model = small  # a random model: its junk output moves with the smallest numerical change
-    run(small_config(root, tmp_path / "one", model, workers=1))
-    run(small_config(root, tmp_path / "two", model, workers=2))
-    one, two = tables(tmp_path / "one"), tables(tmp_path / "two")
+def test_same_tables_whatever_the_number_of_actors(one_actor, two_actors):
+    # a random model: its junk output moves with the smallest numerical change
+    one, two = tables(one_actor), tables(two_actors)
     for name in one:
         pd.testing.assert_frame_equal(one[name], two[name], obj=name)
     assert len(one["summaries"]) == 8 and one["summaries"]["summary"].str.len().gt(0).all()
+
+
+@pytest.mark.slow
+def test_a_group_slower_than_ray_datas_no_progress_timeout_still_finishes(one_actor):
+    assert len(pd.read_parquet(one_actor / "summaries")) == 8
 
 
 def test_groups_depend_on_the_input_only():
@@ -179,10 +208,10 @@ def test_groups_depend_on_the_input_only():
 
 
 @pytest.mark.slow
-def test_a_rerun_resumes_and_keeps_each_document_once(small, tmp_path):
+def test_a_rerun_resumes_and_keeps_each_document_once(small, two_actors, tmp_path):
     root, model = small
+    shutil.copytree(two_actors, tmp_path / "out")  # a finished run of the same configuration, rerun here
     config = small_config(root, tmp_path / "out", model, workers=2)
-    run(config)
     first = tables(tmp_path / "out")
     again = run(config)
     assert (again.processed, again.skipped) == (0, 8)
@@ -210,18 +239,3 @@ def test_kv_memory_end_to_end(small, tmp_path):
     report = run(small_config(root, tmp_path / "kv", model, memory="kv", workers=1))
     summaries = pd.read_parquet(tmp_path / "kv" / "summaries")
     assert report.processed == 8 and (summaries["memory_kind"] == "kv").all()
-
-
-@pytest.mark.slow
-def test_a_group_slower_than_ray_datas_no_progress_timeout_still_finishes(small, tmp_path):
-    """Ray Data fails a run whose operators make no progress for 30 minutes (by default), and one actor call
-    reads a whole group: here the timeout is 1 s and each group takes longer."""
-    root, model = small
-    context = ray.data.DataContext.get_current()
-    before = context.execution_no_progress_timeout_s
-    context.execution_no_progress_timeout_s = 1
-    try:
-        run(small_config(root, tmp_path / "out", model))  # the actors alone take longer than 1 s to start
-    finally:
-        context.execution_no_progress_timeout_s = before
-    assert len(pd.read_parquet(tmp_path / "out" / "summaries")) == 8
