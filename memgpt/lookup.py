@@ -112,25 +112,16 @@ def continue_generate(
     constraint: Constraint | None = None,
     draft_tokens: int = 8,
     eos: set[int] | None = None,
-    processors=None,
 ) -> tuple[list[list[int]], int]:
     """Greedy continuations of `prompts` appended to a chunk just read (`chunk`: `MemGPT.step_keeping_cache`),
     one per row that read it; drafts are looked up in `sources` (the chunk's tokens) and the prompts. The same
-    tokens `lookup_generate` writes for the chunk's tokens followed by the prompt, from the memory before it.
-
-    With `processors` (a transformers `LogitsProcessorList`: prose that must not loop, whose scores depend on
-    all that was generated) there is no draft: one token a pass, each the likeliest after the processors, as
-    `generate` chooses them. The cache keeps what was generated: `chunk.rewind()` drops it."""
-    if processors is not None and constraint is not None:
-        raise ValueError("a constraint (lookup decoding) or logits processors (one token a pass), not both")
+    tokens `lookup_generate` writes for the chunk's tokens followed by the prompt, from the memory before it."""
     if max_new_tokens <= 0:
         return [[] for _ in prompts], 0
     ids, mask = left_pad(prompts, model._pad_for_generate(None))  # (A, W)
     ids, mask = ids.to(model.device), mask.to(chunk.attention_mask.device)
     attention = torch.cat([chunk.attention_mask, mask.to(chunk.attention_mask.dtype)], dim=1)
     positions = chunk.next_position[:, None] + (mask.long().cumsum(-1) - 1).clamp(min=0)  # (A, W)
-    if processors is not None:
-        return _greedy(model, chunk.cache, attention, positions, ids, max_new_tokens, processors, eos)
     lookups = [Lookup(list(s) + list(p)) for s, p in zip(sources, prompts, strict=True)]
     return _decode(model, chunk.cache, attention, positions, ids, lookups, max_new_tokens, constraint,
                    draft_tokens, eos)  # fmt: skip
@@ -185,31 +176,6 @@ def _decode(model, cache, attention, positions, prompt_ids, lookups, max_new_tok
             attention[r, attention.shape[1] - K + 1 + kept :] = 0
             next_pos[r] += 1 + kept
     return generated, passes
-
-
-def _greedy(model, cache, attention, positions, prompt_ids, max_new_tokens, processors, eos):
-    """Read the prompts (B, W) after `cache`, then write one token a pass, chosen on the processors' scores;
-    a finished row is fed the pad token, masked out, as transformers' `generate` does."""
-    pad = model._pad_for_generate(None)
-    eos = eos if eos is not None else model.end_of_turn
-    B = prompt_ids.shape[0]
-    generated: list[list[int]] = [[] for _ in range(B)]
-    seen, step, step_positions = prompt_ids, prompt_ids, positions  # seen: (B, W + n) what processors read
-    done = torch.zeros(B, dtype=torch.bool, device=prompt_ids.device)
-    for n in range(max_new_tokens):
-        out = model.backbone(input_ids=step, attention_mask=attention, position_ids=step_positions, cache=cache,
-                             use_cache=True, logits_to_keep=1)  # fmt: skip
-        token = processors(seen, out.logits[:, -1].float()).argmax(-1).masked_fill(done, pad)  # (B,)
-        for r, t in enumerate(token.tolist()):
-            if not done[r]:
-                generated[r].append(t)
-        ended = done | torch.isin(token, torch.tensor(sorted(eos), device=token.device))
-        if bool(ended.all()) or n + 1 == max_new_tokens:
-            return generated, n + 1
-        attention = torch.cat([attention, (~done).to(attention.dtype).to(attention.device)[:, None]], dim=1)
-        seen, step = torch.cat([seen, token[:, None]], dim=1), token[:, None]
-        step_positions, done = step_positions[:, -1:] + 1, ended
-    return generated, max_new_tokens
 
 
 def _draft(row: int, lookup: Lookup, constraint: Constraint | None, k: int, room: int) -> list[int]:

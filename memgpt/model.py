@@ -52,21 +52,6 @@ class ChunkCache:
     next_position: torch.Tensor  # (A,) the position after each row's last chunk token
     rows: torch.Tensor  # (A,) the batch rows that read a chunk (a finished document's row reads none)
 
-    def rewind(self) -> None:
-        """Drop what a generation appended to the cache, so that another one continues from the chunk too."""
-        extra = self.cache.get_seq_length() - self.attention_mask.shape[1]
-        if extra > 0:
-            self.cache.crop(-extra)
-
-    def select(self, keep: list[int]) -> "ChunkCache":
-        """Rows `keep` (indices into `rows`) only, for a generation the others do not need. The cache is cut in
-        place: this object's other rows are gone."""
-        if keep == list(range(len(self.rows))):
-            return self
-        index = torch.tensor(keep, device=self.attention_mask.device)
-        self.cache.batch_select_indices(index.to(self.next_position.device))
-        return ChunkCache(self.cache, self.attention_mask[index], self.next_position[index], self.rows[index])
-
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -91,8 +91,7 @@ class Extractor:
         self.notes_every = config.notes.every_for(self.prompts.style, config.summary_from)
         self.notes = None
         if self.notes_every:
-            self.notes = RunningNotes(self.model, config.notes.max_new_tokens, config.notes.instruction,
-                                      config.notes.instruction_after)  # fmt: skip
+            self.notes = RunningNotes(self.model, config.notes.max_new_tokens, config.notes.instruction)
         self.grammar_mode = config.facts_grammar
         if self.grammar_mode == "auto":
             self.grammar_mode = "text" if self.prompts.style == "chat" else "none"
@@ -104,11 +103,9 @@ class Extractor:
             self.grammar = FactsGrammar(
                 self.tokenizer, self.model.backbone.get_output_embeddings().weight.shape[0]
             )
-        # the facts and notes from the cache of the chunk's own read: memories whose read leaves a plain cache
+        # the facts from the cache of the chunk's own read: memories whose read leaves a plain cache
         self.shared = (
-            bool(config.facts or self.notes)
-            and config.facts_pass == "shared"
-            and self.model.config.memory in SHARED_PASS
+            config.facts and config.facts_pass == "shared" and self.model.config.memory in SHARED_PASS
         )
         overhead = self.prompts.facts_overhead if config.facts and not self.shared else 0
         if config.facts and self.notes and not self.shared:  # the notes go into every facts prompt
@@ -224,20 +221,12 @@ class Extractor:
         # who each subject pronoun of the chunk means, from the people the document has shown so far
         antecedents = {i: readings[i].entities.read(passages[i], names_in(passages[i])) for i in active}
         ids, mask = right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
-        # running notes every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
-        due = (
-            [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
-            if self.notes
-            else []
-        )
-        after = None  # the cache of the chunk's read, where the facts and notes are generated from it
-        if self.shared and (self.config.facts or due):  # the chunk read once: M_t, and the cache of that read
-            state, after = self.model.step_keeping_cache(state, ids, mask)
         if self.config.facts:
             chosen = self.config.facts_antecedents == "entities"
             grammars = [self.fact_grammar(passages[i], readings[i], antecedents[i] if chosen else None)
                         for i in active]  # fmt: skip
-            if after is not None:
+            if self.shared:  # the chunk read once: M_t, then the facts from the cache of that read
+                state, after = self.model.step_keeping_cache(state, ids, mask)
                 texts, counts = self.facts_after_reading(
                     after,
                     [readings[i].notes for i in active],
@@ -252,23 +241,19 @@ class Extractor:
                 state = self.model.step(state, ids, mask)
             for i, text, n in zip(active, texts, counts, strict=True):
                 readings[i].add_facts(*self.fact_rows(docs[i], chunks[i][t], text), n)
-        elif after is None:
+        else:
             state = self.model.step(state, ids, mask)
         for i in active:
             readings[i].meet(names_in(passages[i]))
-        if due:
-            notes, prose = [readings[i].notes for i in due], self.prose([readings[i].seen for i in due])
-            if after is not None:  # from the same read: the memory of the text before, and the chunk
-                after.rewind()  # the facts' prompt and lines are not part of the text
-                new, counts = self.notes.update_after(
-                    after.select([active.index(i) for i in due]), notes, prose
-                )
-            else:  # the passage since the last notes, read again in a prompt of its own
+        if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
+            due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
+            if due:
                 passages = [docs[i]["text"][readings[i].noted : chunks[i][t].char_end] for i in due]
-                new, counts = self.notes.update(notes, passages, prose)
-            for i, text, n in zip(due, new, counts, strict=True):
-                r = readings[i]
-                r.notes, r.noted, r.generated = text, chunks[i][t].char_end, r.generated + n
+                prose = self.prose([readings[i].seen for i in due])
+                new, counts = self.notes.update([readings[i].notes for i in due], passages, prose)
+                for i, text, n in zip(due, new, counts, strict=True):
+                    r = readings[i]
+                    r.notes, r.noted, r.generated = text, chunks[i][t].char_end, r.generated + n
         return state
 
     def results(self, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading],

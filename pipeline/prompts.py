@@ -54,10 +54,6 @@ class NotesConfig:
                                                       "same however long the book"})  # fmt: skip
     instruction: str = field(default="Write a short summary of the text below. Name the people and say what "
                              "they do.", metadata={"help": "what the model is asked to write"})  # fmt: skip
-    instruction_after: str = field(default="Write a short summary of the text you have just read. Name the "
-                                   "people and say what they do.",
-                                   metadata={"help": "facts_pass shared: what follows a chunk read into memory "
-                                             "to ask for the notes"})  # fmt: skip
 
     def __post_init__(self):
         if (self.every is not None and self.every < 0) or self.max_new_tokens < 1:

@@ -58,29 +58,6 @@ def test_generating_from_the_chunks_own_cache_writes_what_a_prompt_of_chunk_and_
         torch.testing.assert_close(new.tensors[name], kept[name], rtol=0, atol=0)
 
 
-def test_after_a_rewind_a_second_generation_continues_from_the_chunk_with_processors():
-    """Facts, then the running notes, from one read of the chunk: the first generation's tokens dropped
-    (`rewind`), one row kept (`select`), and prose processors whose scores depend on all that was generated:
-    the tokens `generate` writes with the same processors, the chunk in the prompt, from the memory before."""
-    from memgpt.repetition import no_loops
-
-    model = tiny("llama", memory="kv", chunk_size=32, kv_budget=24, kv_sinks=2, kv_recent=4)
-    doc = random_doc(300, seed=4)
-    state = model.read([doc[:90].tolist(), doc[100:150].tolist()])
-    chunks = [doc[200:220].tolist(), doc[230:243].tolist()]
-    questions, notes = [doc[5:10].tolist(), doc[20:28].tolist()], [doc[40:46].tolist()]
-    ids, mask = right_pad(chunks, 0)
-    _, chunk = model.step_keeping_cache(state, ids, mask)
-    continue_generate(model, chunk, questions, chunks, 12, draft_tokens=4, eos=set())
-    chunk.rewind()
-    rows, passes = continue_generate(model, chunk.select([1]), notes, [chunks[1]], 16, eos=set(),
-                                     processors=LogitsProcessorList(no_loops()))  # fmt: skip
-    expected = greedy(model, [chunks[1] + notes[0]], state.select([1]), 16, no_loops())
-    assert rows == expected and passes == 16
-    with pytest.raises(ValueError, match="not both"):
-        continue_generate(model, chunk, notes, [chunks[1]], 4, constraint=object(), processors=[])
-
-
 def test_without_memory_and_with_no_tokens_to_write():
     model = tiny("llama", memory="kv", chunk_size=32)
     prompts, _ = prompts_and_state(model)
