@@ -5,6 +5,7 @@ python -m benchmarks.extraction_profile --tokens 16384 --input book.txt
 python -m benchmarks.extraction_profile --docs 4 --tokens 2048       # a lockstep group of 4, as the job reads
 python -m benchmarks.extraction_profile --draft-tokens 0           # facts one token per forward pass
 python -m benchmarks.extraction_profile --facts-pass separate      # the facts prompt read apart from the chunk
+python -m benchmarks.extraction_profile --notes-every 2            # running notes every 2 chunks (the summary)
 (on a machine with a GPU it runs there, in bf16, as the job's actors do)
 
 The actor (`pipeline.actor.Extractor`, default settings) reads one document in this process; its phases are
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--facts-pass", choices=("shared", "separate"), default=None,
                    help="facts_pass: shared (the default) or separate (the facts prompt read apart)")  # fmt: skip
     p.add_argument("--max-lines", type=int, default=None, help="facts_max_lines; none: the default")
+    p.add_argument("--notes-every", type=int, default=None,
+                   help="running notes every K chunks (they are then the summary); none: the default (off)")  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
@@ -166,6 +169,10 @@ def main(argv: list[str] | None = None) -> None:
         given = {"facts_draft_tokens": args.draft_tokens, "facts_pass": args.facts_pass,
                  "facts_max_lines": args.max_lines}  # fmt: skip
         settings = {k: v for k, v in given.items() if v is not None}  # the rest: the job's defaults
+        if args.notes_every is not None:
+            from pipeline.prompts import NotesConfig
+
+            settings["notes"] = NotesConfig(every=args.notes_every)
         ex = Extractor(
             ExtractConfig(input="-", output=tmp, cpus_per_worker=args.threads, **settings), "profile"
         )
