@@ -72,7 +72,7 @@ def test_streaming_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~25 s on the real model, as the other benchmarks' runs
 def test_passkey_benchmark_runs_on_the_real_model(smollm2_path, tmp_path):
     text = run_benchmark(
         "benchmarks.passkey", "--model", str(smollm2_path), "--lengths", "1024", "--depths", "0.5",

@@ -160,7 +160,7 @@ def test_sigkilled_driver_resumes_and_keeps_each_document_once(corpus, model, tm
     assert (pd.read_parquet(out / "manifest")["attempts"] == 1).all()
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~50 s, two runs; tests/jobs/test_cluster.py's long test loses an actor with its node too
 @pytest.mark.usefixtures("ray_session")
 def test_killed_actor_is_restarted_and_output_is_complete(corpus, model, tmp_path):
     """SIGKILL the Extractor actor's worker process while it is in the middle of a document."""
