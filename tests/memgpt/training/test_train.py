@@ -86,7 +86,7 @@ def history(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~40 s, mostly Ray Train starting its workers
 def test_ray_train_two_cpu_workers_follow_the_single_worker_curve(tmp_path):
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
