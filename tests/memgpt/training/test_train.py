@@ -106,12 +106,16 @@ def test_ray_train_two_cpu_workers_follow_the_single_worker_curve(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.long  # 1500 steps: learning is a phase transition near step 1000-1200, so fewer steps do not learn
+@pytest.mark.long
 def test_trained_memory_beats_no_memory(tmp_path):
-    """The CI recipe (~90 s): after reading two chunks, the summary written from memory beats the same model
-    whose memory was reset before the last chunk (the fact is in the first chunk half the time, so without
-    memory at best ~half the places are right; chance is 1/8)."""
-    cfg = TrainConfig.from_yaml(CI_RECIPE, out_dir=str(tmp_path))
+    """The CI recipe, 2,500 steps (~6 min): after reading two chunks, the summary written from memory beats the
+    same model whose memory was reset before the last chunk (the fact is in the first chunk half the time, so
+    without memory at best ~half the places are right; chance is 1/8).
+
+    Learning is a phase transition, and where it falls moves with the seed and the torch build: at the recipe's
+    1,500 steps, seeds 0, 1 and 2 scored 0.72, 0.75 and 1.00 (torch 2.13 CPU); at 2,500, seeds 0 and 1 scored
+    1.00 and 0.97."""
+    cfg = TrainConfig.from_yaml(CI_RECIPE, out_dir=str(tmp_path), max_steps=2500)
     model = train(cfg).eval()
     prompts = TaskPrompts(model.tokenizer)
     docs = [pk.generate(cfg.planted_config(cfg.max_chunks), 50_000 + i, prompts.tokenizer) for i in range(64)]
