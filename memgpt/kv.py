@@ -15,10 +15,10 @@ from contextvars import ContextVar
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
 from . import hub
+from .attention import grouped_sdpa
 from .cache import reserved_cache
 from .memory import BackboneInputs, MemoryKind, positions_from_mask, register_memory
 from .rope import KeyRotation, find_rotary
@@ -43,7 +43,7 @@ def scoring_entries():
 
 
 def sdpa_with_window_scores(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA for the output; attention weights only for the last SCORE_WINDOW queries, (B, H, w, S).
+    """SDPA for the output (`grouped_sdpa`); attention weights only for the last SCORE_WINDOW queries, (B, H, w, S).
 
     The weights are computed only inside `scoring_entries()` (reading a chunk), not while generating.
     """
@@ -52,12 +52,12 @@ def sdpa_with_window_scores(module, query, key, value, attention_mask, scaling=N
     cache_mask = _full_mask(attention_mask, query, key) if extra else None
     found = extra(module.layer_idx, query, cache_mask) if extra else None
     if found is None:
-        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+        out, _ = grouped_sdpa(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     else:
         keys, values, columns = found
         mask = torch.cat([cache_mask, columns], dim=-1)
         both = (torch.cat([key, keys], dim=2), torch.cat([value, values], dim=2))
-        out, _ = sdpa_attention_forward(module, query, *both, mask, scaling=scaling, **kwargs)
+        out, _ = grouped_sdpa(module, query, *both, mask, scaling=scaling, **kwargs)
     if not _SCORING.get():
         return out, None
     B, H, _, Dh = query.shape

@@ -24,6 +24,7 @@ from .padding import left_pad
 
 NGRAM = 3  # the longest run of last tokens looked up in the prompt
 CANDIDATES = 8  # prompt places tried per lookup; the draft kept is the longest the constraint allows
+FEW_ALLOWED = 2048  # allowed tokens up to which a position's logits are computed for those alone (CPU)
 
 
 class Constraint(Protocol):
@@ -156,17 +157,15 @@ def _decode(model, cache, attention, positions, prompt_ids, lookups, max_new_tok
         step, step_mask = step.to(model.device), step_mask.to(attention.device)
         attention = torch.cat([attention, step_mask], dim=1)
         step_positions = next_pos[:, None] + torch.arange(K, device=next_pos.device)
-        out = backbone(input_ids=step, attention_mask=attention, position_ids=step_positions, cache=cache,
-                       use_cache=True)  # fmt: skip
+        choices = _Choices(backbone, constraint, input_ids=step, attention_mask=attention,
+                           position_ids=step_positions, cache=cache, use_cache=True)  # fmt: skip
         passes += 1
-        logits = out.logits.float()  # (B, K, V)
-        likeliest = logits.argmax(-1).tolist()  # one device sync a pass
         for r in range(B):
             if done[r]:
                 continue
             kept = 0
             for i in range(len(drafts[r]) + 1):
-                token = _choose(logits[r, i], constraint, r, likeliest[r][i])
+                token = choices.choose(r, i)
                 done[r] = _take(r, token, generated, lookups, constraint, eos, max_new_tokens)
                 if done[r] or i == len(drafts[r]) or token != drafts[r][i]:
                     break
@@ -189,6 +188,49 @@ def _draft(row: int, lookup: Lookup, constraint: Constraint | None, k: int, room
         return drafts[0]
     best = max(drafts, key=lambda d: constraint.valid_prefix(row, d))
     return best[: constraint.valid_prefix(row, best)]
+
+
+class _Choices:
+    """One verification pass's greedy choices, position by position, under the constraint.
+
+    On a CPU a pass over a few rows is bound by reading the weights, and the output layer is a fifth of them
+    (SmolLM2: 49,152 x 576). Where the constraint allows few tokens (a copied line: a handful), their logits
+    alone are computed from the last hidden state, reading those rows of the output layer only; the whole
+    vocabulary's logits are computed once, if a position allows many. The argmax over the allowed tokens is
+    the masked full one's (ties to the lowest id, as there), up to the rounding of a narrower product."""
+
+    def __init__(self, backbone, constraint: Constraint | None, **inputs):
+        self.backbone, self.constraint = backbone, constraint
+        self.head = _output_layer(backbone) if constraint is not None else None
+        if self.head is None:
+            self.logits = backbone(**inputs).logits.float()  # (B, K, V)
+            self.likeliest = self.logits.argmax(-1).tolist()  # one device sync a pass
+        else:
+            self.hidden = backbone.base_model(**inputs).last_hidden_state  # (B, K, D)
+            self.logits = None
+
+    def choose(self, row: int, i: int) -> int:
+        if self.head is None:
+            return _choose(self.logits[row, i], self.constraint, row, self.likeliest[row][i])
+        allowed = self.constraint.allowed(row).to(self.hidden.device)
+        ids = allowed[: self.head.weight.shape[0]].nonzero().squeeze(-1)  # (n,)
+        if len(ids) > FEW_ALLOWED:
+            if self.logits is None:
+                self.logits = self.backbone.get_output_embeddings()(self.hidden).float()
+            return int(
+                self.logits[row, i].masked_fill(~allowed[: self.logits.shape[-1]], float("-inf")).argmax()
+            )
+        weight, bias = self.head.weight[ids], self.head.bias[ids] if self.head.bias is not None else None
+        return int(ids[torch.nn.functional.linear(self.hidden[row, i], weight, bias).argmax()])
+
+
+def _output_layer(backbone) -> torch.nn.Linear | None:
+    """The output layer, where the greedy token of a few allowed ones can be found from their rows alone: a
+    plain linear layer on a CPU (a scale or soft cap after it keeps the order of the logits), else None."""
+    head = backbone.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.weight.device.type != "cpu":
+        return None
+    return head
 
 
 def _choose(logits: torch.Tensor, constraint: Constraint | None, row: int, token: int) -> int:

@@ -20,6 +20,7 @@ from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from . import hub, loading, lora
+from .attention import use_grouped_sdpa
 from .cache import reserved_cache
 from .config import MemGPTConfig
 from .generation import generation_config as generation_config_for
@@ -79,6 +80,8 @@ class MemGPT(nn.Module):
         self._signature: dict | None = None
         if self.memory.needs_attentions:  # SDPA plus the attention weights of a window of queries
             backbone.set_attn_implementation(SCORING_ATTENTION)
+        else:
+            use_grouped_sdpa(backbone)
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

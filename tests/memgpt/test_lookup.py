@@ -5,6 +5,7 @@ import torch
 from tiny import random_doc, tiny
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from memgpt import lookup
 from memgpt.lookup import Lookup, continue_generate, lookup_generate
 from memgpt.padding import right_pad
 
@@ -122,7 +123,9 @@ class EvenProcessor(LogitsProcessor):
         return scores.masked_fill(torch.arange(scores.shape[-1]) % 2 == 1, float("-inf"))
 
 
-def test_a_constraint_gives_the_tokens_of_its_logits_processor():
+@pytest.mark.parametrize("few_allowed", [4096, 16])  # the logits of the allowed tokens alone; of all tokens
+def test_a_constraint_gives_the_tokens_of_its_logits_processor(few_allowed, monkeypatch):
+    monkeypatch.setattr(lookup, "FEW_ALLOWED", few_allowed)
     model = tiny("llama", memory="kv", chunk_size=32)
     prompts, state = prompts_and_state(model, seed=1)
     rows, _ = lookup_generate(model, prompts, state, 16, EvenTokens(), draft_tokens=6, eos=set())
