@@ -60,6 +60,7 @@ _CLAUSE_START = re.compile(
     r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
 )
 _NARRATOR = re.compile(r"I['\u2019]")  # "I've", "I'm" name no one
+_LONGER_NAME = re.compile(r" (?:de |van |von )?[A-Z][a-z]")  # a name's next word that makes it a longer one
 _CAPITALS = re.compile(r"[A-Z]{2,}")
 # "a wit.' But", "didst thou?—Dost not think"
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(][\'\u2019\"\u201d\u2014]?\s*|\n\s*)$")
@@ -217,6 +218,8 @@ def subject_spans(
         # subject, the phrase it opens is
         for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
             if _after_title(passage, m.start()):  # "Darcy" of "Mr. Darcy": the title's dot ends no sentence
+                continue
+            if _LONGER_NAME.match(passage, m.end()):  # "Ray" of "Ray Train": the longer name is the subject
                 continue
             if _opens_clause(passage, m.start()) or (
                 opener is not None and opener.search(passage, max(0, m.start() - 10), m.start())

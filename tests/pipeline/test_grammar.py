@@ -306,3 +306,11 @@ def test_facts_from_the_chunks_own_read_on_the_real_model(smollm2):
                                eos)  # fmt: skip
     assert rows[0] == rows[8] == apart
     assert all(len(tok.decode(r, skip_special_tokens=True).splitlines()) >= 2 for r in rows[8])
+
+
+def test_a_name_that_begins_a_longer_name_is_not_its_subject():
+    """"Ray" of "Ray Train" is no clause subject (its relation would be "Train"); "Mary" of "Mary Hale" is not
+    either, where "Mary Hale" is, and a name followed by its verb still is."""
+    passage = "It runs a checked training, Ray Train on two workers, and more. Ray starts the actors. Mary Hale left."
+    found = sorted(passage[a:b] + f"@{a}" for a, b, _ in subject_spans(passage, ["Ray", "Mary", "Mary Hale"]))
+    assert found == [f"Mary Hale@{passage.index('Mary')}", f"Ray@{passage.index('Ray starts')}"]
