@@ -29,7 +29,7 @@ from pipeline.notes import RunningNotes
 from pipeline.prompts import Prompts
 from pipeline.reading import Reading
 from pipeline.schemas import RESULT_TABLES, RESULTS, TABLES, validate_row
-from pipeline.summary import evidence_for, person_facts, summary_from_states
+from pipeline.summary import evidence_for, lead_summary, person_facts, summary_from_states
 
 STATES = "states"  # <output>/states/<doc id>.safetensors: final memories kept with --save-states
 SHARED_PASS = ("kv", "slots")  # memories a generation continues from right after a chunk (facts_pass shared)
@@ -182,7 +182,9 @@ class Extractor:
     def summaries(self, docs: list[dict], chunks: list[list[Chunk]], readings: list[Reading],
                   state: MemoryState) -> list[tuple[str, str, list[dict]]]:  # fmt: skip
         """Each document's summary: (where it came from, text, evidence). With `summary_from: auto`, a document
-        whose facts follow fewer than two people (a manual, a README) gets its summary from the memory."""
+        whose facts follow fewer than two people (a manual, a README) gets its opening sentences (`lead`): the
+        small default model's summaries from memory are about something else (docs/knowledge.md); one without a
+        sentence of prose gets its summary from the memory."""
         made: list[tuple[str, str, list[dict]] | None] = [None] * len(docs)
         starts = [[c.char_start for c in cs] for cs in chunks]
         for i, (d, r) in enumerate(zip(docs, readings, strict=True)):
@@ -194,6 +196,9 @@ class Extractor:
                     dedupe(r.facts), d["text"], starts[i], self.config.summary_people, least
                 )
                 made[i] = ("states", text, evidence) if text or least == 1 else None
+            if self.summary_from == "lead" or (self.summary_from == "states" and made[i] is None):
+                text, evidence = lead_summary(d["text"], starts[i])  # under auto: too few people for states
+                made[i] = ("lead", text, evidence) if text or self.summary_from == "lead" else None
         need = [i for i, m in enumerate(made) if m is None]
         if need:
             processor = self.prose_without_loops([readings[i].seen for i in need])

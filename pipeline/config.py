@@ -10,7 +10,7 @@ from pipeline.prompts import NotesConfig, PromptConfig
 FACT_GRAMMARS = ("auto", "text", "lines", "none")  # pipeline/grammar.py; restated: that module imports torch
 FACTS_PASSES = ("shared", "separate")  # how a chunk's facts prompt meets the memory's read of it
 ANTECEDENTS = ("entities", "model")  # pipeline/entity_states.py, or the model's choice
-SUMMARY_FROM = ("auto", "states", "memory", "notes")  # pipeline/summary.py
+SUMMARY_FROM = ("auto", "states", "lead", "memory", "notes")  # pipeline/summary.py
 
 
 def option(default, help: str, **metadata):
@@ -65,10 +65,11 @@ class ExtractConfig:
                              choices=FACTS_PASSES)  # fmt: skip
     summary_from: str = option("auto", "states: the main people, what each did first, what changed and how it "
                                "ended, and whoever else changed something, in the words of the facts, every "
-                               "sentence with its evidence (no generation); memory: generated "
-                               "from the memory; notes: the last running notes; auto: notes when they are on, "
-                               "else states where facts are copied under the text grammar (memory for a "
-                               "document whose facts follow fewer than two people), else memory", choices=SUMMARY_FROM)  # fmt: skip
+                               "sentence with its evidence (no generation); lead: the document's opening sentences of "
+                               "prose, as they stand; memory: generated from the memory; notes: the last running "
+                               "notes; auto: notes when they are on, else states where facts are copied under the "
+                               "text grammar (lead for a document whose facts follow fewer than two people, memory "
+                               "if it has no sentence of prose), else memory", choices=SUMMARY_FROM)  # fmt: skip
     summary_people: int = option(6, "people a summary from states follows, at most")
     max_new_tokens_summary: int = option(96, "tokens of the summary from memory (without running notes)")
     save_states: bool = option(

@@ -11,7 +11,7 @@ SUMMARIES = pa.schema(
         pa.field("source", pa.string()),
         pa.field("title", pa.string()),
         pa.field("summary", pa.string()),
-        pa.field("summary_from", pa.string()),  # states | memory | notes (pipeline/summary.py)
+        pa.field("summary_from", pa.string()),  # states | lead | memory | notes (pipeline/summary.py)
         # the document's spans that say each summary sentence: source_text[char_start:char_end]
         pa.field(
             "summary_evidence",

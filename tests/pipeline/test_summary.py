@@ -6,6 +6,7 @@ from pipeline.summary import (
     changes,
     content_words,
     evidence_for,
+    lead_summary,
     person_facts,
     sentence_spans,
     summary_from_states,
@@ -171,3 +172,36 @@ def test_the_forms_of_one_name_are_one_person():
     summary, _ = summary_from_states(facts, text, [0])
     assert summary.startswith("The text follows Darcy and Elizabeth.")  # not "Darcy, Elizabeth and Mr. Darcy"
     assert "Mr. Darcy rode to Netherfield." in summary  # each sentence in its fact's own words
+
+
+MANUAL = """# tool
+
+Install it with pip, then point it at a folder of text files.
+
+```bash
+# Run the job on this folder and write the tables.
+tool run --input docs/
+```
+
+- The tables are Parquet files. Each has a schema.
+| name | what it holds in its column |
+
+It reads every file once and writes one row per file it read. Errors are rows of their own, with the file named.
+A third sentence makes the lead longer than its budget of words allows, so it is left out of the summary.
+"""
+
+
+def test_a_lead_is_the_opening_prose_as_it_stands_each_sentence_its_own_evidence():
+    starts = [0, MANUAL.index("It reads")]
+    summary, evidence = lead_summary(MANUAL, starts, words=40)
+    assert summary == (
+        "Install it with pip, then point it at a folder of text files. It reads every file once and writes one "
+        "row per file it read. Errors are rows of their own, with the file named."
+    )  # no heading, code, comment in code, list item or table row; nothing past the words' budget
+    spans = [MANUAL[e["char_start"] : e["char_end"]] for e in evidence]
+    assert spans[0] == "Install it with pip, then point it at a folder of text files."
+    assert [e["chunk_index"] for e in evidence] == [0, 1, 1] and all(supported(summary, evidence, MANUAL))
+    assert lead_summary("# Title\n\n- a list item only.\n", [0]) == ("", [])
+    assert lead_summary("One **long** first sentence of nine words in all here.", [0], words=3)[0] == (
+        "One long first sentence of nine words in all here."
+    )  # at least one sentence, its Markdown emphasis dropped
