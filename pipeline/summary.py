@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from memgpt.archival import SENTENCE_END
 from memgpt.repetition import FUNCTION_WORDS
 from pipeline.entities import changed, is_entity, merge_aliases
+from pipeline.grammar import prose_of
 
 PEOPLE = 6  # people a summary follows, at most (and as many more who changed something)
 CHANGES = 2  # changes per person told (the latest), each with the fact it changes
@@ -42,7 +43,6 @@ LEAD_WORDS = 60  # words of a summary from the document's opening sentences (mor
 _LEAD_MIN_WORDS = 5  # a heading, a label or a title is no sentence of a lead
 # what opens a Markdown heading, table row, quote, code, list item, html or link: no sentence of prose
 _NOT_PROSE = re.compile(r"[#|>`*+-]|\d+[.)]\s|<|\[|!\[")
-_FENCE = re.compile(r"^[ \t]*```.*?(?:^[ \t]*```[^\n]*$|\Z)", re.M | re.S)
 _MARKUP = re.compile(r"\*\*|__|`")
 
 
@@ -135,14 +135,12 @@ def evidence_for(summary: str, text: str, chunk_starts: list[int]) -> list[dict]
 def lead_summary(text: str, chunk_starts: list[int], words: int = LEAD_WORDS) -> tuple[str, list[dict]]:
     """The document's first sentences of prose, up to `words` words (at least one sentence), each with its span
     as evidence; ("", []) for a document with none (only headings, lists, tables or code)."""
-    fenced = [(m.start(), m.end()) for m in _FENCE.finditer(text)]
+    prose, _ = prose_of(text)  # fenced code blanked, offsets kept: its lines are no sentences
     sentences, evidence, count = [], [], 0
-    for start, end in sentence_spans(text):
+    for start, end in sentence_spans(prose):
         piece = text[start:end]
         said = piece.split()
         if len(said) < _LEAD_MIN_WORDS or _NOT_PROSE.match(piece) or piece[-1] not in ".!?\"'\u201d)":
-            continue
-        if any(a <= start < b for a, b in fenced):
             continue
         if sentences and count + len(said) > words:
             break
