@@ -6,6 +6,7 @@ python -m benchmarks.extraction_profile --docs 4 --tokens 2048       # a lockste
 python -m benchmarks.extraction_profile --draft-tokens 0           # facts one token per forward pass
 python -m benchmarks.extraction_profile --facts-pass separate      # the facts prompt read apart from the chunk
 python -m benchmarks.extraction_profile --notes-every 2            # running notes every 2 chunks (the summary)
+python -m benchmarks.extraction_profile --docs 4 --tokens 1024 --repeat 3   # 3 runs, each beside its bare read
 (on a machine with a GPU it runs there, in bf16, as the job's actors do)
 
 The actor (`pipeline.actor.Extractor`, default settings) reads one document in this process; its phases are
@@ -14,7 +15,9 @@ masks and the facts prompt's first pass timed apart), running notes, the summary
 lines, and writing the tables. Beside it, in the same run, the bare backbone's chunked forward over the same
 tokens: the job's tokens of text per second over that one's is the ratio that says what extraction costs
 over reading. Forward passes per generated token: the backbone's calls while generating, over the tokens
-generated (1.0 is one pass a token; less is what copying spans would buy).
+generated (1.0 is one pass a token; less is what copying spans would buy). With --repeat N the job and the
+bare read run N times, one after the other in turn (a shared machine's speed drifts from minute to minute); the
+table is the run of median length and the ratio is the medians'.
 """
 
 import tempfile
@@ -126,14 +129,12 @@ class _Timed:
         return self.call(input_ids, scores)
 
 
-def profile(ex, texts: list[str], out: Path) -> tuple[list[dict], Timers, int]:
-    """Documents through the actor as one lockstep group (as the job reads a group), their rows written as the
-    sink writes them."""
+def profile(ex, texts: list[str], out: Path, timers: Timers) -> list[dict]:
+    """Documents through the actor (instrumented with `timers`) as one lockstep group (as the job reads a
+    group), their rows written as the sink writes them; `timers` gets "total"."""
     from pipeline.output import Output
     from pipeline.schemas import RESULT_TABLES, TABLES, to_table
 
-    timers, calls = Timers(), [0, 0]  # backbone passes, chunk reads
-    instrument(ex, timers, calls)
     docs = [{"doc_id": f"profiled-{i}", "text": text, "source": f"profiled-{i}.txt", "title": None, "attempt": 1}
             for i, text in enumerate(texts)]  # fmt: skip
     start = time.perf_counter()
@@ -142,7 +143,7 @@ def profile(ex, texts: list[str], out: Path) -> tuple[list[dict], Timers, int]:
                                            for r in results for t in RESULT_TABLES if r[t]])  # fmt: skip
     write()
     timers.seconds["total"] = time.perf_counter() - start
-    return results, timers, calls[0] - calls[1]
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--facts-pass", choices=("shared", "separate"), default=None,
                    help="facts_pass: shared (the default) or separate (the facts prompt read apart)")  # fmt: skip
     p.add_argument("--max-lines", type=int, default=None, help="facts_max_lines; none: the default")
+    p.add_argument("--repeat", type=int, default=1, help="runs of the job and of the bare read, in turn")
     p.add_argument("--notes-every", type=int, default=None,
                    help="running notes every K chunks (they are then the summary); none: the default (off)")  # fmt: skip
     args = p.parse_args(argv)
@@ -180,28 +182,42 @@ def main(argv: list[str] | None = None) -> None:
         # consecutive excerpts of the text, one per document
         excerpts = [ids[i * args.tokens : (i + 1) * args.tokens] for i in range(args.docs)]
         texts = [ex.tokenizer.decode(e) for e in excerpts]
-        results, timers, calls = profile(ex, texts, Path(tmp))
-        start = time.perf_counter()
-        for e in excerpts:
-            common.bare_forward(ex.model, torch.tensor(e), ex.model.config.chunk_size)
-        bare = time.perf_counter() - start
-    report(results, timers, calls, len(ids), bare)
+        timers, calls = Timers(), [0, 0]  # backbone passes, chunk reads
+        instrument(ex, timers, calls)
+        runs = []
+        for i in range(args.repeat):
+            timers.seconds.clear()
+            calls[:] = [0, 0]
+            results = profile(ex, texts, Path(tmp) / f"run{i}", timers)
+            passes = calls[0] - calls[1]  # the bare read's passes below are not the job's
+            start = time.perf_counter()
+            for e in excerpts:
+                common.bare_forward(ex.model, torch.tensor(e), ex.model.config.chunk_size)
+            runs.append((results, dict(timers.seconds), passes, time.perf_counter() - start))
+    report(runs, len(ids))
 
 
-def report(results: list[dict], timers: Timers, calls: int, n_tokens: int, bare: float) -> None:
+def report(runs: list[tuple[list[dict], dict, int, float]], n_tokens: int) -> None:
+    """The phases of the run of median length; the ratio of the medians (of each, when several runs)."""
+    results, seconds, calls, _ = sorted(runs, key=lambda r: r[1]["total"])[len(runs) // 2]
+    seconds = dict(seconds)
+    total = seconds.pop("total")
+    bare = sorted(r[3] for r in runs)[len(runs) // 2]
     summaries = [r["summaries"][0] for r in results]
-    total = timers.seconds.pop("total")
     generated, facts = sum(s["tokens_generated"] for s in summaries), sum(s["n_facts"] for s in summaries)
-    rest = total - sum(timers.seconds.values())  # chunking, batching, building the results' rows
-    rows = [
-        {"phase": k, "seconds": v, "share": v / total}
-        for k, v in [*timers.seconds.items(), ("the rest", rest)]
-    ]
+    rest = total - sum(seconds.values())  # chunking, batching, building the results' rows
+    rows = [{"phase": k, "seconds": v, "share": v / total} for k, v in [*seconds.items(), ("the rest", rest)]]
     title = (f"{len(results)} document(s) in lockstep, {n_tokens:,} tokens, {generated:,} generated, {facts} facts; "
              f"{common.machine()}")  # fmt: skip
     common.print_table(rows, title)
-    print(f"\nthe job: {n_tokens / total:,.0f} tokens of text/s; the bare backbone's chunked read: "
-          f"{n_tokens / bare:,.0f} tokens/s; ratio {bare / total:.2f}")  # fmt: skip
+    if len(runs) > 1:
+        each = " / ".join(f"{n_tokens / r[1]['total']:,.0f} vs {n_tokens / r[3]:,.0f} ({r[3] / r[1]['total']:.2f})"
+                          for r in runs)  # fmt: skip
+        print(f"\n{len(runs)} runs, the job's tokens of text/s vs the bare read's (ratio): {each}")
+    print(
+        f"\nthe job: {n_tokens / total:,.0f} tokens of text/s; the bare backbone's chunked read: "
+        f"{n_tokens / bare:,.0f} tokens/s; ratio {bare / total:.2f}" + (" (medians)" if len(runs) > 1 else "")
+    )
     print(f"forward passes per generated token: {calls / max(generated, 1):.2f} ({calls:,} passes while generating, "
           f"{generated:,} tokens generated)\ncommand: {common.command()}")  # fmt: skip
 

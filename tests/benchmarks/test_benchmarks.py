@@ -154,6 +154,18 @@ def test_extraction_profile_accounts_for_the_job_and_compares_it_with_a_bare_rea
     assert passes <= 0.3  # lookup decoding: fact lines are copies, several tokens a pass
 
 
+def test_linear_layout_benchmark_times_both_layouts_of_each_weight_shape():
+    from benchmarks.linear_layout import SHAPES
+
+    out = run_benchmark("benchmarks.linear_layout", "--rows", "4", "36", "--megabytes", "8")
+    rows = [re.split(r"\s*\|\s*", line.strip()) for line in out.splitlines() if re.match(r"\d+ x \d+ ", line)]
+    assert [(r[0], int(r[1])) for r in rows] == [(f"{o} x {i}", n) for o, i in SHAPES for n in (4, 36)]
+    for r in rows:
+        row_ms, column_ms, speed_up = map(float, r[2:])
+        assert row_ms > 0 and column_ms > 0
+        assert speed_up == pytest.approx(row_ms / column_ms, rel=0.2)  # of the printed times, rounded
+
+
 def test_recall_benchmark_options_are_read_as_values():
     from benchmarks.recall import parse_overrides  # the same --set as jobs.train's
 

@@ -1,0 +1,58 @@
+"""Linear weights stored row-major (as loaded) or column-major (`MemGPT.eval()` on a CPU), side by side.
+
+python -m benchmarks.linear_layout                 # SmolLM2-135M's weight shapes, 2 threads
+python -m benchmarks.linear_layout --rows 4 36 2048 --threads 1
+
+For each of the backbone's weight shapes and a number of rows (4: a step of generation for a group of 4;
+36: a verification pass of 4 x 9 drafted tokens; 512 and 2,048: a chunk's read), milliseconds of one
+`F.linear`, each layout timed over enough distinct weights (~400 MB) that they come from memory, not cache,
+as a whole model's do; then the column-major layout's speed over the row-major's.
+"""
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import common
+
+# SmolLM2-135M (576 wide, 1,536 in the MLP, 3 kv heads of 64): q and o, k and v, gate and up, down
+SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536)]
+
+
+def milliseconds(weights: list[torch.Tensor], rows: int, repeats: int = 3) -> float:
+    x = torch.randn(rows, weights[0].shape[1])
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for w in weights:
+            F.linear(x, w)
+        best = min(best, (time.perf_counter() - start) / len(weights))
+    return best * 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = common.parser(__doc__)
+    p.add_argument("--rows", type=int, nargs="+", default=[4, 36, 512, 2048])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--megabytes", type=int, default=400, help="distinct weights per shape, in all")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    results = []
+    for out_features, in_features in SHAPES:
+        n = max(2, args.megabytes * 2**20 // (out_features * in_features * 4))
+        row_major = [torch.randn(out_features, in_features) for _ in range(n)]
+        column_major = [w.t().contiguous().t() for w in row_major]  # what memgpt.layout stores
+        for rows in args.rows:
+            row_ms, column_ms = milliseconds(row_major, rows), milliseconds(column_major, rows)
+            results.append({"weight (out x in)": f"{out_features} x {in_features}", "rows": rows,
+                            "row-major ms": row_ms, "column-major ms": column_ms,
+                            "speed-up": row_ms / column_ms})  # fmt: skip
+        del row_major, column_major
+    common.print_table(results, f"F.linear, one weight at a time from memory; {common.machine()}")
+    print(f"command: {common.command()}")
+
+
+if __name__ == "__main__":
+    main()
