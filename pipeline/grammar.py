@@ -42,7 +42,10 @@ OPENERS = (
 # that never writes them in lower case would otherwise take them for names, and the document would keep them
 _NEVER_NAMES = frozenset(
     "and but or nor yet so then now thus still oh ah alas nay yes no well aye ay o lo "
-    "thou thee thy thine ye dost didst hast hath art wast shalt wilt".split()
+    "thou thee thy thine ye dost didst hast hath art wast shalt wilt "
+    # a sentence's first word before a name, never part of it: "Let Wickham be your man", "Poor Jane"
+    "let pray tell why what how where who do did does is was are were have had shall could would should must "
+    "if unless though although whether because perhaps indeed surely even only dear poor".split()
 )
 _HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
 _SHE = frozenset(
@@ -56,8 +59,9 @@ _WORD = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")
 # a title may come second ("When Mrs. Bennet"): any word may end with a dot, and _split_at_sentence_end cuts
 # the name where a dot ends a sentence instead ("Melk. But")
 _NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-]+\.?){0,3}")
+# a clause a subject opens; not one after "if": "if Mr. Bennet were dead" states nothing that happened
 _CLAUSE_START = re.compile(
-    r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|if|because|since|after|before|until))\s*$"
+    r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|because|since|after|before|until))\s*$"
 )
 _NARRATOR = re.compile(r"I['\u2019]")  # "I've", "I'm" name no one
 _LONGER_NAME = re.compile(r" (?:de |van |von )?[A-Z][a-z]")  # a name's next word that makes it a longer one
@@ -68,6 +72,16 @@ _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(][\'\u2019\"\u201d\u201
 # paragraph or starts a list item, table row or heading (a line break inside a sentence is only wrapping)
 _SENTENCE = re.compile(
     r"(?:[^.!?;:,_\"\u201c\u201d()\u2014|`\n-]|-(?!-)|\n(?![ \t]*(?:\n|[|#>*+-]|\d+[.)])))+"
+)
+# words a relation does not end with: a modal, a negation or an adverb says nothing without its verb
+# ("Jane | could | not help saying", "Stubb | now | cried to the bowsman"); most words in -ly are adverbs
+_BEFORE_A_VERB = frozenset(
+    "can could will would shall should may might must not never also still now here then there thereby thus "
+    "sometimes often always soon only even just already again once yet ever seldom rarely hardly scarcely "
+    "almost quite rather too very so".split()
+)
+_VERBS_IN_LY = frozenset(
+    "reply rely apply supply imply comply multiply fly ally rally tally sully bully".split()
 )
 # words an object does not end with ("in the", "of"): a phrase cut there says nothing
 _DETERMINERS = frozenset("the a an his her their its my your our this that".split())
@@ -305,6 +319,8 @@ def _splits(subject: str, words: list[str]) -> list[str]:
     for i in range(1, min(MAX_RELATION_WORDS, len(words) - 1) + 1):
         if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase
             continue
+        if _before_a_verb(words[i - 1]):  # "could | not help saying": the relation goes on to its verb
+            continue
         j = min(i + MAX_OBJECT_WORDS, len(words))
         # nor does it end on "in the", or on a title ("kind to Mr.")
         while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS
@@ -313,6 +329,12 @@ def _splits(subject: str, words: list[str]) -> list[str]:
         if j > i:
             out.append(f"{subject} | {' '.join(words[:i])} | {' '.join(words[i:j])}\n")
     return out
+
+
+def _before_a_verb(word: str) -> bool:
+    """Whether `word` needs a verb after it in a relation: a modal, a negation, an adverb."""
+    word = word.casefold()
+    return word in _BEFORE_A_VERB or (len(word) > 4 and word.endswith("ly") and word not in _VERBS_IN_LY)
 
 
 def _cut_name(words: list[str], j: int) -> bool:

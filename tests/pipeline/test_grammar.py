@@ -96,7 +96,7 @@ def test_a_pronoun_means_someone_said_before_it():
         "Mary Hale",
     ]  # as fact_grammar gives them: the chunk's and those known before
     lines = [line for anchor in copied_anchors(passage, names, known=["Mary Hale"]) for line in anchor]
-    assert "Mary Hale | has only | one daughter\n" in lines  # named in a chunk before
+    assert "Mary Hale | has | only one daughter\n" in lines  # named in a chunk before
     assert not any(line.startswith("Inspector Halvorsen | has") for line in lines)  # named after "She"
     assert any(line.startswith("Inspector Halvorsen | keeps") for line in lines)
 
@@ -314,3 +314,25 @@ def test_a_name_that_begins_a_longer_name_is_not_its_subject():
     passage = "It runs a checked training, Ray Train on two workers, and more. Ray starts the actors. Mary Hale left."
     found = sorted(passage[a:b] + f"@{a}" for a, b, _ in subject_spans(passage, ["Ray", "Mary", "Mary Hale"]))
     assert found == [f"Mary Hale@{passage.index('Mary')}", f"Ray@{passage.index('Ray starts')}"]
+
+
+def test_a_word_that_opens_a_sentence_before_a_name_is_not_part_of_it():
+    names = names_in("Here are officers enough. Let Wickham be your man. Poor Jane sat with Wickham and Jane.")
+    assert names == ["Jane", "Wickham"]
+
+
+def test_a_relation_goes_on_past_a_modal_a_negation_or_an_adverb_to_its_verb():
+    passage = "Jane could not help it. Stubb now cried to the bowsman. Miss Bennet eagerly disclaimed it."
+    lines = [line for anchor in copied_anchors(passage, ["Jane", "Stubb", "Miss Bennet"]) for line in anchor]
+    relations = {line.split(" | ")[1] for line in lines}
+    assert {"could", "could not", "now", "eagerly"}.isdisjoint(relations)
+    assert "Jane | could not help | it\n" in lines
+    assert "Stubb | now cried | to the bowsman\n" in lines
+    assert "Miss Bennet | eagerly disclaimed | it\n" in lines
+
+
+def test_a_clause_after_if_states_no_fact():
+    passage = "If Mr. Bennet were dead, she would leave. Mr. Collins returned on Monday."
+    lines = [line for anchor in copied_anchors(passage, ["Mr. Bennet", "Mr. Collins"]) for line in anchor]
+    assert lines and not any(line.startswith("Mr. Bennet") for line in lines)
+    assert "Mr. Collins | returned | on Monday\n" in lines
