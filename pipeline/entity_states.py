@@ -30,9 +30,10 @@ SCENE = 10  # a rare word said in the last this many sentences is the scene's to
 # with no rare word in common, a pronoun means the one who acted last only if a clause named it at most this
 # many sentences before: "he" pages after anyone of his kind was named is someone not named yet, not a guess
 RECENT = 12
-# a sentence's first word that opens a clause before its subject ("When Mrs. Bennet was told of this, she ...")
+# a sentence's first word that opens a clause before its subject ("When Mrs. Bennet was told of this, she ...";
+# "Let Wickham be your man. He is a pleasant fellow": Wickham is the one in the scene, not the speaker)
 _OPENER = re.compile(
-    r"\b(?:When|While|As|After|Before|Until|Since|If|Because|Though|Although|Then|But|And)\s+$"
+    r"\b(?:When|While|As|After|Before|Until|Since|If|Because|Though|Although|Then|But|And|Let)\s+$"
 )
 # a person's own pronouns in its clause: "Mary hid herself" ("his" and "her" are as often someone else's:
 # "Elizabeth looked at his face" made Elizabeth a "he")

@@ -45,6 +45,14 @@ def test_without_a_word_in_common_the_last_person_of_the_pronoun_gender():
     assert list(found.values()) == ["Jane"]  # "his" is as often another's: no evidence
 
 
+def test_the_one_a_sentence_lets_do_something_is_in_the_scene():
+    text = (
+        "At tea, Mr. Bennet spoke to Lizzy at length. “Let Mr. Wickham be your man. He is a pleasant fellow.”"
+    )
+    (found,) = read(EntityStates(), [text])
+    assert list(found.values()) == ["Mr. Wickham"]  # not the speaker, who acted before
+
+
 def test_a_name_takes_the_gender_of_its_titled_namesakes():
     states = EntityStates()
     read(states, ["At dinner, Mr. Wickham smiled. Later, Wickham left, and Lydia stayed."])
