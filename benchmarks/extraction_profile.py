@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -129,6 +130,13 @@ class _Timed:
         return self.call(input_ids, scores)
 
 
+class Run(NamedTuple):
+    results: list[dict]
+    seconds: dict[str, float]  # per phase, and "total"
+    passes: int  # the backbone's passes while generating
+    bare: float  # seconds of the bare chunked read after it
+
+
 def profile(ex, texts: list[str], out: Path, timers: Timers) -> list[dict]:
     """Documents through the actor (instrumented with `timers`) as one lockstep group (as the job reads a
     group), their rows written as the sink writes them; `timers` gets "total"."""
@@ -193,16 +201,16 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             for e in excerpts:
                 common.bare_forward(ex.model, torch.tensor(e), ex.model.config.chunk_size)
-            runs.append((results, dict(timers.seconds), passes, time.perf_counter() - start))
+            runs.append(Run(results, dict(timers.seconds), passes, time.perf_counter() - start))
     report(runs, len(ids))
 
 
-def report(runs: list[tuple[list[dict], dict, int, float]], n_tokens: int) -> None:
+def report(runs: list[Run], n_tokens: int) -> None:
     """The phases of the run of median length; the ratio of the medians (of each, when several runs)."""
-    results, seconds, calls, _ = sorted(runs, key=lambda r: r[1]["total"])[len(runs) // 2]
+    results, seconds, calls, _ = sorted(runs, key=lambda r: r.seconds["total"])[len(runs) // 2]
     seconds = dict(seconds)
     total = seconds.pop("total")
-    bare = sorted(r[3] for r in runs)[len(runs) // 2]
+    bare = sorted(r.bare for r in runs)[len(runs) // 2]
     summaries = [r["summaries"][0] for r in results]
     generated, facts = sum(s["tokens_generated"] for s in summaries), sum(s["n_facts"] for s in summaries)
     rest = total - sum(seconds.values())  # chunking, batching, building the results' rows
@@ -211,8 +219,8 @@ def report(runs: list[tuple[list[dict], dict, int, float]], n_tokens: int) -> No
              f"{common.machine()}")  # fmt: skip
     common.print_table(rows, title)
     if len(runs) > 1:
-        each = " / ".join(f"{n_tokens / r[1]['total']:,.0f} vs {n_tokens / r[3]:,.0f} ({r[3] / r[1]['total']:.2f})"
-                          for r in runs)  # fmt: skip
+        each = " / ".join(f"{n_tokens / r.seconds['total']:,.0f} vs {n_tokens / r.bare:,.0f} "
+                          f"({r.bare / r.seconds['total']:.2f})" for r in runs)  # fmt: skip
         print(f"\n{len(runs)} runs, the job's tokens of text/s vs the bare read's (ratio): {each}")
     print(
         f"\nthe job: {n_tokens / total:,.0f} tokens of text/s; the bare backbone's chunked read: "

@@ -21,7 +21,7 @@ def column_major_linears(module: nn.Module, on: bool = True) -> int:
     embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
     changed = 0
     for m in module.modules():
-        if not isinstance(m, nn.Linear) or id(m.weight) in embeddings or m.weight.dim() != 2:
+        if not isinstance(m, nn.Linear) or id(m.weight) in embeddings:
             continue
         w = m.weight.data
         if on and w.is_contiguous():
