@@ -4,6 +4,7 @@ Parquet file per finished unit, each committed atomically (docs/pipeline.md says
 import json
 import posixpath
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -13,6 +14,8 @@ import pyarrow.parquet as pq
 
 from pipeline.io import open_fs, safe_name
 from pipeline.schemas import ERRORS, TABLES, to_table
+
+READ_SLICE = 256  # files read as one dataset (their metadata held at once)
 
 
 class Output:
@@ -87,13 +90,24 @@ class Output:
         with self.fs.open_input_file(path) as f:
             return pq.read_table(f)
 
-    def read(self, table: str) -> pa.Table:
+    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """The whole table (all committed units, in file-name order); empty with the schema if none."""
-        names = self.names(table)
-        if not names:
-            return TABLES[table].empty_table()
-        paths = [self.path(table, n) for n in names]
-        return pads.dataset(paths, schema=TABLES[table], filesystem=self.fs, format="parquet").to_table()
+        schema = TABLES[table] if columns is None else pa.schema([TABLES[table].field(c) for c in columns])
+        parts = [ds.to_table(columns=columns).combine_chunks() for ds in self._slices(table)]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def num_rows(self, table: str) -> int:
+        """Rows in the whole table, from the files' metadata."""
+        return sum(ds.count_rows() for ds in self._slices(table))
+
+    def _slices(self, table: str) -> Iterator[pads.Dataset]:
+        """The table's units as datasets of at most READ_SLICE files each: a dataset keeps every file's metadata
+        until it is read whole (~32 KB a file, 325 MB for a table of 10,000 documents' units)."""
+        paths = [self.path(table, n) for n in self.names(table)]
+        for i in range(0, len(paths), READ_SLICE):
+            yield pads.dataset(
+                paths[i : i + READ_SLICE], schema=TABLES[table], filesystem=self.fs, format="parquet"
+            )
 
     def write_bytes(self, relpath: str, data: bytes) -> str:
         """Write `data` as <root>/<relpath>, atomically (temp file, then rename)."""

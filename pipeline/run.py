@@ -6,6 +6,8 @@ import posixpath
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import ray
@@ -18,6 +20,7 @@ from pipeline.actor import Extractor, load_model, model_name, model_options, mod
 from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import ExtractConfig
 from pipeline.entities import entity_rows
+from pipeline.heap import heap_trimmed
 from pipeline.io import list_inputs
 from pipeline.output import Output
 from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table
@@ -37,6 +40,10 @@ from pipeline.stream import (
 # Writes are small and need no CPU reservation: with one reserved, actors holding every CPU would hold back all
 # commits (Ray Data's resource budget) until the last document is read, and a killed run would lose them all.
 WRITE_CPUS = 0
+# Blocks queued between the stages, per actor. The driver holds each small block (a group of short documents, under
+# Ray's 100 KB inline limit) until an actor takes it: without a budget, reads ran ahead of the actors by the whole
+# corpus (docs/performance.md 5b). Ray Data still runs one task when a single group is larger than the budget.
+QUEUED_BYTES_PER_WORKER = 64 << 20
 
 
 def run(config: ExtractConfig) -> "Report":
@@ -76,9 +83,6 @@ def extract(config: ExtractConfig, root: str, files: list, run_id: str, sink: Re
 
     Read tasks on the cluster read, check and group the documents (pipeline/stream.py); the driver holds the
     file listing only, and each group is committed as soon as an actor has read it."""
-    # one actor call reads a whole lockstep group: books on a CPU take hours, and Ray Data's default (fail the
-    # run after 30 minutes without an output) failed a group of two novels
-    ray.data.DataContext.get_current().execution_no_progress_timeout_s = -1
     out = Output(config.output)
     stream = Stream(config.input, root, config.output, config.read, config.batch_size, run_id)
     units = read_units(files)
@@ -103,10 +107,28 @@ def extract(config: ExtractConfig, root: str, files: list, run_id: str, sink: Re
         num_gpus=config.gpus_per_worker or None,
         num_cpus=config.cpus_per_worker,
     )
-    ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
+    with data_context(config), heap_trimmed():
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
     tally = read_tally(out)
     out.delete_dir(TALLY)  # counted: nothing of the read stage is left in the output
     return tally
+
+
+@contextmanager
+def data_context(config: ExtractConfig) -> Iterator[None]:
+    """Ray Data's settings for one run, put back after it."""
+    context = ray.data.DataContext.get_current()
+    timeout, limits = context.execution_no_progress_timeout_s, context.execution_options.resource_limits
+    # one actor call reads a whole lockstep group: books on a CPU take hours, and Ray Data's default (fail the
+    # run after 30 minutes without an output) failed a group of two novels
+    context.execution_no_progress_timeout_s = -1
+    queued = min(limits.object_store_memory, QUEUED_BYTES_PER_WORKER * config.workers)
+    context.execution_options.resource_limits = limits.copy(object_store_memory=queued)
+    try:
+        yield
+    finally:
+        context.execution_no_progress_timeout_s = timeout
+        context.execution_options.resource_limits = limits
 
 
 def check_model(config: ExtractConfig) -> None:
@@ -194,8 +216,8 @@ def local_cpus(actors: float, cores: int | None = None) -> int:
 
 def write_entities(out: Output, run_id: str) -> int:
     """Roll every committed fact up into the `entities` table (rewritten whole)."""
-    facts = out.read("facts").select(["doc_id", "subject", "object", "relation", "chunk_index", "char_start",
-                                      "char_end"])  # fmt: skip
+    columns = ["doc_id", "subject", "object", "relation", "chunk_index", "char_start", "char_end"]
+    facts = out.read("facts", columns)
     # reading order within each document: its final states are its last facts
     facts = facts.sort_by([("doc_id", "ascending"), ("chunk_index", "ascending")])
     rows = entity_rows(facts.to_pylist(), run_id)
@@ -250,7 +272,7 @@ def make_report(out, config, run_id, n_docs, skipped, read_errors, n_entities, s
         processed=stats.get("documents", 0),
         failed=stats.get("failed", 0),
         read_errors=read_errors,
-        facts=out.read("facts").num_rows,
+        facts=out.num_rows("facts"),
         entities=n_entities,
         tokens_read=read,
         tokens_generated=generated,

@@ -10,6 +10,7 @@ import pytest
 import ray
 from pipeline_support import fact_row
 
+import pipeline.output
 from pipeline.io import ReadConfig, list_inputs, read_corpus, safe_name
 from pipeline.output import Output
 from pipeline.schemas import ERRORS, FACTS, MANIFEST, to_table
@@ -247,6 +248,23 @@ def test_writes_are_atomic_and_readable_by_pandas(tmp_path):
     assert out.read("facts")["doc_id"].to_pylist() == ["d0", "d1", "d2"]
     assert out.names("facts") == ["d0", "d1", "d2"]
     assert out.read("summaries").num_rows == 0
+
+
+def test_a_table_of_many_units_reads_slice_by_slice_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline.output, "READ_SLICE", 2)  # 7 units: 4 slices, the last of one file
+    out = Output(str(tmp_path / "out"))
+    for i in range(7):
+        rows = [fact_row(doc_id=f"d{i}", chunk_index=k) for k in range(i % 3)]  # d0, d3, d6 have no facts
+        out.write("facts", f"d{i}", to_table(rows, FACTS))
+    table = out.read("facts")
+    assert table.schema == FACTS and table["doc_id"].to_pylist() == ["d1", "d2", "d2", "d4", "d5", "d5"]
+    picked = out.read("facts", ["doc_id", "chunk_index"])
+    assert (
+        picked.column_names == ["doc_id", "chunk_index"]
+        and picked["chunk_index"].to_pylist() == [0, 0, 1] * 2
+    )
+    assert out.num_rows("facts") == 6 and out.num_rows("summaries") == 0
+    assert out.read("summaries", ["doc_id"]).column_names == ["doc_id"]
 
 
 def test_write_rejects_a_wrong_schema(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import ray
 from pipeline_support import CHUNK_SIZE, FACT_LINE, SUMMARY, corpus_file, random_model
 
+import pipeline.run
 from pipeline.chunking import chunk_text
 from pipeline.config import ExtractConfig
 from pipeline.facts import normalize
@@ -191,6 +192,22 @@ def test_same_tables_whatever_the_number_of_actors(one_actor, two_actors):
 @pytest.mark.slow
 def test_a_group_slower_than_ray_datas_no_progress_timeout_still_finishes(one_actor):
     assert len(pd.read_parquet(one_actor / "summaries")) == 8
+
+
+@pytest.mark.slow
+def test_a_queue_budget_smaller_than_one_group_still_reads_every_group(
+    small, one_actor, tmp_path, monkeypatch
+):
+    root, model = small
+    monkeypatch.setattr(pipeline.run, "QUEUED_BYTES_PER_WORKER", 1)  # each group is kilobytes
+    report = run(small_config(root, tmp_path / "out", model, workers=1))
+    assert report.processed == report.documents == 8
+    one, tight = tables(one_actor), tables(tmp_path / "out")
+    for name in one:
+        pd.testing.assert_frame_equal(one[name], tight[name], obj=name)
+    context = ray.data.DataContext.get_current()  # the run's settings are put back after it
+    assert context.execution_options.resource_limits.object_store_memory == float("inf")
+    assert context.execution_no_progress_timeout_s != -1
 
 
 def test_groups_depend_on_the_input_only():
