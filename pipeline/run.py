@@ -89,26 +89,27 @@ def extract(config: ExtractConfig, root: str, files: list, run_id: str, sink: Re
     clear_read_state(out, units)
     if not units:
         return read_tally(out)
-    winners = duplicate_winners(stream, units) if needs_id_pass(files, config.read) else {}
-    ds = ray.data.read_datasource(
-        CorpusSource(stream, units, winners),
-        num_cpus=READ_CPUS,
-        concurrency=max(2, config.workers),
-    )
-    # one group per block: Ray Data merges a read task's small outputs into one block (up to 128 MiB), and an
-    # actor call on a merged block would commit nothing until every group in it is read
-    ds = ds.repartition(target_num_rows_per_block=1)
-    ds = ds.map_batches(
-        Extractor,
-        fn_constructor_args=(config, run_id),
-        batch_size=1,  # one lockstep group per call
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=config.workers),
-        num_gpus=config.gpus_per_worker or None,
-        num_cpus=config.cpus_per_worker,
-    )
-    with data_context(config), heap_trimmed():
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
+    with data_context(config):
+        winners = duplicate_winners(stream, units) if needs_id_pass(files, config.read) else {}
+        ds = ray.data.read_datasource(
+            CorpusSource(stream, units, winners),
+            num_cpus=READ_CPUS,
+            concurrency=max(2, config.workers),
+        )
+        # one group per block: Ray Data merges a read task's small outputs into one block (up to 128 MiB), and an
+        # actor call on a merged block would commit nothing until every group in it is read
+        ds = ds.repartition(target_num_rows_per_block=1)
+        ds = ds.map_batches(
+            Extractor,
+            fn_constructor_args=(config, run_id),
+            batch_size=1,  # one lockstep group per call
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=config.workers),
+            num_gpus=config.gpus_per_worker or None,
+            num_cpus=config.cpus_per_worker,
+        )
+        with heap_trimmed():
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": WRITE_CPUS})
     tally = read_tally(out)
     out.delete_dir(TALLY)  # counted: nothing of the read stage is left in the output
     return tally
