@@ -3,11 +3,13 @@
 Ray hands the driver every small object (under its 100 KB inline limit) that the driver owns: here the groups of
 short documents on their way to the actors and the actors' results on their way to the sink. glibc keeps the
 pages those objects freed, as they lie between live allocations where its own trim (at the heap's top) never
-reaches, and the driver's RSS grew with the corpus (docs/performance.md 5b). `malloc_trim(0)` hands them back.
+reaches, so they stay in the driver's RSS (measured on a model-free repro, docs/performance.md 5b).
+`malloc_trim(0)` hands them back.
 """
 
 import ctypes
 import ctypes.util
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 TRIM_EVERY_S = 5.0  # a trim walks the heap in a few ms
 
 
+@functools.cache  # find_library runs `ldconfig -p`: once per process is enough
 def _malloc_trim():
     """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
     name = ctypes.util.find_library("c")
