@@ -46,12 +46,14 @@ Merging is corpus-wide, like the roll-up it replaces: one name in two documents 
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+
+import pyarrow as pa
 
 from memgpt.repetition import FUNCTION_WORDS
 from pipeline.facts import normalize
-from pipeline.schemas import FINAL_STATE
+from pipeline.schemas import ENTITIES, FINAL_STATE
 
 FINAL_FACTS = 4  # facts nothing later changed, the latest, kept in an entity's final state in a document
 FINAL_CHANGES = 2  # and changes (with what they superseded), the latest, however long ago
@@ -181,13 +183,29 @@ class EntityIndex:
 
     def __init__(self, mentions: Iterable[tuple[str, str]]):
         """Build from (surface name, document id) mentions; blank names are ignored."""
-        self._counts: Counter[str] = Counter()
-        self._docs: dict[str, set[str]] = defaultdict(set)
+        counts: Counter[str] = Counter()
+        docs: dict[str, set[str]] = defaultdict(set)
         for surface, doc in mentions:
             surface = _SPACE.sub(" ", surface).strip()
             if normalize(surface):
-                self._counts[surface] += 1
-                self._docs[surface].add(doc)
+                counts[surface] += 1
+                docs[surface].add(doc)
+        self._build(counts, docs)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int]) -> "EntityIndex":
+        """Build from each surface name's number of mentions; the entities' `docs` stay empty."""
+        merged: Counter[str] = Counter()
+        for surface, n in counts.items():
+            surface = _SPACE.sub(" ", surface).strip()
+            if normalize(surface):
+                merged[surface] += n
+        index = cls.__new__(cls)
+        index._build(merged, defaultdict(set))
+        return index
+
+    def _build(self, counts: Counter[str], docs: dict[str, set[str]]) -> None:
+        self._counts, self._docs = counts, docs
         self._by_norm = self._norm_to_name()
         self._nodes = self._name_nodes()
         mentions = {name: sum(self._counts[s] for s in forms) for name, forms in self._nodes.items()}
@@ -320,31 +338,72 @@ def merge_aliases(names: Iterable[str]) -> dict[str, str]:
 
 
 def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
-    """The `entities` table: subjects and objects that are entities (`is_entity`) merged into entities, with
-    aliases, document and mention counts, and per document the entity's final state there (`final_state`).
+    """The `entities` table as rows: subjects and objects that are entities (`is_entity`) merged into entities,
+    with aliases, document and mention counts, and per document the entity's final state there (`final_state`).
 
     Facts are in reading order within a document (chunk by chunk, lines in the order of the chunk's sentences);
-    rows without the evidence columns give no final state."""
+    rows without the evidence columns give no final state. A whole run's table is rolled up slice by slice
+    instead (`pipeline/rollup.py`), with the same result."""
     facts = list(facts)
     index = EntityIndex(_mentions(facts))
-    said: dict[str, dict[str, list[dict]]] = defaultdict(
-        dict
-    )  # entity -> doc_id -> its facts there, in order
+    states, n_documents = document_states(facts, index)
+    return entities_table(index, n_documents, [states], run_id).to_pylist()
+
+
+# one row per fact of an entity's final state in a document
+STATES = pa.schema([pa.field("entity", pa.string()), *ENTITIES.field("final_states").type.value_type])
+
+
+def document_states(facts: Iterable[dict], index: EntityIndex) -> tuple[pa.Table, Counter[str]]:
+    """Each entity's final state in each document (`STATES`), and how many of the documents mention it, from
+    the facts of whole documents, each document's in reading order."""
+    said: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (entity, doc_id) -> its facts there
+    mentioned: set[tuple[str, str]] = set()
+    key_of: dict[str, str | None] = {}  # surface -> entity key, None for no entity
+
+    def key(surface: str) -> str | None:
+        if surface not in key_of:
+            key_of[surface] = index.entity_of(surface) if is_entity(surface) else None
+        return key_of[surface]
+
     for row in facts:
-        key = index.entity_of(row["subject"]) if is_entity(row["subject"]) else None
-        if key is not None and all(k in row for k in FINAL_STATE):
-            said[key].setdefault(row["doc_id"], []).append(row)
-    return [
-        {
-            "entity": e.key,
-            "aliases": sorted(e.aliases),
-            "n_documents": len(e.docs),
-            "n_mentions": e.n_mentions,
-            "final_states": [s for d in sorted(said.get(e.key, {})) for s in final_state(said[e.key][d])],
-            "run_id": run_id,
-        }
-        for e in sorted(index.entities.values(), key=lambda e: e.key)
-    ]
+        mentioned.update((k, row["doc_id"]) for k in map(key, (row["subject"], row["object"])) if k)
+        subject = key(row["subject"])
+        if subject is not None and all(k in row for k in FINAL_STATE):
+            said[subject, row["doc_id"]].append(row)
+    states = [{"entity": e, **s} for (e, _), rows in said.items() for s in final_state(rows)]
+    return pa.Table.from_pylist(states, schema=STATES), Counter(e for e, _ in mentioned)
+
+
+def entities_table(
+    index: EntityIndex, n_documents: Counter[str], states: list[pa.Table], run_id: str
+) -> pa.Table:
+    """The `entities` table (`ENTITIES`): one row per entity, sorted by key; its final states sorted by document,
+    each document's in reading order. Assembled in Arrow: a run's states are never Python rows all at once."""
+    entities = sorted(index.entities.values(), key=lambda e: e.key)
+    all_states = pa.concat_tables(states) if states else STATES.empty_table()
+    order = pa.array(range(all_states.num_rows), pa.int64())  # reading order within an entity's document
+    all_states = all_states.append_column("order", order).sort_by(
+        [("entity", "ascending"), ("doc_id", "ascending"), ("order", "ascending")]
+    )
+    grouped = all_states.group_by("entity").aggregate([("entity", "count")])
+    counts = dict(zip(grouped["entity"].to_pylist(), grouped["entity_count"].to_pylist(), strict=True))
+    offsets = [0]
+    for e in entities:
+        offsets.append(offsets[-1] + counts.get(e.key, 0))
+    struct = ENTITIES.field("final_states").type.value_type
+    values = pa.StructArray.from_arrays(
+        [all_states.column(f.name).combine_chunks() for f in struct], fields=list(struct)
+    )
+    columns = {
+        "entity": pa.array([e.key for e in entities], pa.string()),
+        "aliases": pa.array([sorted(e.aliases) for e in entities], pa.list_(pa.string())),
+        "n_documents": pa.array([n_documents[e.key] for e in entities], pa.int64()),
+        "n_mentions": pa.array([e.n_mentions for e in entities], pa.int64()),
+        "final_states": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values),
+        "run_id": pa.array([run_id] * len(entities), pa.string()),
+    }
+    return pa.Table.from_pydict(columns, schema=ENTITIES)
 
 
 def final_state(rows: list[dict]) -> list[dict]:

@@ -93,20 +93,28 @@ class Output:
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """The whole table (all committed units, in file-name order); empty with the schema if none."""
         schema = TABLES[table] if columns is None else pa.schema([TABLES[table].field(c) for c in columns])
-        parts = [ds.to_table(columns=columns).combine_chunks() for ds in self._slices(table)]
+        parts = list(self.read_slices(table, columns))
         return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def read_slices(
+        self, table: str, columns: list[str] | None = None, files: int | None = None
+    ) -> Iterator[pa.Table]:
+        """The table `files` (default READ_SLICE) committed units at a time, in file-name order: each unit whole
+        in one slice."""
+        for ds in self._slices(table, files):
+            yield ds.to_table(columns=columns).combine_chunks()
 
     def num_rows(self, table: str) -> int:
         """Rows in the whole table, from the files' metadata."""
         return sum(ds.count_rows() for ds in self._slices(table))
 
-    def _slices(self, table: str) -> Iterator[pads.Dataset]:
-        """The table's units as datasets of at most READ_SLICE files each: a dataset keeps every file's metadata
+    def _slices(self, table: str, files: int | None = None) -> Iterator[pads.Dataset]:
+        """The table's units as datasets of at most `files` files each: a dataset keeps every file's metadata
         until it is read whole (~32 KB a file, 325 MB for a table of 10,000 documents' units)."""
-        paths = [self.path(table, n) for n in self.names(table)]
-        for i in range(0, len(paths), READ_SLICE):
+        paths, files = [self.path(table, n) for n in self.names(table)], files or READ_SLICE
+        for i in range(0, len(paths), files):
             yield pads.dataset(
-                paths[i : i + READ_SLICE], schema=TABLES[table], filesystem=self.fs, format="parquet"
+                paths[i : i + files], schema=TABLES[table], filesystem=self.fs, format="parquet"
             )
 
     def write_bytes(self, relpath: str, data: bytes) -> str:

@@ -19,11 +19,11 @@ from memgpt.names import RANDOM_MODEL
 from pipeline.actor import Extractor, load_model, model_name, model_options, model_path, model_reason
 from pipeline.checkpoints import FOLDER, Checkpoints
 from pipeline.config import ExtractConfig
-from pipeline.entities import entity_rows
 from pipeline.heap import heap_trimmed
 from pipeline.io import list_inputs
 from pipeline.output import Output
-from pipeline.schemas import ENTITIES, RESULT_TABLES, to_table
+from pipeline.rollup import write_entities
+from pipeline.schemas import RESULT_TABLES
 from pipeline.sink import ResultSink
 from pipeline.stream import (
     READ_CPUS,
@@ -213,17 +213,6 @@ def local_cpus(actors: float, cores: int | None = None) -> int:
     """The CPUs an in-process Ray counts: the machine's cores, and at least one more than the actors hold."""
     cores = cores or os.cpu_count() or 1
     return max(cores, math.ceil(actors) + 1)
-
-
-def write_entities(out: Output, run_id: str) -> int:
-    """Roll every committed fact up into the `entities` table (rewritten whole)."""
-    columns = ["doc_id", "subject", "object", "relation", "chunk_index", "char_start", "char_end"]
-    facts = out.read("facts", columns)
-    # reading order within each document: its final states are its last facts
-    facts = facts.sort_by([("doc_id", "ascending"), ("chunk_index", "ascending")])
-    rows = entity_rows(facts.to_pylist(), run_id)
-    out.write("entities", "entities", to_table(rows, ENTITIES))
-    return len(rows)
 
 
 @dataclass(frozen=True)
