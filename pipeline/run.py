@@ -53,6 +53,8 @@ def run(config: ExtractConfig) -> "Report":
     _, root, files = list_inputs(config.input, config.read)  # a missing input fails here, before any write
     out = Output(config.output)
     out.check_writable()
+    for table in RESULT_TABLES:  # each table the report names can be read, even where no document wrote one
+        out.fs.create_dir(out.path(table), recursive=True)
     run_id, start = config.derived_run_id(), time.perf_counter()
     checkpoints = Checkpoints(config.output)
     if config.checkpoint_every:

@@ -250,6 +250,17 @@ def test_a_rerun_resumes_and_keeps_each_document_once(small, two_actors, tmp_pat
         pd.testing.assert_frame_equal(first[name], final[name], obj=name)
 
 
+def test_a_run_of_bad_documents_only_leaves_every_table_readable(small, tmp_path):
+    _, model = small
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.txt").write_text("")
+    (tmp_path / "in" / "binary.txt").write_bytes(b"\x00\x01\x02 not text")
+    report = run(small_config(tmp_path / "in", tmp_path / "out", model, workers=1))
+    assert report.processed == 0 and report.read_errors == 2
+    read = {name: pd.read_parquet(path) for name, path in report.tables.items()}  # none missing
+    assert len(read["errors"]) == 2 and read["facts"].empty and read["entities"].empty
+
+
 @pytest.mark.slow
 def test_kv_memory_end_to_end(small, tmp_path):
     root, model = small
