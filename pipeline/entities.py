@@ -347,7 +347,8 @@ def entity_rows(facts: Iterable[dict], run_id: str) -> list[dict]:
     facts = list(facts)
     index = EntityIndex(_mentions(facts))
     states, n_documents = document_states(facts, index)
-    return entities_table(index, n_documents, [states], run_id).to_pylist()
+    entities = sorted(index.entities.values(), key=lambda e: e.key)
+    return entities_table(entities, n_documents, [states], run_id).to_pylist()
 
 
 # one row per fact of an entity's final state in a document
@@ -376,11 +377,10 @@ def document_states(facts: Iterable[dict], index: EntityIndex) -> tuple[pa.Table
 
 
 def entities_table(
-    index: EntityIndex, n_documents: Counter[str], states: list[pa.Table], run_id: str
+    entities: list[Entity], n_documents: Counter[str], states: list[pa.Table], run_id: str
 ) -> pa.Table:
-    """The `entities` table (`ENTITIES`): one row per entity, sorted by key; its final states sorted by document,
-    each document's in reading order. Assembled in Arrow: a run's states are never Python rows all at once."""
-    entities = sorted(index.entities.values(), key=lambda e: e.key)
+    """The `entities` table's rows (`ENTITIES`) of `entities`, sorted by key, from their final states (`states`,
+    each document's in reading order, documents whole): sorted by document. Assembled in Arrow."""
     all_states = pa.concat_tables(states) if states else STATES.empty_table()
     order = pa.array(range(all_states.num_rows), pa.int64())  # reading order within an entity's document
     all_states = all_states.append_column("order", order).sort_by(

@@ -4,7 +4,7 @@ Parquet file per finished unit, each committed atomically (docs/pipeline.md says
 import json
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -48,6 +48,20 @@ class Output:
         with self._commit(self.path(table, name)) as f:
             pq.write_table(data, f)
         return self.path(table, name)
+
+    def write_parts(self, table: str, name: str, parts: Iterable[pa.Table]) -> int:
+        """Write `parts` one after the other as the one file <root>/<table>/<name>.parquet, each a row group or
+        more, committed atomically once all are written; the rows written. Holds one part at a time."""
+        if name != safe_name(name):
+            raise ValueError(f"unsafe output name {name!r}; use safe_name()")
+        rows = 0
+        with self._commit(self.path(table, name)) as f, pq.ParquetWriter(f, TABLES[table]) as writer:
+            for data in parts:
+                if not data.schema.equals(TABLES[table]):
+                    raise ValueError(f"{table} table has schema {data.schema}, expected {TABLES[table]}")
+                writer.write_table(data)
+                rows += data.num_rows
+        return rows
 
     def write_json(self, name: str, obj) -> str:
         """Write `obj` as <root>/<name>.json, atomically."""

@@ -344,3 +344,20 @@ def test_the_stream_joins_the_manifest_and_groups_within_a_window(tmp_path):
     assert all(len({unit_of[d["doc_id"]] for d in g}) == 1 for g in groups)
     # 3 files a unit: groups of 2 and 1, formed with the finished d03 (then dropped), so its unit gives 1 and 1
     assert sorted(map(len, groups)) == [1, 1, 1, 1, 1, 2, 2, 2]
+
+
+def test_parts_written_as_one_file_committed_only_when_all_are_written(tmp_path):
+    out = Output(str(tmp_path / "out"))
+    parts = [to_table([fact_row(doc_id=f"d{i}")], FACTS) for i in range(3)]
+    assert out.write_parts("facts", "all", iter(parts)) == 3
+    assert pq.ParquetFile(out.path("facts", "all")).num_row_groups == 3
+    assert out.read("facts")["doc_id"].to_pylist() == ["d0", "d1", "d2"]
+
+    def failing():
+        yield parts[0]
+        yield pa.table({"a": [1]})  # a wrong schema half-way: nothing of the new file is committed
+
+    with pytest.raises(ValueError, match="schema"):
+        out.write_parts("facts", "all", failing())
+    assert out.read("facts")["doc_id"].to_pylist() == ["d0", "d1", "d2"]
+    assert not list((tmp_path / "out" / "facts").glob(".tmp-*"))

@@ -3,9 +3,9 @@ import random
 import pyarrow as pa
 from pipeline_support import fact_row
 
-from pipeline.entities import entity_rows
+from pipeline.entities import Entity, entity_rows
 from pipeline.output import Output
-from pipeline.rollup import name_counts, write_entities
+from pipeline.rollup import _write_scratch, cut, name_counts, write_entities
 from pipeline.schemas import ENTITIES, FACTS, to_table
 
 # forms of a few people that merge (or must not) across documents, and things that are no entity
@@ -51,10 +51,29 @@ def test_the_roll_up_slice_by_slice_is_the_roll_up_of_the_whole_table(tmp_path):
     write_facts(out, corpus)
     whole = entity_rows([row for rows in corpus.values() for row in rows], run_id="r")
     assert any(len(r["final_states"]) > 2 and r["n_documents"] > 2 for r in whole)  # a case worth comparing
-    for files in (1, 4, 256):  # 23 slices, 6, one
-        assert write_entities(out, "r", files=files) == len(whole)
+    for files, part_mentions in ((1, 10**6), (4, 10**6), (256, 10**6), (4, 40), (1, 1)):
+        assert write_entities(out, "r", files=files, part_mentions=part_mentions) == len(whole)
         table = out.read("entities")
-        assert table.schema == ENTITIES and table.to_pylist() == whole, files
+        assert table.schema == ENTITIES and table.to_pylist() == whole, (files, part_mentions)
+        assert out.dirs("") == ["entities", "facts"]  # the scratch parts are gone
+
+
+def test_a_killed_roll_ups_scratch_parts_are_not_read(tmp_path):
+    out = Output(str(tmp_path / "out"))
+    write_facts(out, facts_corpus(5, seed=2))
+    write_entities(out, "r", part_mentions=20)
+    expected = out.read("entities")
+    stale = pa.table({"entity": ["mr. darcy"], "doc_id": ["zzz"]})
+    for part in range(3):
+        _write_scratch(out, part, 99, stale)  # as a roll-up killed after its second pass leaves them
+    write_entities(out, "r", part_mentions=20)
+    assert out.read("entities").equals(expected)
+
+
+def test_parts_hold_at_most_their_mentions_unless_one_entity_has_more():
+    entities = [Entity(k, k, "", set(), n, set()) for k, n in zip("abcde", (3, 3, 9, 1, 1), strict=True)]
+    assert cut(entities, 6) == [(0, 2), (2, 3), (3, 5)]
+    assert cut(entities, 100) == [(0, 5)] and cut([], 6) == [(0, 0)]
 
 
 def test_names_are_counted_over_every_slice_and_non_entities_left_out(tmp_path):
