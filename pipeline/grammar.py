@@ -45,7 +45,7 @@ _NEVER_NAMES = frozenset(
     "thou thee thy thine ye dost didst hast hath art wast shalt wilt "
     # a sentence's first word before a name, never part of it: "Let Wickham be your man", "Poor Jane"
     "let pray tell why what how where who do did does is was are were have had shall could would should must "
-    "if unless though although whether because perhaps indeed surely even only dear poor".split()
+    "if unless though although whether because till until perhaps indeed surely even only dear poor".split()
 )
 _HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
 _SHE = frozenset(
@@ -123,11 +123,13 @@ def names_in(text: str) -> list[str]:
             bool(_SENTENCE_START.search(text[max(0, m.start() - 3) : m.start()]))
             or not text[: m.start()].strip()
         )
+        opened = False  # after "Till", "Let", "If": the name does not start the sentence ("Till Elizabeth")
         while words and (
             words[0].casefold() in STOPWORDS
             or words[0].casefold() in _NEVER_NAMES
             or (at_start and (words[0].casefold() in lowercase or words[0] in OPENERS))
         ):  # a sentence's opener is no part of a name ("When Mrs. Bennet")
+            opened = opened or words[0].casefold() in _NEVER_NAMES
             words.pop(0)
         if not words or words[-1].rstrip(".").casefold() in TITLES or _NARRATOR.match(words[0]):
             continue
@@ -135,7 +137,7 @@ def names_in(text: str) -> list[str]:
             continue  # a word the text also writes in lower case, in capitals: a heading ("CHAPTER IV"), not "NASA"
         name = _POSSESSIVE.sub("", " ".join(words)).rstrip("'\u2019")  # "Jane's" is Jane
         found.add(name)
-        if not at_start or len(words) > 1:
+        if not at_start or len(words) > 1 or opened:
             inside.add(name)
     return sorted(n for n in found if n in inside)
 

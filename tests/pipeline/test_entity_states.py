@@ -127,6 +127,15 @@ def test_a_person_of_the_same_sentence_comes_before_rare_words():
     assert found == {text.index("she"): "Mrs. Bennet"}
 
 
+def test_a_name_after_till_opens_its_clause_and_a_later_she_means_her():
+    text = (
+        "Till Elizabeth entered the drawing-room at Netherfield, and looked in vain for Mr. Wickham, a doubt of "
+        "his being present had never occurred to her. She had dressed with more than usual care."
+    )
+    (found,) = read(EntityStates(), [text])
+    assert found == {text.index("She"): "Elizabeth"}
+
+
 def test_a_name_that_ends_a_list_does_not_act():
     (found,) = read(EntityStates(), ["Mr. Darcy rode out. He had fought in Egypt and Siberia. He smiled."])
     assert set(found.values()) == {"Mr. Darcy"}  # "and Siberia." opens no clause: Siberia never acted
