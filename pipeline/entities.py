@@ -7,10 +7,10 @@ Rules (every surface form stays listed in its entity's `aliases`, so a merge can
    young", "danced with her twice") names nothing, so a fact's subject or object of that kind stays in
    `facts` but gives no `entities` row. Without a part-of-speech tagger (none is a well-kept offline
    dependency), closed word lists decide: a phrase is no noun phrase when it holds a verb that needs a subject
-   ("is", "were", "can"), a personal pronoun ("him", "they"; "her" only as a possessive, first), a degree
-   adverb ("quite", "twice"), a subordinator ("because") or a lowercase one-letter word other than "a"; when
-   it starts with a preposition, conjunction, particle or a participle ("seated on ...") or ends with one (or
-   with an article); when a preposition comes before a gerund ("by starting the idea"); or when, longer than
+   ("is", "were", "can"), a personal pronoun ("him", "they"; "her" only as a possessive, first, and not
+   before a preposition: "her with a smile"), a degree adverb ("quite", "twice"), a subordinator ("because")
+   or a lowercase one-letter word other than "a"; when it starts with a preposition, conjunction, particle or
+   a participle ("seated on ...") or ends with one (or with an article); when a preposition comes before a gerund ("by starting the idea"); or when, longer than
    three words or with "and"/"or", it does not start with a determiner ("the house and the garden" is one,
    "brown and brawny" is not).
 1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
@@ -129,6 +129,8 @@ def is_entity(surface: str) -> bool:
     if all(w in STOPWORDS for w in words) or (len(words) == 1 and words[0] in TITLES):  # "he", "Mrs"
         return False
     if words[0] in EDGE_WORDS or _participle(words[0]) or words[-1] in ENDLESS:
+        return False
+    if words[0] == "her" and len(words) > 1 and words[1] in EDGE_WORDS:  # "her with a smile": not "her house"
         return False
     inner = words[1:] if words[0] == "her" else words  # "her house": a possessive
     if any(w in CLAUSE_WORDS or w in PRONOUNS_AND_DEGREES or _one_letter(w) for w in inner):

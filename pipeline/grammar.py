@@ -83,8 +83,11 @@ _BEFORE_A_VERB = frozenset(
 _VERBS_IN_LY = frozenset(
     "reply rely apply supply imply comply multiply fly ally rally tally sully bully".split()
 )
+# words a relation does not end with: they open the noun phrase after them ("made no | answer")
+_DETERMINERS = frozenset(
+    "the a an his her their its my your our this that these those no some any every each".split()
+)
 # words an object does not end with ("in the", "of"): a phrase cut there says nothing
-_DETERMINERS = frozenset("the a an his her their its my your our this that".split())
 _OPEN_WORDS = frozenset(
     "the a an of in on at to for from with by and or but his her their its my your our during about after "
     "before over under through into upon than as like within without between among against toward towards "
@@ -323,6 +326,8 @@ def _splits(subject: str, words: list[str]) -> list[str]:
             continue
         if _before_a_verb(words[i - 1]):  # "could | not help saying": the relation goes on to its verb
             continue
+        if words[i - 1][:1].isupper() and words[i][:1].isupper():  # "returned to Charlotte | Lucas"
+            continue  # cuts a name
         j = min(i + MAX_OBJECT_WORDS, len(words))
         # nor does it end on "in the", or on a title ("kind to Mr.")
         while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS

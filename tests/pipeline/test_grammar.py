@@ -80,6 +80,15 @@ def test_an_object_does_not_end_on_the_title_of_a_name_it_cuts():
     assert "Mr. Darcy | bowed to | the Colonel\n" in lines  # a title that ends the clause stays
 
 
+def test_a_relation_does_not_end_inside_a_name_or_a_noun_phrase():
+    passage = "Elizabeth returned to Charlotte Lucas, and was in conversation with her."
+    lines = [line for anchor in copied_anchors(passage, ["Elizabeth", "Charlotte Lucas"]) for line in anchor]
+    assert "Elizabeth | returned to | Charlotte Lucas\n" in lines
+    assert not any("Charlotte | Lucas" in line for line in lines)
+    lines = [line for anchor in copied_anchors("Darcy made no answer.", ["Darcy"]) for line in anchor]
+    assert lines == ["Darcy | made | no answer\n"]  # "made no | answer" cuts the noun phrase
+
+
 def test_a_name_followed_by_a_preposition_or_an_apposition_is_no_subject():
     passage = (
         "Ishmael went with Captain Bildad, to see the Pequod. Jane, his sister, wept. Mr. Darcy rode home."
