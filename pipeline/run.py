@@ -53,14 +53,14 @@ def run(config: ExtractConfig) -> "Report":
     _, root, files = list_inputs(config.input, config.read)  # a missing input fails here, before any write
     out = Output(config.output)
     out.check_writable()
-    for table in RESULT_TABLES:  # each table the report names can be read, even where no document wrote one
-        out.fs.create_dir(out.path(table), recursive=True)
     run_id, start = config.derived_run_id(), time.perf_counter()
     checkpoints = Checkpoints(config.output)
     if config.checkpoint_every:
         check_checkpoints(config, checkpoints)  # a state from another model fails here, before any write
 
     out.remove_temp_files()  # half-written files of a killed run (hidden from readers all along)
+    for table in RESULT_TABLES:  # each table the report names can be read, even where no document wrote one
+        out.fs.create_dir(out.path(table), recursive=True)
     sink = ResultSink(config.output)
     connect(config.address, actor_cpus(config))
     tally = extract(config, root, files, run_id, sink)
