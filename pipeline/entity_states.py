@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from memgpt.archival import SENTENCE_END
-from pipeline.grammar import _WORD, _title_gender, _words_after, subject_spans
+from pipeline.grammar import _WORD, _title_gender, _words_after, is_place, subject_spans
 
 WORDS = 64  # content words kept per person, the latest
 PEOPLE = 512  # people kept, those who acted last
@@ -115,7 +115,7 @@ class EntityStates:
         the same sentence (`here`: "When Mrs. Bennet was told of this, she ..."), else the one with most rare
         words in common, then the latest; "" (no one) where none shares a rare word and the latest was last
         named more than RECENT sentences before; None where no one of its gender is known."""
-        same = [p for p in here if self.gender(p) in ("", pronoun)]
+        same = [p for p in here if self.gender(p) in ("", pronoun) and not is_place(p)]
         if same:  # the one choice sure enough to teach a gender
             self.vote(same[-1], [pronoun + "self"])
             return same[-1]
@@ -125,7 +125,7 @@ class EntityStates:
             for w in words
             if 0 < self.counts.get(w, 0) <= self.rare and self.last_seen[w] < self.sentences - SCENE
         }
-        fits = [p for p in self.acted if self.gender(p) in ("", pronoun)]
+        fits = [p for p in self.acted if self.gender(p) in ("", pronoun) and not is_place(p)]
         if not fits:
             return None
         best = max(fits, key=lambda p: (len(rare.intersection(self.words[p])), self.acted[p]))

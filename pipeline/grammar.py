@@ -52,6 +52,11 @@ _SHE = frozenset(
     "mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split()
 )
 PRONOUNS = ("he", "she", "He", "She")
+_PLACE_WORDS = frozenset(
+    "park hall house street square lodge castle abbey church chapel road lane island river bay harbour harbor "
+    "hill mountain lake forest wood woods court place manor cottage inn bridge city town village farm "
+    "county shire sea ocean cape point port".split()
+)
 MAX_RELATION_WORDS = 4
 MAX_PHRASE_WORDS = 6  # an object phrase under a relation vocabulary
 MAX_OBJECT_WORDS = 8  # a copied line's object: "moved | the violin to the chapel of Arles" whole
@@ -263,6 +268,7 @@ def copied_anchors(
     earlier in the passage; all of `names` when `known` is None), and what follows. A sentence without such a
     subject has no line."""
     found = []
+    places = {n.split()[0] for n in names if is_place(n)}  # "Rosings" of "Rosings Park" is a place too
     for start, end, name in subject_spans(passage, names):
         if name is not None:
             found.append((start, _splits(name, _words_after(passage, end))))
@@ -274,6 +280,7 @@ def copied_anchors(
         pronoun = passage[start:end].casefold()
         # "he" means someone said before it: "She has only one daughter" is not the Inspector named after it
         said = [n for n in names if known is None or n in known or -1 < passage.find(n) < start]
+        said = [n for n in said if not is_place(n) and n not in places]
         fits = [chosen] if chosen else [n for n in said if _title_gender(n) in ("", pronoun)]
         found.append((start, [f"{n} | {rest}" for n in fits for rest in rests]))
     ends = [m.end() for m in re.finditer(r"[.!?]", passage)]
@@ -287,6 +294,14 @@ def copied_anchors(
         if lines:
             anchors.append(lines)
     return anchors
+
+
+def is_place(name: str) -> bool:
+    """Whether a name of two words or more ends with a word that makes it a place ("Rosings Park"): never the
+    "he" or "she" of a clause."""
+    words = name.split()
+    titled = words[0].rstrip(".").casefold() in TITLES  # "Mr. Park" is a person
+    return len(words) > 1 and not titled and words[-1].casefold() in _PLACE_WORDS
 
 
 def _title_gender(name: str) -> str:

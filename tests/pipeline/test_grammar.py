@@ -13,6 +13,7 @@ from pipeline.grammar import (
     FactsGrammar,
     copied_anchors,
     fact_grammar,
+    is_place,
     names_in,
     prose_grammar,
     prose_of,
@@ -78,6 +79,19 @@ def test_an_object_does_not_end_on_the_title_of_a_name_it_cuts():
     lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
     assert not any(line.rstrip("\n").endswith("Miss") for line in lines)
     assert "Mr. Darcy | bowed to | the Colonel\n" in lines  # a title that ends the clause stays
+
+
+def test_a_place_is_never_the_he_or_she_of_a_clause():
+    passage = "My abode is separated only by a lane from Rosings Park. Lady Catherine smiled. She has only one daughter."
+    lines = [
+        line for anchor in copied_anchors(passage, ["Rosings Park", "Lady Catherine"]) for line in anchor
+    ]
+    assert "Lady Catherine | has | only one daughter\n" in lines
+    assert not any(line.startswith("Rosings Park") for line in lines)
+    assert is_place("Rosings Park") and is_place("Hunsford Lane") and not is_place("Mr. Park")
+    assert not is_place("Park")  # one word: a name as well as a place
+    passage = "A lane from Rosings Park. She has only one daughter, the heiress of Rosings."
+    assert copied_anchors(passage, ["Rosings", "Rosings Park"]) == []  # nor "Rosings" of "Rosings Park"
 
 
 def test_a_relation_does_not_end_inside_a_name_or_a_noun_phrase():
