@@ -341,6 +341,8 @@ def _splits(subject: str, words: list[str]) -> list[str]:
             continue
         if _before_a_verb(words[i - 1]):  # "could | not help saying": the relation goes on to its verb
             continue
+        if words[i].casefold() in ("not", "never"):  # "does | not know": the negation goes with its verb
+            continue
         if words[i - 1][:1].isupper() and words[i][:1].isupper():  # "returned to Charlotte | Lucas"
             continue  # cuts a name
         j = min(i + MAX_OBJECT_WORDS, len(words))

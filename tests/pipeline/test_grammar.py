@@ -101,6 +101,10 @@ def test_a_relation_does_not_end_inside_a_name_or_a_noun_phrase():
     assert not any("Charlotte | Lucas" in line for line in lines)
     lines = [line for anchor in copied_anchors("Darcy made no answer.", ["Darcy"]) for line in anchor]
     assert lines == ["Darcy | made | no answer\n"]  # "made no | answer" cuts the noun phrase
+    lines = [
+        line for anchor in copied_anchors("Bingley does not know the story.", ["Bingley"]) for line in anchor
+    ]
+    assert "Bingley | does not know | the story\n" in lines and not any("| not" in line for line in lines)
 
 
 def test_a_name_followed_by_a_preposition_or_an_apposition_is_no_subject():
