@@ -10,9 +10,9 @@ Rules (every surface form stays listed in its entity's `aliases`, so a merge can
    ("is", "were", "can"), a personal pronoun ("him", "they"; "her" only as a possessive, first, and not
    before a preposition: "her with a smile"), a degree adverb ("quite", "twice"), a subordinator ("because")
    or a lowercase one-letter word other than "a"; when it starts with a preposition, conjunction, particle or
-   a participle ("seated on ...") or ends with one (or with an article); when a preposition comes before a gerund ("by starting the idea"); or when, longer than
-   three words or with "and"/"or", it does not start with a determiner ("the house and the garden" is one,
-   "brown and brawny" is not).
+   a participle ("seated on ...") or ends with one (or with an article); when a preposition comes before a
+   gerund ("by starting the idea"); or when, longer than three words or with "and"/"or", it does not start
+   with a determiner ("the house and the garden" is one, "brown and brawny" is not).
 1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
 2. A group is a *name* when one of its forms, after the honorifics are stripped, is made of capitalised words
    (lowercase particles such as "de", "van" allowed inside) and does not start with a pronoun or article:
@@ -188,8 +188,7 @@ class EntityIndex:
         counts: Counter[str] = Counter()
         docs: dict[str, set[str]] = defaultdict(set)
         for surface, doc in mentions:
-            surface = _SPACE.sub(" ", surface).strip()
-            if normalize(surface):
+            if surface := _spaced(surface):
                 counts[surface] += 1
                 docs[surface].add(doc)
         self._build(counts, docs)
@@ -199,8 +198,7 @@ class EntityIndex:
         """Build from each surface name's number of mentions; the entities' `docs` stay empty."""
         merged: Counter[str] = Counter()
         for surface, n in counts.items():
-            surface = _SPACE.sub(" ", surface).strip()
-            if normalize(surface):
+            if surface := _spaced(surface):
                 merged[surface] += n
         index = cls.__new__(cls)
         index._build(merged, defaultdict(set))
@@ -275,6 +273,12 @@ class EntityIndex:
             entity.docs |= self._docs[surface]
             self._entity_of_norm[normalize(surface)] = key
         return key
+
+
+def _spaced(surface: str) -> str:
+    """`surface` with its whitespace collapsed, or "" when it names nothing (blank, punctuation alone)."""
+    surface = _SPACE.sub(" ", surface).strip()
+    return surface if normalize(surface) else ""
 
 
 class _Clusters:

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pyarrow as pa
+
 TRIM_EVERY_S = 5.0  # a trim walks the heap in a few ms
 
 
@@ -34,6 +36,14 @@ def trim_heap() -> bool:
         return False
     trim(0)
     return True
+
+
+def release_memory() -> None:
+    """Hand back what the process freed in both allocators: Arrow's pool and glibc keep freed pages. The entity
+    roll-up calls it after each slice and part: without it the driver's RSS grew by the slices read (400,000
+    facts: 541 MiB against 524 at the peak)."""
+    pa.default_memory_pool().release_unused()
+    trim_heap()
 
 
 @contextmanager
