@@ -79,7 +79,7 @@ def train(
     tokens, history, step = 0, read_history(out, start), start - 1
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
+            group["lr"] = lr_at(cfg, step) * group.get("lr_scale", 1.0)  # 1.0: an older checkpoint
         record, n = step_batches(model, opt, batches, cfg, step, world_size, autocast)
         tokens += n
         history.append(record)
@@ -160,12 +160,20 @@ class Batches:
 
 
 def optimizer(model: MemGPT, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on embeddings, norms and biases."""
-    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in trained if p.dim() >= 2 and "embed" not in n]
-    no_decay = [p for n, p in trained if not (p.dim() >= 2 and "embed" not in n)]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    """AdamW; no weight decay on embeddings, norms and biases; the backbone's weights at `backbone_lr`."""
+    scale = 1.0 if cfg.backbone_lr is None else cfg.backbone_lr / cfg.lr
+    groups = []
+    for in_backbone in (False, True):
+        trained = [(n, p) for n, p in model.named_parameters()
+                   if p.requires_grad and n.startswith("backbone.") == in_backbone]  # fmt: skip
+        decay = [p for n, p in trained if p.dim() >= 2 and "embed" not in n]
+        no_decay = [p for n, p in trained if not (p.dim() >= 2 and "embed" not in n)]
+        lr_scale = scale if in_backbone else 1.0
+        groups += [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": lr_scale},
+            {"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale},
+        ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95))
 
 
 def optimizer_step(model: MemGPT, opt: torch.optim.Optimizer, cfg: TrainConfig, world_size: int) -> float:

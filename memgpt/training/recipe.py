@@ -47,6 +47,9 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 2e-3
     min_lr: float = 2e-4
+    # the backbone's trained weights (lora, full) peak at this rate on the same schedule; None: lr. A memory
+    # learns from scratch at a rate that would wreck pretrained weights or an adapter on them
+    backbone_lr: float | None = None
     warmup_steps: int = 50
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -64,6 +67,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.train_backbone not in TRAIN_BACKBONE:
             raise ValueError(f"train_backbone must be one of {TRAIN_BACKBONE}, got {self.train_backbone!r}")
+        if self.backbone_lr is not None and self.backbone_lr <= 0:
+            raise ValueError(f"backbone_lr must be > 0 (or null: lr), got {self.backbone_lr}")
         if self.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if self.task not in TASKS:

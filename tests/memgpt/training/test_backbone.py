@@ -71,6 +71,17 @@ def test_lora_learns_an_adapter_that_is_saved_alone_and_reloaded_onto_its_base(t
                                                    num_slots=4), reloaded)  # fmt: skip
 
 
+def test_backbone_lr_sets_the_adapters_step_apart_from_the_memorys(tmp_path, hub_folder):
+    """Adam's first step moves each weight by about its rate: the adapter's by backbone_lr, the memory's by lr."""
+    pytest.importorskip("peft")
+    before = MemGPT.from_pretrained(hub_folder, device="cpu", memory="slots", chunk_size=32, num_slots=4)
+    model = train(recipe(tmp_path, hub_folder, "lora", max_steps=1, warmup_steps=1, backbone_lr=1e-4))
+    adapter_step = max(float(p.abs().max()) for n, p in model.backbone.named_parameters() if "lora_B" in n)
+    memory_step = float((model.memory.proj.bias - before.memory.proj.bias).abs().max())
+    assert 0.5e-4 < adapter_step <= 1.01e-4  # lora_B starts at zero
+    assert 2.5e-3 < memory_step <= 5.05e-3
+
+
 def test_full_fine_tuning_saves_the_trained_backbone_not_the_base(tmp_path, hub_folder):
     base = backbone_weights(MemGPT.from_pretrained(hub_folder, device="cpu"))
     model = train(recipe(tmp_path, hub_folder, "full"))
