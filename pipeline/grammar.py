@@ -92,11 +92,12 @@ _VERBS_IN_LY = frozenset(
 _DETERMINERS = frozenset(
     "the a an his her their its my your our this that these those no some any every each".split()
 )
-# words an object does not end with ("in the", "of"): a phrase cut there says nothing
+# words an object does not end with ("in the", "of", "than if"): a phrase cut there says nothing
 _OPEN_WORDS = frozenset(
-    "the a an of in on at to for from with by and or but his her their its my your our during about after "
+    "the a an of in on at to for from with by and or but nor his her their its my your our during about after "
     "before over under through into upon than as like within without between among against toward towards "
-    "which who whom whose that this these those".split()
+    "which who whom whose that this these those if whether because though although unless whereas until till "
+    "when where while whilst".split()
 )
 # a fenced code block of Markdown runs from a line that opens with ``` to the next (or the passage's end: it
 # may close in the next chunk)

@@ -81,6 +81,13 @@ def test_an_object_does_not_end_on_the_title_of_a_name_it_cuts():
     assert "Mr. Darcy | bowed to | the Colonel\n" in lines  # a title that ends the clause stays
 
 
+def test_an_object_cut_at_its_length_does_not_end_on_a_conjunction():
+    passage = "Darcy seemed much more answerable for his absence than if he had been there."
+    lines = [line for anchor in copied_anchors(passage, ["Darcy"]) for line in anchor]
+    assert "Darcy | seemed | much more answerable for his absence\n" in lines
+    assert not any(line.rstrip("\n").endswith((" if", " than")) for line in lines)
+
+
 def test_a_place_is_never_the_he_or_she_of_a_clause():
     passage = "My abode is separated only by a lane from Rosings Park. Lady Catherine smiled. She has only one daughter."
     lines = [
