@@ -14,7 +14,7 @@ Rows: `slots` (the trained memory), `last segment` (the same model with its memo
 from the last segment alone), `kv (full text)` (the run's backbone, untrained, with a kv memory that drops
 nothing: every segment in its context, what a memory could at best hand on; the retrieval memory keeps all of
 these few hundred tokens too, so it is the same row).
-Writes books.json (every score, the command, the machine) and books-curve.png to --out.
+Writes books.json (every score, the command, the machine) and books-curve.png to --out (`--name` renames them).
 """
 
 import json
@@ -137,16 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--docs", type=int, default=64, help="held-out documents per length")
     p.add_argument("--curve-only", action="store_true")
     p.add_argument("--out", type=Path, default=Path("docs/benchmark"))
+    p.add_argument("--name", default="books", help="the files written: <name>.json and <name>-curve.png")
     args = p.parse_args(argv)
     curve = learning_curve(args.run)
     print_table(curve, f"held-out accuracy during training (exact; chance ~{EXACT_CHANCE:.2f})")
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(curve, args.out / "books-curve.png")
+    plot(curve, args.out / f"{args.name}-curve.png")
     results = {"curve": curve}
     if not args.curve_only:
         results["final"] = final_table(args.run, args.segments, args.docs)
         print_table(results["final"], f"the final model on {args.docs} held-out documents per length")
-    (args.out / "books.json").write_text(json.dumps(record(**results), indent=1))
+    (args.out / f"{args.name}.json").write_text(json.dumps(record(**results), indent=1))
 
 
 if __name__ == "__main__":
