@@ -79,7 +79,7 @@ CLAUSE_WORDS = frozenset(
 # personal pronouns and degree adverbs: a phrase with one is a piece of a clause ("for her to hear")
 PRONOUNS_AND_DEGREES = frozenset(
     "i me he him she we us they them myself himself herself ourselves themselves itself quite rather somewhat "
-    "almost enough twice once".split()
+    "almost enough twice once least".split()
 )
 # words a noun phrase neither starts nor ends with: "of the house", "the house in", "there a tiller"
 EDGE_WORDS = frozenset(

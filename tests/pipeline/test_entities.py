@@ -192,6 +192,7 @@ NOT_ENTITIES = [
     "acquainted with all the principal people", "seated on an old-fashioned oaken chair", "his own", "off",
     "there a tiller", "her quite beautiful", "the most beautiful creature I ever", "Mrs", "the skill of them all",
     "a little by starting the idea", "hopes of being admitted", "her with a smile of such sweet complacency",
+    "least to blame",
 ]  # fmt: skip
 ENTITIES = [
     "Mr. Darcy", "SmolLM2-135M-Instruct", "Parquet", "J. K. Rowling", "Vitamin C",  # names
