@@ -344,6 +344,10 @@ def _splits(subject: str, words: list[str]) -> list[str]:
             continue
         if words[i].casefold() in ("not", "never"):  # "does | not know": the negation goes with its verb
             continue
+        if words[i - 1].casefold() in ("and", "or", "nor"):  # "smiled and | said nothing": cut mid-list
+            continue
+        if words[i].casefold() == "but":  # "being | but its arms": "but" is "only" there, part of the relation
+            continue
         if words[i - 1][:1].isupper() and words[i][:1].isupper():  # "returned to Charlotte | Lucas"
             continue  # cuts a name
         j = min(i + MAX_OBJECT_WORDS, len(words))

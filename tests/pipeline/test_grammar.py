@@ -112,6 +112,10 @@ def test_a_relation_does_not_end_inside_a_name_or_a_noun_phrase():
         line for anchor in copied_anchors("Bingley does not know the story.", ["Bingley"]) for line in anchor
     ]
     assert "Bingley | does not know | the story\n" in lines and not any("| not" in line for line in lines)
+    lines = [line for anchor in copied_anchors("Elizabeth smiled and said nothing.", ["Elizabeth"]) for line in anchor]
+    assert "Elizabeth | smiled | and said nothing\n" in lines and not any("and |" in line for line in lines)
+    lines = [line for anchor in copied_anchors("Atlantic was but its arms.", ["Atlantic"]) for line in anchor]
+    assert lines == ["Atlantic | was but | its arms\n"]
 
 
 def test_a_name_followed_by_a_preposition_or_an_apposition_is_no_subject():
