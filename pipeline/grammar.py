@@ -104,6 +104,13 @@ _OPEN_WORDS = frozenset(
 _FENCE_LINE = re.compile(r"[ \t]*```")
 _LINE = re.compile(r"[^\n]*\n|[^\n]+$")
 _CONJUNCTIONS = frozenset("and or nor but".split())
+# words that open a clause inside an object: an object the cap cuts ends before the last of them ("for Wickham's
+# absence | than if her first surmise"; "happy manners | as may ensure")
+_SUBORDINATORS = frozenset(
+    "than as that which who whom whose if whether because though although unless whereas when where while whilst "
+    "until till".split()
+)
+_SPLIT_WORDS = MAX_RELATION_WORDS + MAX_OBJECT_WORDS + 1  # one word past the longest line: was the object cut?
 # a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
 # Pequod", "Jane, his sister", "Mr. Darcy, in the garden"
 _NO_PREDICATE = _DETERMINERS | frozenset(
@@ -272,9 +279,9 @@ def copied_anchors(
     places = {n.split()[0] for n in names if is_place(n)}  # "Rosings" of "Rosings Park" is a place too
     for start, end, name in subject_spans(passage, names):
         if name is not None:
-            found.append((start, _splits(name, _words_after(passage, end))))
+            found.append((start, _splits(name, _words_after(passage, end, _SPLIT_WORDS))))
             continue
-        rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, end))]
+        rests = [line.split(" | ", 1)[1] for line in _splits("x", _words_after(passage, end, _SPLIT_WORDS))]
         chosen = (antecedents or {}).get(start)
         if chosen == "":  # the entity states know no one it can mean: no line rather than a guess
             continue
@@ -322,11 +329,11 @@ def _opens_clause(passage: str, at: int) -> bool:
     return _CLAUSE_START.search(passage, max(0, at - 10), at) is not None
 
 
-def _words_after(passage: str, at: int) -> list[str]:
-    """The words from `at` to the end of its clause, at most MAX_RELATION_WORDS + MAX_OBJECT_WORDS of them."""
+def _words_after(passage: str, at: int, limit: int = MAX_RELATION_WORDS + MAX_OBJECT_WORDS) -> list[str]:
+    """The words from `at` to the end of its clause, at most `limit` of them."""
     clause = _SENTENCE.match(passage, at)
     words = _WORD.findall(clause.group()) if clause else []
-    return words[: MAX_RELATION_WORDS + MAX_OBJECT_WORDS]
+    return words[:limit]
 
 
 def _splits(subject: str, words: list[str]) -> list[str]:
@@ -351,6 +358,8 @@ def _splits(subject: str, words: list[str]) -> list[str]:
         if words[i - 1][:1].isupper() and words[i][:1].isupper():  # "returned to Charlotte | Lucas"
             continue  # cuts a name
         j = min(i + MAX_OBJECT_WORDS, len(words))
+        if j < len(words):  # the clause goes on past the cap: end before the last clause it opened, if any
+            j = next((k for k in range(j - 1, i, -1) if words[k].casefold() in _SUBORDINATORS), j)
         # nor does it end on "in the", or on a title ("kind to Mr.")
         while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS
                          or _cut_name(words, j)):  # fmt: skip

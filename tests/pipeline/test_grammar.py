@@ -81,11 +81,17 @@ def test_an_object_does_not_end_on_the_title_of_a_name_it_cuts():
     assert "Mr. Darcy | bowed to | the Colonel\n" in lines  # a title that ends the clause stays
 
 
-def test_an_object_cut_at_its_length_does_not_end_on_a_conjunction():
+def test_an_object_cut_at_its_length_ends_before_the_clause_it_opened():
     passage = "Darcy seemed much more answerable for his absence than if he had been there."
     lines = [line for anchor in copied_anchors(passage, ["Darcy"]) for line in anchor]
     assert "Darcy | seemed | much more answerable for his absence\n" in lines
     assert not any(line.rstrip("\n").endswith((" if", " than")) for line in lines)
+    passage = "Darcy was not less answerable for Wickham's absence than if her first surmise had been just."
+    lines = [line for anchor in copied_anchors(passage, ["Darcy"]) for line in anchor]
+    assert "Darcy | was not less answerable | for Wickham's absence\n" in lines  # not "... than if her first"
+    passage = "Mr. Wickham is blessed with such happy manners as may ensure his making friends."
+    lines = [line for anchor in copied_anchors(passage, ["Mr. Wickham"]) for line in anchor]
+    assert "Mr. Wickham | is blessed with such | happy manners as may ensure his making friends\n" in lines
 
 
 def test_a_place_is_never_the_he_or_she_of_a_clause():
