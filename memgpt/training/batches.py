@@ -115,11 +115,11 @@ def planted_batch(
 
 
 def books_batch(prompts: "TaskPrompts", books: BookSplits, n_chunks: int, chunk_size: int, seeds: list[int],
-                question_first: bool, before_last: bool = False) -> Batch:  # fmt: skip
+                question_first: bool) -> Batch:  # fmt: skip
     """Documents of real book text with a fact in each, asked after them (task books): the memory reads every
     segment but the last, which the backbone reads with the question after it, as RMT puts its question."""
-    docs = [recall_doc(books, prompts.tokenizer, random.Random(s), "train", n_chunks, chunk_size, question_first,
-                       before_last) for s in seeds]  # fmt: skip
+    docs = [recall_doc(books, prompts.tokenizer, random.Random(s), "train", n_chunks, chunk_size, question_first)
+            for s in seeds]  # fmt: skip
     chunks = torch.tensor([d.segments[:-1] for d in docs], dtype=torch.long).view(
         len(docs), n_chunks - 1, chunk_size
     )

@@ -4,8 +4,7 @@ Each document is `n_segments` segments of `segment` tokens of one book's text, i
 with one fact put at a sentence boundary somewhere in it: where a person hid an object, the number on a door, or
 where a person went (two or three moves, bAbI-style: the last one is the answer). The question comes after the
 text, in other words than the fact, with its answer (the loss is on the answer only); with `question_first` it
-is also put before the text (as RMT's best runs did); with `before_last` (training only) the fact is never in
-the last segment. Every book is split once: its first `train_share` of
+is also put before the text (as RMT's best runs did). Every book is split once: its first `train_share` of
 characters is for training, the rest held out, so evaluation reads text the model never trained on.
 """
 
@@ -71,9 +70,8 @@ def make_fact(rng: random.Random) -> tuple[list[str], str, str]:
 
 
 def recall_doc(books: BookSplits, tokenizer, rng: random.Random, split: str, n_segments: int, segment: int,
-               question_first: bool = False, before_last: bool = False) -> RecallDoc:  # fmt: skip
-    """One document of `n_segments` x `segment` tokens with one fact (its sentences in order) in it; with
-    `before_last`, the fact ends before the last segment (only a memory can hand it on)."""
+               question_first: bool = False) -> RecallDoc:  # fmt: skip
+    """One document of `n_segments` x `segment` tokens with one fact (its sentences in order) in it."""
     width = n_segments * segment
     facts, question, answer = make_fact(rng)
     encode = lambda s: tokenizer.encode(" " + s, add_special_tokens=False)  # noqa: E731
@@ -87,12 +85,7 @@ def recall_doc(books: BookSplits, tokenizer, rng: random.Random, split: str, n_s
             break
         kept.append(p)
         total += len(p)
-    slots = range(len(kept) + 1)  # fact sentence i goes before kept[at[i]]
-    if before_last and n_segments > 1:  # slots where even the whole fact would end before the last segment
-        fact_len, end = sum(len(encode(f)) for f in facts), (n_segments - 1) * segment
-        offsets = [len(head) + sum(len(p) for p in kept[:i]) for i in slots]
-        slots = [i for i in slots if offsets[i] + fact_len <= end] or [0]
-    at = sorted(rng.choices(slots, k=len(facts)))
+    at = sorted(rng.choices(range(len(kept) + 1), k=len(facts)))  # fact sentence i goes before kept[at[i]]
     ids, starts = list(head), []
     for i, p in enumerate([*kept, []]):
         for j in (j for j, a in enumerate(at) if a == i):

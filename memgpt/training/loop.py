@@ -153,8 +153,7 @@ class Batches:
             return self.text.batch(n_chunks, self.chunk_size, seeds)
         if self.books is not None:
             return books_batch(
-                self.prompts, self.books, n_chunks, self.chunk_size, seeds, self.cfg.question_first,
-                self.cfg.fact_before_last,
+                self.prompts, self.books, n_chunks, self.chunk_size, seeds, self.cfg.question_first
             )
         context = self.cfg.context_every > 0 and step % self.cfg.context_every == 0
         return planted_batch(self.cfg, self.prompts, n_chunks, seeds, self.filler, context)

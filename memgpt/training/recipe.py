@@ -37,10 +37,6 @@ class TrainConfig:
     docs: dict[str, Any] = field(default_factory=dict)  # PlantedConfig fields for task "planted"
     text_files: tuple[str, ...] = ()  # for tasks "text" and "books"
     question_first: bool = False  # books: the question before the text too, not only after it
-    # books: a training document of 2+ segments never has its fact in the last one, so every such step teaches
-    # the memory (with the fact anywhere, half of them are answered from the last segment alone); held-out
-    # evaluation keeps the fact anywhere
-    fact_before_last: bool = False
     random_lengths: bool = False  # each step reads 1..the curriculum's number of chunks, drawn at random
     eval_every: int = 0  # books: held-out accuracy every this many steps (and at the end); 0: never
     eval_segments: tuple[int, ...] = (1, 2, 4)  # books: the lengths, in chunks, that accuracy is measured at

@@ -32,18 +32,6 @@ def test_each_fact_is_planted_once_and_asked_in_other_words(books):
         )
 
 
-def test_a_fact_before_the_last_segment_ends_there(books):
-    tok = load_tokenizer()
-    anywhere, before = [], []
-    for seed in range(40):
-        n = 2 + seed % 3
-        anywhere += [recall_doc(books, tok, random.Random(seed), "train", n, 64).fact_segments[-1] == n - 1]
-        doc = recall_doc(books, tok, random.Random(seed), "train", n, 64, before_last=True)
-        facts, _, _ = make_fact(random.Random(seed))
-        before += [tok.decode(sum(doc.segments[:-1], [])).count(facts[-1]) == 1]  # whole, before the last
-    assert all(before) and sum(anywhere) >= 10  # anywhere, about half end in the last segment
-
-
 def test_held_out_text_is_never_trained_on(books):
     rng = random.Random(0)
     for part_train, part_held in zip(books.parts["train"], books.parts["held_out"], strict=True):
