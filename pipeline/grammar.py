@@ -110,6 +110,7 @@ _SUBORDINATORS = frozenset(
     "than as that which who whom whose if whether because though although unless whereas when where while whilst "
     "until till".split()
 )
+_CLAUSE_OPENERS = _SUBORDINATORS - {"than", "as"}  # "is as tall as", "is more than" stay relations
 _SPLIT_WORDS = MAX_RELATION_WORDS + MAX_OBJECT_WORDS + 1  # one word past the longest line: was the object cut?
 # a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
 # Pequod", "Jane, his sister", "Mr. Darcy, in the garden"
@@ -355,11 +356,13 @@ def _splits(subject: str, words: list[str]) -> list[str]:
             continue
         if words[i].casefold() == "but":  # "being | but its arms": "but" is "only" there, part of the relation
             continue
+        if _CLAUSE_OPENERS.intersection(w.casefold() for w in words[1:i]):  # "asked her if she | and her ..."
+            break  # a relation ends before a clause it opens: the longer ones go past it too
         if words[i - 1][:1].isupper() and words[i][:1].isupper():  # "returned to Charlotte | Lucas"
             continue  # cuts a name
         j = min(i + MAX_OBJECT_WORDS, len(words))
-        if j < len(words):  # the clause goes on past the cap: end before the last clause it opened, if any
-            j = next((k for k in range(j - 1, i, -1) if words[k].casefold() in _SUBORDINATORS), j)
+        if j < len(words):  # the clause goes on past the cap: end before the last clause it opened (2+ words on)
+            j = next((k for k in range(j - 1, i + 1, -1) if words[k].casefold() in _SUBORDINATORS), j)
         # nor does it end on "in the", or on a title ("kind to Mr.")
         while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS
                          or _cut_name(words, j)):  # fmt: skip

@@ -120,6 +120,9 @@ def test_a_relation_does_not_end_inside_a_name_or_a_noun_phrase():
     assert "Bingley | does not know | the story\n" in lines and not any("| not" in line for line in lines)
     lines = [line for anchor in copied_anchors("Elizabeth smiled and said nothing.", ["Elizabeth"]) for line in anchor]
     assert "Elizabeth | smiled | and said nothing\n" in lines and not any("and |" in line for line in lines)
+    passage = "Darcy asked her if she and her sisters did not very often walk to Meryton."
+    lines = [line for anchor in copied_anchors(passage, ["Darcy"]) for line in anchor]
+    assert lines and not any(" if" in line.split(" | ")[1] for line in lines)  # not "asked her if she | and ..."
     lines = [line for anchor in copied_anchors("Atlantic was but its arms.", ["Atlantic"]) for line in anchor]
     assert lines == ["Atlantic | was but | its arms\n"]
 
