@@ -47,8 +47,8 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 2e-3
     min_lr: float = 2e-4
-    # the backbone's trained weights (lora, full) peak at this rate on the same schedule; None: lr. A memory
-    # learns from scratch at a rate that would wreck pretrained weights or an adapter on them
+    # the backbone's trained weights (lora, full) peak at this rate on the same schedule; None: lr. The memory,
+    # learnt from scratch, takes a higher rate than pretrained weights or an adapter on them
     backbone_lr: float | None = None
     warmup_steps: int = 50
     weight_decay: float = 0.01
