@@ -92,24 +92,23 @@ _VERBS_IN_LY = frozenset(
 _DETERMINERS = frozenset(
     "the a an his her their its my your our this that these those no some any every each".split()
 )
-# words an object does not end with ("in the", "of", "than if"): a phrase cut there says nothing
-_OPEN_WORDS = frozenset(
-    "the a an of in on at to for from with by and or but nor his her their its my your our during about after "
-    "before over under through into upon than as like within without between among against toward towards "
-    "which who whom whose that this these those if whether because though although unless whereas until till "
-    "when where while whilst".split()
-)
-# a fenced code block of Markdown runs from a line that opens with ``` to the next (or the passage's end: it
-# may close in the next chunk)
-_FENCE_LINE = re.compile(r"[ \t]*```")
-_LINE = re.compile(r"[^\n]*\n|[^\n]+$")
-_CONJUNCTIONS = frozenset("and or nor but".split())
 # words that open a clause inside an object: an object the cap cuts ends before the last of them ("for Wickham's
 # absence | than if her first surmise"; "happy manners | as may ensure")
 _SUBORDINATORS = frozenset(
     "than as that which who whom whose if whether because though although unless whereas when where while whilst "
     "until till".split()
 )
+# words an object does not end with ("in the", "of", "than if"): a phrase cut there says nothing
+_OPEN_WORDS = _SUBORDINATORS | frozenset(
+    "the a an of in on at to for from with by and or but nor his her their its my your our during about after "
+    "before over under through into upon like within without between among against toward towards this these "
+    "those".split()
+)
+# a fenced code block of Markdown runs from a line that opens with ``` to the next (or the passage's end: it
+# may close in the next chunk)
+_FENCE_LINE = re.compile(r"[ \t]*```")
+_LINE = re.compile(r"[^\n]*\n|[^\n]+$")
+_CONJUNCTIONS = frozenset("and or nor but".split())
 _CLAUSE_OPENERS = _SUBORDINATORS - {"than", "as"}  # "is as tall as", "is more than" stay relations
 _SPLIT_WORDS = MAX_RELATION_WORDS + MAX_OBJECT_WORDS + 1  # one word past the longest line: was the object cut?
 # a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
