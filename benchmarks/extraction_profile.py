@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--facts-pass", choices=("shared", "separate"), default=None,
                    help="facts_pass: shared (the default) or separate (the facts prompt read apart)")  # fmt: skip
     p.add_argument("--max-lines", type=int, default=None, help="facts_max_lines; none: the default")
+    p.add_argument("--kv-budget", type=int, default=None, help="kv_budget; none: the job's default")
     p.add_argument("--repeat", type=int, default=1, help="runs of the job and of the bare read, in turn")
     p.add_argument("--notes-every", type=int, default=None,
                    help="running notes every K chunks (they are then the summary); none: the default (off)")  # fmt: skip
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
     with tempfile.TemporaryDirectory() as tmp:
         given = {"facts_draft_tokens": args.draft_tokens, "facts_pass": args.facts_pass,
-                 "facts_max_lines": args.max_lines}  # fmt: skip
+                 "facts_max_lines": args.max_lines, "kv_budget": args.kv_budget}  # fmt: skip
         settings = {k: v for k, v in given.items() if v is not None}  # the rest: the job's defaults
         if args.notes_every is not None:
             from pipeline.prompts import NotesConfig
