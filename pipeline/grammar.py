@@ -112,10 +112,11 @@ _CONJUNCTIONS = frozenset("and or nor but".split())
 _CLAUSE_OPENERS = _SUBORDINATORS - {"than", "as"}  # "is as tall as", "is more than" stay relations
 _SPLIT_WORDS = MAX_RELATION_WORDS + MAX_OBJECT_WORDS + 1  # one word past the longest line: was the object cut?
 # a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
-# Pequod", "Jane, his sister", "Mr. Darcy, in the garden"
+# Pequod", "Jane, his sister", "Mr. Darcy, in the garden"; a subject pronoun: the name is put first as the
+# object ("Mr. Darcy they had seen only at church")
 _NO_PREDICATE = _DETERMINERS | frozenset(
     "to of in on at for from with by into upon during about over under through within without between among "
-    "against toward towards".split()
+    "against toward towards i we you he she they".split()
 )
 # titles that are abbreviations: an object ending on one ("kind to Mr.") is a name cut off ("her father" is not)
 _ABBREVIATIONS = frozenset("mr mrs ms messrs dr st mme mlle".split())

@@ -136,6 +136,13 @@ def test_a_name_followed_by_a_preposition_or_an_apposition_is_no_subject():
     assert "Mr. Darcy | rode | home\n" in lines
 
 
+def test_a_name_put_first_as_the_object_is_no_subject():
+    passage = "Colonel Fitzwilliam had called more than once, but Mr. Darcy they had seen only at church."
+    lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
+    assert not any(line.startswith("Mr. Darcy") for line in lines)  # no "Mr. Darcy | they | had seen ..."
+    assert "Colonel Fitzwilliam | had called | more than once\n" in lines
+
+
 def test_a_pronoun_means_someone_said_before_it():
     passage = "She has only one daughter. Inspector Halvorsen keeps the ledger. He smiled."
     names = [
