@@ -98,6 +98,7 @@ _SUBORDINATORS = frozenset(
     "than as that which who whom whose if whether because though although unless whereas when where while whilst "
     "until till".split()
 )
+_COMPARATIVES = frozenset("more less rather other sooner fewer".split())  # what "than" completes
 # words an object does not end with ("in the", "of", "than if"): a phrase cut there says nothing
 _OPEN_WORDS = _SUBORDINATORS | frozenset(
     "the a an of in on at to for from with by and or but nor his her their its my your our during about after "
@@ -363,9 +364,9 @@ def _splits(subject: str, words: list[str]) -> list[str]:
         j = min(i + MAX_OBJECT_WORDS, len(words))
         if j < len(words):  # the clause goes on past the cap: end before the last clause it opened (2+ words on)
             j = next((k for k in range(j - 1, i + 1, -1) if words[k].casefold() in _SUBORDINATORS), j)
-        # nor does it end on "in the", or on a title ("kind to Mr.")
+        # nor does it end on "in the", on a title ("kind to Mr."), or on a comparison cut from its "than"
         while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS
-                         or _cut_name(words, j)):  # fmt: skip
+                         or _cut_name(words, j) or _cut_comparison(words, j)):  # fmt: skip
             j -= 1
         if j > i:
             out.append(f"{subject} | {' '.join(words[:i])} | {' '.join(words[i:j])}\n")
@@ -381,6 +382,11 @@ def _before_a_verb(word: str) -> bool:
 def _cut_name(words: list[str], j: int) -> bool:
     """Whether words[:j] ends on a title whose name follows ("to their carriage Miss | Bennet")."""
     return words[j - 1].rstrip(".").casefold() in TITLES and j < len(words) and words[j][:1].isupper()
+
+
+def _cut_comparison(words: list[str], j: int) -> bool:
+    """Whether words[:j] ends on the first half of a comparison ("called at the Parsonage more | than once")."""
+    return words[j - 1].casefold() in _COMPARATIVES and j < len(words) and words[j].casefold() == "than"
 
 
 def _one_of(options, end: str) -> str:

@@ -89,6 +89,10 @@ def test_an_object_cut_at_its_length_ends_before_the_clause_it_opened():
     passage = "Darcy was not less answerable for Wickham's absence than if her first surmise had been just."
     lines = [line for anchor in copied_anchors(passage, ["Darcy"]) for line in anchor]
     assert "Darcy | was not less answerable | for Wickham's absence\n" in lines  # not "... than if her first"
+    passage = "Colonel Fitzwilliam had called at the Parsonage more than once during the time, but not often."
+    lines = [line for anchor in copied_anchors(passage, ["Colonel Fitzwilliam"]) for line in anchor]
+    assert "Colonel Fitzwilliam | had | called at the Parsonage\n" in lines  # not "... the Parsonage more"
+    assert not any(line.rstrip("\n").endswith(" more") for line in lines)
     passage = "Mr. Wickham is blessed with such happy manners as may ensure his making friends."
     lines = [line for anchor in copied_anchors(passage, ["Mr. Wickham"]) for line in anchor]
     assert "Mr. Wickham | is blessed with such | happy manners as may ensure his making friends\n" in lines
