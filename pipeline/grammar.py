@@ -45,7 +45,8 @@ _NEVER_NAMES = frozenset(
     "thou thee thy thine ye dost didst hast hath art wast shalt wilt "
     # a sentence's first word before a name, never part of it: "Let Wickham be your man", "Poor Jane"
     "let pray tell why what how where who do did does is was are were have had shall could would should must "
-    "if unless though although whether because till until perhaps indeed surely even only dear poor".split()
+    "if unless though although whether because till until perhaps indeed surely even only dear poor "
+    "whole all every each both such many several some any".split()  # "Whole Atlantics and Pacifics"
 )
 _HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
 _SHE = frozenset(
@@ -255,6 +256,8 @@ def subject_spans(
                 continue
             if _LONGER_NAME.match(passage, m.end()):  # "Ray" of "Ray Train": the longer name is the subject
                 continue
+            if _last_of_a_compound_in_no_clause(passage, m.start(), names):  # "Whole Atlantics and Pacifics"
+                continue
             if _opens_clause(passage, m.start()) or (
                 opener is not None and opener.search(passage, max(0, m.start() - 10), m.start())
             ):
@@ -324,6 +327,20 @@ def _after_title(passage: str, at: int) -> bool:
     """Whether the word before position `at` is a title ("Mr. " before "Darcy")."""
     before = re.search(r"([A-Za-z]+)\.?\s+$", passage[max(0, at - 14) : at])
     return before is not None and before.group(1).casefold() in TITLES
+
+
+def _last_of_a_compound_in_no_clause(passage: str, at: int, names: list[str]) -> bool:
+    """Whether the name at `at` ends a compound of names whose first opens no clause: "with Jane and Elizabeth",
+    "Whole Atlantics and Pacifics seemed passed" name no one who acts ("Mary and Tom sold the mill" does)."""
+    joined = re.search(r"\s+(?:and|or)\s+$", passage[max(0, at - 8) : at])
+    if joined is None:
+        return False
+    end = max(0, at - 8) + joined.start()  # where the word before "and" ends
+    for name in sorted(names, key=len, reverse=True):
+        start = end - len(name)
+        if start >= 0 and passage[start:end] == name and (start == 0 or not passage[start - 1].isalnum()):
+            return not _opens_clause(passage, start)
+    return False
 
 
 def _opens_clause(passage: str, at: int) -> bool:

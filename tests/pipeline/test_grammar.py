@@ -317,6 +317,15 @@ def test_a_name_joined_to_another_is_no_subject():
     assert lines == ["Tom | sold | the mill\n"]  # the last of the compound is its clause's subject
 
 
+def test_the_last_of_a_compound_that_opens_no_clause_is_no_subject():
+    passage = "Whole Atlantics and Pacifics seemed passed. Mary danced with Jane and Elizabeth all night."
+    lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
+    assert not any(line.startswith(("Pacifics", "Elizabeth")) for line in lines)
+    assert not any(s[2] in ("Pacifics", "Elizabeth") for s in subject_spans(passage, names_in(passage)))
+    lines = [line for anchor in copied_anchors("Mary and Tom sold the mill.", ["Mary", "Tom"]) for line in anchor]
+    assert lines == ["Tom | sold | the mill\n"]
+
+
 def bennet_passages(model, second: int) -> tuple:
     """The facts grammar of `model`'s tokenizer, and two passages of *Pride and Prejudice* from "Mr. Bennet was so
     odd a mixture" (900 characters, then `second` more) with their text grammars, after the 1,500 characters
