@@ -248,6 +248,7 @@ def subject_spans(
     in a fenced code block is no prose: a shell comment's "CPU" is no subject of the command after it."""
     prose, _ = prose_of(passage)
     found = []
+    longest_first = sorted(names, key=len, reverse=True)  # "Mrs. Hurst" before "Hurst"
     for name in names:
         # a name with a possessive ("Bingley's first choice") or in a compound ("GPU-only tests") is not the
         # subject, the phrase it opens is
@@ -256,7 +257,7 @@ def subject_spans(
                 continue
             if _LONGER_NAME.match(passage, m.end()):  # "Ray" of "Ray Train": the longer name is the subject
                 continue
-            if _last_of_a_compound_in_no_clause(passage, m.start(), names):  # "Whole Atlantics and Pacifics"
+            if _last_of_a_compound_in_no_clause(passage, m.start(), longest_first):  # "Atlantics and Pacifics"
                 continue
             if _opens_clause(passage, m.start()) or (
                 opener is not None and opener.search(passage, max(0, m.start() - 10), m.start())
@@ -329,14 +330,16 @@ def _after_title(passage: str, at: int) -> bool:
     return before is not None and before.group(1).casefold() in TITLES
 
 
-def _last_of_a_compound_in_no_clause(passage: str, at: int, names: list[str]) -> bool:
-    """Whether the name at `at` ends a compound of names whose first opens no clause: "with Jane and Elizabeth",
-    "Whole Atlantics and Pacifics seemed passed" name no one who acts ("Mary and Tom sold the mill" does)."""
-    joined = re.search(r"\s+(?:and|or)\s+$", passage[max(0, at - 8) : at])
+def _last_of_a_compound_in_no_clause(passage: str, at: int, longest_first: list[str]) -> bool:
+    """Whether the name at `at` ends a compound of names (`longest_first`) whose first opens no clause: "with Jane
+    and Elizabeth", "Whole Atlantics and Pacifics seemed passed" name no one who acts ("Mary and Tom sold the
+    mill" does)."""
+    window = max(0, at - 8)
+    joined = re.search(r"\s+(?:and|or)\s+$", passage[window:at])
     if joined is None:
         return False
-    end = max(0, at - 8) + joined.start()  # where the word before "and" ends
-    for name in sorted(names, key=len, reverse=True):
+    end = window + joined.start()  # where the word before "and" ends
+    for name in longest_first:
         start = end - len(name)
         if start >= 0 and passage[start:end] == name and (start == 0 or not passage[start - 1].isalnum()):
             return not _opens_clause(passage, start)
