@@ -46,7 +46,7 @@ _NEVER_NAMES = frozenset(
     # a sentence's first word before a name, never part of it: "Let Wickham be your man", "Poor Jane"
     "let pray tell why what how where who do did does is was are were have had shall could would should must "
     "if unless though although whether because till until perhaps indeed surely even only dear poor "
-    "whole all every each both such many several some any".split()  # "Whole Atlantics and Pacifics"
+    "whole all every each both such many several some any neither either".split()  # "Whole Atlantics and Pacifics"
 )
 _HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
 _SHE = frozenset(
@@ -259,6 +259,8 @@ def subject_spans(
                 continue
             if _last_of_a_compound_in_no_clause(passage, m.start(), longest_first):  # "Atlantics and Pacifics"
                 continue
+            if _after_a_title_alone(passage, m.start()):  # "Mr. and Mrs. Collins have": two people, not one
+                continue
             if _opens_clause(passage, m.start()) or (
                 opener is not None and opener.search(passage, max(0, m.start() - 10), m.start())
             ):
@@ -327,6 +329,12 @@ def _title_gender(name: str) -> str:
 def _after_title(passage: str, at: int) -> bool:
     """Whether the word before position `at` is a title ("Mr. " before "Darcy")."""
     before = re.search(r"([A-Za-z]+)\.?\s+$", passage[max(0, at - 14) : at])
+    return before is not None and before.group(1).casefold() in TITLES
+
+
+def _after_a_title_alone(passage: str, at: int) -> bool:
+    """Whether the name at `at` follows a title of its own joined by "and" ("Mr. and Mrs. Gardiner"): a couple."""
+    before = re.search(r"\b([A-Za-z]+)\.?\s+(?:and|&)\s+$", passage[max(0, at - 16) : at])
     return before is not None and before.group(1).casefold() in TITLES
 
 

@@ -326,6 +326,14 @@ def test_the_last_of_a_compound_that_opens_no_clause_is_no_subject():
     assert lines == ["Tom | sold | the mill\n"]
 
 
+def test_a_couple_under_one_name_is_no_subject():
+    passage = "Mr. and Mrs. Collins have a comfortable income. Mr. Collins and Mrs. Hurst dined."
+    names = ["Mr. Collins", "Mrs. Collins", "Mrs. Hurst"]
+    subjects = [s[2] for s in subject_spans(passage, names)]
+    assert "Mrs. Collins" not in subjects  # "Mr. and Mrs. Collins" are two people
+    assert sorted(subjects) == ["Mr. Collins", "Mrs. Hurst"]  # a compound of two names keeps its last
+
+
 def bennet_passages(model, second: int) -> tuple:
     """The facts grammar of `model`'s tokenizer, and two passages of *Pride and Prejudice* from "Mr. Bennet was so
     odd a mixture" (900 characters, then `second` more) with their text grammars, after the 1,500 characters
