@@ -9,8 +9,7 @@ Tromsø." goes to the one person who kept a ledger, pages later, past the names 
 the last person who did anything (if a clause named it in the last RECENT sentences: else no one), of the
 pronoun's gender where it is known: by the person's title ("Mrs." is not "he"), its titled namesakes ("Darcy" is
 a "he" where the text names "Mr. Darcy" at least as often as "Miss Darcy"), its given name ("Jane", "Charles":
-English given names of one gender, from Faker's census lists), its reflexives ("Mary hid herself") or the
-pronouns of its own sentences ("When Mary came in, she ...").
+English given names of one gender, from Faker's census lists) or its reflexives ("Mary hid herself").
 
 Measured (docs/knowledge.md): on facts planted in real book text and changed chunks later by a pronoun
 sentence, 51 of 55 follow-ups resolved (the last person who acted: 6); on subject pronouns of the books
@@ -144,8 +143,9 @@ class EntityStates:
         words in common, then the latest; "" (no one) where none shares a rare word and the latest was last
         named more than RECENT sentences before; None where no one of its gender is known."""
         same = [p for p in here if self.gender(p) in ("", pronoun) and not is_place(p)]
-        if same:  # the one choice sure enough to teach a gender
-            self.vote(same[-1], [pronoun + "self"])
+        # no vote for its gender: "Colonel Fitzwilliam reminded Elizabeth of having promised to play to him; and
+        # she sat down" would make him a "she"
+        if same:
             return same[-1]
         # rare in the document, and not a word of the scene (said in the last SCENE sentences by anyone about)
         rare = {
@@ -162,7 +162,7 @@ class EntityStates:
 
     def gender(self, person: str) -> str:
         """ "he" or "she" by the person's title, else by its titled namesakes, else by its given name, else by
-        its reflexives and the pronouns of its own sentences."""
+        its reflexives."""
         titled = _title_gender(person)
         if titled:
             return titled
