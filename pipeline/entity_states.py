@@ -18,13 +18,11 @@ took wrong subjects from 116 to 11 among the 139 of 1,150 resolutions they chang
 PEOPLE people, and the word counts of the document's vocabulary (which grows far slower than its length).
 """
 
-import functools
 import re
 from dataclasses import dataclass, field
 
 from memgpt.archival import SENTENCE_END
-from pipeline.entities import TITLES
-from pipeline.grammar import _WORD, _title_gender, _words_after, is_place, subject_spans
+from pipeline.grammar import _WORD, _title_gender, _words_after, given_name_gender, is_place, subject_spans
 
 WORDS = 64  # content words kept per person, the latest
 PEOPLE = 512  # people kept, those who acted last
@@ -49,26 +47,6 @@ _FUNCTION_WORDS = frozenset(
     "no it its he she his her him they them their this that then there so very all any some into upon out up "
     "would could should will shall may might must which who whom what when where how".split()
 )
-
-
-@functools.cache
-def _given_names() -> tuple[frozenset[str], frozenset[str]]:
-    """English given names of one gender: ("he" names, "she" names). Faker's lists come from census counts; a
-    name on both ("Emma", "Darcy", "Sydney") is on neither here."""
-    from faker.providers.person.en import Provider
-
-    he, she = frozenset(Provider.first_names_male), frozenset(Provider.first_names_female)
-    return he - she, she - he
-
-
-def given_name_gender(person: str) -> str:
-    """ "he" or "she" where the person's given name has one gender in English ("Jane", "Colonel Charles
-    Brandon"), else ""; the given name is the first word after any title."""
-    words = [w for w in person.split() if w.rstrip(".").casefold() not in TITLES]
-    if not words:
-        return ""
-    he, she = _given_names()
-    return "he" if words[0] in he else "she" if words[0] in she else ""
 
 
 def content_words(words: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ the quality (docs/knowledge.md).
 """
 
 import bisect
+import functools
 import json
 import re
 from functools import cached_property
@@ -281,8 +282,9 @@ def copied_anchors(
     """The fact lines each sentence of the passage allows, in reading order: where a name opens a clause, that
     name and the words that follow it, split into relation and object; where "he"/"she" does, its antecedent
     (by offset) if known, else any of `names` said before it (in `known`, the names of the chunks before, or
-    earlier in the passage; all of `names` when `known` is None), and what follows. A sentence without such a
-    subject has no line."""
+    earlier in the passage; all of `names` when `known` is None; where `antecedents` are given, only those whose
+    title or given name has the pronoun's gender), and what follows. A sentence without such a subject has no
+    line."""
     found = []
     places = {n.split()[0] for n in names if is_place(n)}  # "Rosings" of "Rosings Park" is a place too
     for start, end, name in subject_spans(passage, names):
@@ -297,7 +299,12 @@ def copied_anchors(
         # "he" means someone said before it: "She has only one daughter" is not the Inspector named after it
         said = [n for n in names if known is None or n in known or -1 < passage.find(n) < start]
         said = [n for n in said if not is_place(n) and n not in places]
-        fits = [chosen] if chosen else [n for n in said if _title_gender(n) in ("", pronoun)]
+        if chosen:
+            fits = [chosen]
+        elif antecedents is not None:  # the entity states know no one of its gender: a name that says it is one
+            fits = [n for n in said if (_title_gender(n) or given_name_gender(n)) == pronoun]  # not "Syracuse"
+        else:  # the model chooses among the names said
+            fits = [n for n in said if _title_gender(n) in ("", pronoun)]
         found.append((start, [f"{n} | {rest}" for n in fits for rest in rests]))
     ends = [m.end() for m in re.finditer(r"[.!?]", passage)]
     sentences: dict[int, list[str]] = {}
@@ -324,6 +331,26 @@ def _title_gender(name: str) -> str:
     """ "he" or "she" when the name's title says so ("Mrs. Bennet", "Captain" says nothing), else ""."""
     title = name.split()[0].rstrip(".").casefold() if " " in name else ""
     return "he" if title in _HE else "she" if title in _SHE else ""
+
+
+@functools.cache
+def _given_names() -> tuple[frozenset[str], frozenset[str]]:
+    """English given names of one gender: ("he" names, "she" names). Faker's lists come from census counts; a
+    name on both ("Emma", "Darcy", "Sydney") is on neither here."""
+    from faker.providers.person.en import Provider
+
+    he, she = frozenset(Provider.first_names_male), frozenset(Provider.first_names_female)
+    return he - she, she - he
+
+
+def given_name_gender(person: str) -> str:
+    """ "he" or "she" where the person's given name has one gender in English ("Jane", "Colonel Charles
+    Brandon"), else ""; the given name is the first word after any title."""
+    words = [w for w in person.split() if w.rstrip(".").casefold() not in TITLES]
+    if not words:
+        return ""
+    he, she = _given_names()
+    return "he" if words[0] in he else "she" if words[0] in she else ""
 
 
 def _after_title(passage: str, at: int) -> bool:

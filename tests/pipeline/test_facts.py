@@ -61,6 +61,16 @@ def test_ground_finds_a_span_inside_the_chunk():
     assert ground(Triple("Ishmael", "sees", "land"), text, start, end) == (start, end, 0.0)
 
 
+def test_ground_spans_the_clause_a_copied_line_comes_from():
+    text = "Ahab hates the whale. Stubb rowed on. At night Ahab paces, slowly, the deck. The whale rose; he swam away."
+    s, e, score = ground(Triple("Ahab", "paces", "slowly the deck"), text, 0, len(text))
+    assert text[s:e] == "Ahab paces, slowly, the deck" and score == 1.0  # not from the first "Ahab"
+    s, e, score = ground(Triple("Moby Dick", "swam", "away"), text, 0, len(text))
+    assert text[s:e] == "he swam away" and score == 0.5  # the subject a pronoun was resolved to
+    s, e, _ = ground(Triple("Stubb", "swam", "away"), text, 0, len(text))
+    assert text[s:e] == "he swam away"  # "Stubb" is in another sentence
+
+
 def test_ground_offsets_survive_case_folding_that_changes_length():
     text = "Straße STRASSE İstanbul whale"
     s, e, _ = ground(Triple("whale", "is", "whale"), text, 0, len(text))

@@ -326,6 +326,15 @@ def test_the_last_of_a_compound_that_opens_no_clause_is_no_subject():
     assert lines == ["Tom | sold | the mill\n"]
 
 
+def test_a_pronoun_the_entity_states_cannot_place_goes_only_to_a_name_of_its_gender():
+    passage = "I came from Syracuse. Mr. Darcy's letter and Jane's came. He speaks to me."
+    names = ["Syracuse", "Mr. Darcy", "Jane"]
+    lines = [line for anchor in copied_anchors(passage, names, antecedents={}) for line in anchor]
+    assert {line.split(" | ")[0] for line in lines} == {"Mr. Darcy"}  # not the place, not "Jane"
+    lines = [line for anchor in copied_anchors(passage, names) for line in anchor]  # the model chooses
+    assert {line.split(" | ")[0] for line in lines} == {"Syracuse", "Mr. Darcy", "Jane"}
+
+
 def test_a_couple_under_one_name_is_no_subject():
     passage = "Mr. and Mrs. Collins have a comfortable income. Mr. Collins and Mrs. Hurst dined."
     names = ["Mr. Collins", "Mrs. Collins", "Mrs. Hurst"]
