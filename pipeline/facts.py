@@ -12,6 +12,8 @@ _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>"
 _WORDS = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")  # the words a copied line is made of (pipeline/grammar.py)
 _WORD_GAP = r"[\W_]+"  # between a copied line's words, in the text: spaces, a line break, a comma, a dash
 _PRONOUN_BEFORE = re.compile(r"(?<!\w)(?:he|she)\s+$", re.IGNORECASE)
+# where the sentence before a clause starts: not after the title of "Mr. Darcy"
+_SENTENCE_END = re.compile(r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)[.!?;]")
 NO_FACTS = "none"  # what a model trained on the task format says for a chunk without facts
 
 
@@ -62,7 +64,8 @@ def ground(t: Triple, text: str, char_start: int, char_end: int) -> tuple[int, i
         return min(m.start() for m in found), max(m.end() for m in found), len(found) / 2
     score = (1 + (_mention(t.subject, text, char_start, char_end) is not None)) / 2  # the object is in the clause
     start, end = clause.span()
-    sentence = max([char_start] + [text.rfind(c, char_start, start) + 1 for c in ".!?;"])
+    ends = list(_SENTENCE_END.finditer(text, char_start, start))
+    sentence = ends[-1].end() if ends else char_start
     subject = _mention(t.subject, text, sentence, start, last=True)
     pronoun = _PRONOUN_BEFORE.search(text, sentence, start)
     if subject is not None:

@@ -69,6 +69,9 @@ def test_ground_spans_the_clause_a_copied_line_comes_from():
     assert text[s:e] == "he swam away" and score == 0.5  # the subject a pronoun was resolved to
     s, e, _ = ground(Triple("Stubb", "swam", "away"), text, 0, len(text))
     assert text[s:e] == "he swam away"  # "Stubb" is in another sentence
+    text = "Elizabeth smiled. At last Mr. Darcy was gone."
+    s, e, _ = ground(Triple("Mr. Darcy", "was", "gone"), text, 0, len(text))
+    assert text[s:e] == "Mr. Darcy was gone"  # the title's dot ends no sentence
 
 
 def test_ground_offsets_survive_case_folding_that_changes_length():
