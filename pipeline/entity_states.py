@@ -71,6 +71,9 @@ class EntityStates:
     titled: dict[str, list[int]] = field(
         default_factory=dict
     )  # a titled name's last word -> passages that named it with a "he" title, with a "she" title
+    placed: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # a one-word name -> clauses it opened, mentions after "at", "in", "into", "near" or "within"
 
     def read(self, passage: str, names: list[str]) -> dict[int, str]:
         """Read `passage` into the states: each clause whose subject is one of `names` or a pronoun, in order,
@@ -91,6 +94,11 @@ class EntityStates:
             if not after:  # "fought in Egypt and Siberia." names the last item of a list, no one who acts
                 continue
             pronoun = passage[start:end].casefold() if name is None else None
+            if name is not None:
+                if self.is_place(name):  # "when her inquiries after Rosings were made": no one who acts
+                    continue
+                if " " not in name:
+                    self.placed.setdefault(name, [0, 0])[0] += 1
             if pronoun:
                 name = self.resolve(pronoun, content_words(after), here)
                 if name is None:
@@ -107,6 +115,11 @@ class EntityStates:
                 here.append(name)
         for _, sentence in sentences[counted:]:
             self.count(sentence)
+        for name in names:  # "at Rosings", "in Meryton": counted for the chunks after this one
+            if " " not in name:
+                at = len(re.findall(rf"(?<!\w)(?:at|in|into|near|within)\s+{re.escape(name)}(?![\w'\u2019])", passage))
+                if at:
+                    self.placed.setdefault(name, [0, 0])[1] += at
         return resolved
 
     def count(self, sentence: str) -> None:
@@ -120,7 +133,7 @@ class EntityStates:
         the same sentence (`here`: "When Mrs. Bennet was told of this, she ..."), else the one with most rare
         words in common, then the latest; "" (no one) where none shares a rare word and the latest was last
         named more than RECENT sentences before; None where no one of its gender is known."""
-        same = [p for p in here if self.gender(p) in ("", pronoun) and not is_place(p)]
+        same = [p for p in here if self.gender(p) in ("", pronoun) and not is_place(p) and not self.is_place(p)]
         # no vote for its gender: "Colonel Fitzwilliam reminded Elizabeth of having promised to play to him; and
         # she sat down" would make him a "she"
         if same:
@@ -131,7 +144,7 @@ class EntityStates:
             for w in words
             if 0 < self.counts.get(w, 0) <= self.rare and self.last_seen[w] < self.sentences - SCENE
         }
-        fits = [p for p in self.acted if self.gender(p) in ("", pronoun) and not is_place(p)]
+        fits = [p for p in self.acted if self.gender(p) in ("", pronoun) and not is_place(p) and not self.is_place(p)]
         if not fits:
             return None
         best = max(fits, key=lambda p: (len(rare.intersection(self.words[p])), self.acted[p]))
@@ -157,6 +170,15 @@ class EntityStates:
             return given
         he, she = self.genders.get(person, (0, 0))
         return "he" if he >= 2 * she + 1 else "she" if she >= 2 * he + 1 else ""
+
+    def is_place(self, name: str) -> bool:
+        """Whether a one-word name of no known gender is a place: the text has put it after "at", "in", "into",
+        "near" or "within" at least twice, and more often than it has made it a clause's subject ("Rosings",
+        "Meryton", "Nantucket"; not "Queequeg", nor "Jane" with her given name)."""
+        if " " in name or name not in self.placed:
+            return False
+        clauses, located = self.placed[name]
+        return located >= 2 and located > clauses and self.gender(name) == ""
 
     def name_titles(self, names: list[str]) -> None:
         """Count the passage's titled names ("Mr. Darcy", not "Colonel Forster"), by their last word."""
@@ -188,10 +210,11 @@ class EntityStates:
     def to_dict(self) -> dict:  # `rare` is a setting, not a state
         return {"words": self.words, "acted": self.acted, "counts": self.counts, "last_seen": self.last_seen,
                 "sentences": self.sentences, "clauses": self.clauses, "genders": self.genders,
-                "seen": self.seen, "titled": self.titled}  # fmt: skip
+                "seen": self.seen, "titled": self.titled, "placed": self.placed}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> "EntityStates":
         return cls(dict(data["words"]), dict(data["acted"]), dict(data["counts"]), dict(data["last_seen"]),
                    int(data["sentences"]), int(data["clauses"]), genders={p: list(v) for p, v in data["genders"].items()},
-                   seen=dict(data.get("seen", {})), titled={w: list(v) for w, v in data.get("titled", {}).items()})  # fmt: skip
+                   seen=dict(data.get("seen", {})), titled={w: list(v) for w, v in data.get("titled", {}).items()},
+                   placed={w: list(v) for w, v in data.get("placed", {}).items()})  # fmt: skip

@@ -12,7 +12,7 @@ _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>"
 _WORDS = re.compile(r"[A-Za-z0-9][\w'\u2019-]*")  # the words a copied line is made of (pipeline/grammar.py)
 _WORD_GAP = r"[\W_]+"  # between a copied line's words, in the text: spaces, a line break, a comma, a dash
 _PRONOUN_BEFORE = re.compile(r"(?<!\w)(?:he|she)\s+$", re.IGNORECASE)
-# where the sentence before a clause starts: not after the title of "Mr. Darcy"
+# a sentence's end between a subject and its clause: not the dot of "Mr. Darcy" (the subject's own is before)
 _SENTENCE_END = re.compile(r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)[.!?;]")
 NO_FACTS = "none"  # what a model trained on the task format says for a chunk without facts
 
@@ -56,38 +56,41 @@ def ground(t: Triple, text: str, char_start: int, char_end: int) -> tuple[int, i
     the chunk has its relation and object word for word, from the subject's mention (or the "he"/"she") before
     it in its sentence; else from the first mention of the subject or object to the last one; the whole chunk
     when neither is found."""
-    clause = _mention(f"{t.relation} {t.object}", text, char_start, char_end, _WORD_GAP)
-    found = [m for name in (t.subject, t.object) if (m := _mention(name, text, char_start, char_end))]
-    if clause is None:  # not a copy of the text ("paces the Pequod" of "paces the deck of the Pequod")
+    clauses = _mentions(f"{t.relation} {t.object}", text, char_start, char_end, _WORD_GAP)
+    found = [m[0] for name in (t.subject, t.object) if (m := _mentions(name, text, char_start, char_end))]
+    if not clauses:  # not a copy of the text ("paces the Pequod" of "paces the deck of the Pequod")
         if not found:
             return char_start, char_end, 0.0
         return min(m.start() for m in found), max(m.end() for m in found), len(found) / 2
-    score = (1 + (_mention(t.subject, text, char_start, char_end) is not None)) / 2  # the object is in the clause
+    score = (1 + bool(_mentions(t.subject, text, char_start, char_end))) / 2  # the object is in the clause
+    # "was gone" may be several people's: the clause whose sentence names the subject, else one after a pronoun
+    spans = [_subject_first(t.subject, text, char_start, c) for c in clauses]
+    named = [s for s, named in spans if named == "subject"] or [s for s, named in spans if named == "pronoun"]
+    return (*(named or [spans[0][0]])[0], score)
+
+
+def _subject_first(subject: str, text: str, char_start: int, clause: re.Match) -> tuple[tuple[int, int], str]:
+    """The clause's span from the subject's last mention before it in its sentence (no sentence end between
+    them), or from the "he"/"she" just before it; and which of the two ("subject", "pronoun", "")."""
     start, end = clause.span()
-    ends = list(_SENTENCE_END.finditer(text, char_start, start))
-    sentence = ends[-1].end() if ends else char_start
-    subject = _mention(t.subject, text, sentence, start, last=True)
-    pronoun = _PRONOUN_BEFORE.search(text, sentence, start)
-    if subject is not None:
-        start = subject.start()
-    elif pronoun is not None:  # the line's subject is what "he" resolved to
-        start = pronoun.start()
-    return start, end, score
+    before = _mentions(subject, text, max(char_start, start - 400), start)
+    if before and not _SENTENCE_END.search(text, before[-1].end(), start):
+        return (before[-1].start(), end), "subject"
+    pronoun = _PRONOUN_BEFORE.search(text, max(char_start, start - 10), start)
+    if pronoun is not None:  # the line's subject is what "he" resolved to
+        return (pronoun.start(), end), "pronoun"
+    return (start, end), ""
 
 
-
-def _mention(phrase: str, text: str, start: int, end: int, gap: str = r"\s+", last: bool = False):
-    """The first (or last) whole-word match of `phrase` in text[start:end]; its words may be broken by any
-    whitespace (a fact is written on one line, the text may break it), or by `gap`."""
+def _mentions(phrase: str, text: str, start: int, end: int, gap: str = r"\s+") -> list[re.Match]:
+    """The whole-word matches of `phrase` in text[start:end]; its words may be broken by any whitespace (a fact
+    is written on one line, the text may break it), or by `gap`."""
     words = phrase.split() if gap == r"\s+" else _WORDS.findall(phrase)
     if not words:
-        return None
+        return []
     # whole words only, so "He" does not match inside "the"
     pattern = re.compile(rf"(?<!\w){gap.join(map(re.escape, words))}(?!\w)", re.IGNORECASE)
-    if not last:
-        return pattern.search(text, start, end)
-    matches = list(pattern.finditer(text, start, end))
-    return matches[-1] if matches else None
+    return list(pattern.finditer(text, start, end))
 
 
 def dedupe(rows: Iterable[dict]) -> list[dict]:

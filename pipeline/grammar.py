@@ -188,10 +188,12 @@ def fact_grammar(
     known: list[str] | tuple[str, ...] = (),
     relations: tuple[str, ...] | None = None,
     antecedents: dict[int, str] | None = None,
+    places: frozenset[str] | set[str] = frozenset(),
 ) -> str:
     """The llguidance grammar of fact lines about `passage` (see the module docstring); `known`: names met
     before it, which its pronouns may resolve to; `antecedents`: the one name a pronoun at that offset of the
-    passage resolves to, where it is known (text mode without a vocabulary).
+    passage resolves to, where it is known (text mode without a vocabulary); `places`: names the document has
+    shown to be places ("at Rosings"), never a line's subject.
 
     At most `max_lines` lines, except in text mode without a vocabulary, where the lines follow the passage's
     order, each place of it used once (so no line repeats), and GrammarProcessor enforces the bound."""
@@ -202,7 +204,7 @@ def fact_grammar(
     relation = _one_of(relations, " | ") if relations else rf"/{_RELATION} \| /"
     subject, obj = rf"/{_FREE} \| /", rf"/{_FREE}\n/"
     if mode == "text":
-        names = sorted(set(names_in(passage)) | set(known))
+        names = sorted((set(names_in(passage)) | set(known)) - set(places))
         if not relations:  # one line for each sentence with a subject, in order: every sentence is covered
             anchors = copied_anchors(passage, names, antecedents, known)[:max_lines] if names else []
             rules = [f"L{k}: {_one_of(lines, '')}" for k, lines in enumerate(anchors)]
@@ -260,7 +262,7 @@ def subject_spans(
                 continue
             if _last_of_a_compound_in_no_clause(passage, m.start(), longest_first):  # "Atlantics and Pacifics"
                 continue
-            if _after_a_title_alone(passage, m.start()):  # "Mr. and Mrs. Collins have": two people, not one
+            if _after_a_title_alone(passage, m.start(), name):  # "Mr. and Mrs. Collins have": two people, not one
                 continue
             if _opens_clause(passage, m.start()) or (
                 opener is not None and opener.search(passage, max(0, m.start() - 10), m.start())
@@ -359,10 +361,11 @@ def _after_title(passage: str, at: int) -> bool:
     return before is not None and before.group(1).casefold() in TITLES
 
 
-def _after_a_title_alone(passage: str, at: int) -> bool:
-    """Whether the name at `at` follows a title of its own joined by "and" ("Mr. and Mrs. Gardiner"): a couple."""
-    before = re.search(r"\b([A-Za-z]+)\.?\s+(?:and|&)\s+$", passage[max(0, at - 16) : at])
-    return before is not None and before.group(1).casefold() in TITLES
+def _after_a_title_alone(passage: str, at: int, name: str) -> bool:
+    """Whether the titled `name` at `at` follows a title of its own joined by "and" ("Mr. and Mrs. Gardiner"): a
+    couple ("the Captain and Mrs. Hussey" are two people, the last of them a subject as in any compound)."""
+    before = re.search(r"\b(?:Mrs?|Ms|Dr)\.?\s+(?:and|&)\s+$", passage[max(0, at - 16) : at])
+    return before is not None and name.split()[0].rstrip(".").casefold() in TITLES
 
 
 def _last_of_a_compound_in_no_clause(passage: str, at: int, longest_first: list[str]) -> bool:

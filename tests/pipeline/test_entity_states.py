@@ -3,10 +3,11 @@
 import json
 
 import pytest
+from faker.providers.person.en import Provider
 from pipeline_support import corpus_file
 
 from pipeline.entity_states import EntityStates
-from pipeline.grammar import copied_anchors, names_in
+from pipeline.grammar import copied_anchors, fact_grammar, names_in
 from pipeline.reading import Reading
 
 FACT = "Inspector Halvorsen keeps the ledger in the observatory of Bergen. "
@@ -52,7 +53,8 @@ def test_a_given_name_of_one_gender_says_whom_a_pronoun_can_mean():
     assert list(found.values()) == ["Charles"]
     states = EntityStates()
     assert states.gender("Colonel Charles Brandon") == "he"  # the given name after a title that says nothing
-    assert states.gender("Emma") == states.gender("Stubb") == ""  # a name of both genders, a name of neither
+    both = sorted(set(Provider.first_names_male) & set(Provider.first_names_female))[0]  # "Alex"
+    assert states.gender(both) == states.gender("Stubb") == ""  # a name of both genders, a name of neither
     read(states, ["At dinner, Mr. Rose smiled. Later, Rose left."])
     assert states.gender("Rose") == "he"  # the titled namesake before the given name
 
@@ -82,6 +84,20 @@ def test_a_name_takes_the_gender_of_its_titled_namesakes():
     assert states.gender("Lind") == "she"
     read(states, ["Mr. Lind sang.", "Mr. Lind sang again."])
     assert states.gender("Lind") == ""  # three "she" passages and two "he": neither rule
+
+
+def test_a_name_the_text_puts_after_at_and_in_is_a_place_that_does_not_act():
+    states = EntityStates()
+    read(states, ["Mary dined at Rosings. They walked in Rosings.", "When her inquiries after Rosings were made, she smiled."])
+    assert states.is_place("Rosings") and "Rosings" not in states.acted  # the clause "Rosings were made" is gone
+    read(states, ["Tom looked at Jane. He laughed at Jane, and Jane laughed."])
+    assert not states.is_place("Jane")  # a given name says she is a person
+    read(states, ["Ahab stood. Ahab turned. Stubb looked at Ahab, and stared at Ahab."])
+    assert not states.is_place("Ahab")  # more often a subject than after "at"
+    passage, known = "Rosings was quiet at noon. Mary sang a song.", ["Rosings", "Mary"]
+    assert "Rosings |" in fact_grammar("text", 4, passage, known)
+    grammar = fact_grammar("text", 4, passage, known, places=states.placed.keys() & {"Rosings"})
+    assert "Rosings |" not in grammar and "Mary |" in grammar
 
 
 def test_a_wrong_guess_does_not_draw_the_next_pronouns():

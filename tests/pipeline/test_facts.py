@@ -69,9 +69,11 @@ def test_ground_spans_the_clause_a_copied_line_comes_from():
     assert text[s:e] == "he swam away" and score == 0.5  # the subject a pronoun was resolved to
     s, e, _ = ground(Triple("Stubb", "swam", "away"), text, 0, len(text))
     assert text[s:e] == "he swam away"  # "Stubb" is in another sentence
-    text = "Elizabeth smiled. At last Mr. Darcy was gone."
+    text = "Elizabeth smiled. At last Mr. Darcy was gone. Col. Forster was gone."
     s, e, _ = ground(Triple("Mr. Darcy", "was", "gone"), text, 0, len(text))
     assert text[s:e] == "Mr. Darcy was gone"  # the title's dot ends no sentence
+    s, e, _ = ground(Triple("Col. Forster", "was", "gone"), text, 0, len(text))
+    assert text[s:e] == "Col. Forster was gone"  # the clause whose sentence names the subject, not the first
 
 
 def test_ground_offsets_survive_case_folding_that_changes_length():

@@ -341,6 +341,8 @@ def test_a_couple_under_one_name_is_no_subject():
     subjects = [s[2] for s in subject_spans(passage, names)]
     assert "Mrs. Collins" not in subjects  # "Mr. and Mrs. Collins" are two people
     assert sorted(subjects) == ["Mr. Collins", "Mrs. Hurst"]  # a compound of two names keeps its last
+    passage = "At noon the Captain and Mrs. Hussey went below. The doctor and Jane walked home."
+    assert sorted(s[2] for s in subject_spans(passage, ["Mrs. Hussey", "Jane"])) == ["Jane", "Mrs. Hussey"]
 
 
 def bennet_passages(model, second: int) -> tuple:

@@ -41,7 +41,8 @@ print(json.dumps([before, freed, anon_mib(), len(kept)]))
 @pytest.mark.skipif(not STATUS.exists() or not trim_heap(), reason="needs Linux with glibc")
 def test_trim_hands_back_freed_pages_that_lie_between_live_ones():
     root = Path(__file__).parents[2]
-    out = subprocess.run([sys.executable, "-c", _TRIM], cwd=root, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _TRIM], cwd=root, capture_output=True, text=True, check=True,
+                         timeout=120)
     before, freed, after, kept = json.loads(out.stdout)
     assert freed > before - 40  # glibc kept (almost all of) the 160 MB it was given back
     assert after < freed - 100, (before, freed, after)
