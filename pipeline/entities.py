@@ -11,8 +11,11 @@ Rules (every surface form stays listed in its entity's `aliases`, so a merge can
    before a preposition: "her with a smile"), a degree adverb ("quite", "twice"), a subordinator ("because")
    or a lowercase one-letter word other than "a"; when it starts with a preposition, conjunction, particle or
    a participle ("seated on ...") or ends with one (or with an article); when a preposition comes before a
-   gerund ("by starting the idea"); or when, longer than three words or with "and"/"or", it does not start
-   with a determiner ("the house and the garden" is one, "brown and brawny" is not).
+   gerund ("by starting the idea"); when it starts or ends with an adverb ("again", "near"); when it is a verb
+   form alone ("gone", "says", "better"); when, without a determiner first, it holds an adverb in -ly
+   ("generally different"), starts with a gerund ("stirring the fire") or ends with a participle; or when,
+   longer than three words or with "and"/"or", it does not start with a determiner ("the house and the
+   garden" is one, "brown and brawny" is not).
 1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
 2. A group is a *name* when one of its forms, after the honorifics are stripped, is made of capitalised words
    (lowercase particles such as "de", "van" allowed inside) and does not start with a pronoun or article:
@@ -90,7 +93,15 @@ DETERMINERS = frozenset(
     "the a an his her their its my your our this that these those some any many several each every no all both "
     "few one two three four five six seven eight nine ten".split()
 )
-ENDLESS = EDGE_WORDS | DETERMINERS | {"own"}
+# adverbs a noun phrase neither starts nor ends with ("again immediately", "a chair near", "nobody else")
+ADVERBS = frozenset("again aside near ago else indeed instead together well".split())
+# verb forms and comparatives that are no noun phrase alone ("gone", "made", "says", "better")
+VERB_FORMS = frozenset(
+    "gone made done been seen said says speak speaks spoke going doing being having saying better worse".split()
+)
+# words in -ly that are nouns or adjectives, not adverbs: "the family", "a lily"
+_NOT_ADVERBS_IN_LY = frozenset("family lily belly ally folly holly jelly bully rally fly supply reply".split())
+ENDLESS = EDGE_WORDS | DETERMINERS | ADVERBS | {"own"}
 MAX_BARE_WORDS = 3  # a longer phrase without a determiner first is a clause's piece, not a noun phrase
 # how many times the others' mentions (plus one) the leading candidate needs to take an untitled short name
 DOMINANCE = 3
@@ -128,7 +139,9 @@ def is_entity(surface: str) -> bool:
         return False
     if all(w in STOPWORDS for w in words) or (len(words) == 1 and words[0] in TITLES):  # "he", "Mrs"
         return False
-    if words[0] in EDGE_WORDS or _participle(words[0]) or words[-1] in ENDLESS:
+    if words[0] in EDGE_WORDS or words[0] in ADVERBS or _participle(words[0]) or words[-1] in ENDLESS:
+        return False
+    if words == [words[0]] and words[0] in VERB_FORMS:  # "gone", "says"
         return False
     if words[0] == "her" and len(words) > 1 and words[1] in EDGE_WORDS:  # "her with a smile": not "her house"
         return False
@@ -139,7 +152,15 @@ def is_entity(surface: str) -> bool:
     if any(_gerund(w) for w in after_preposition):  # "a little by starting the idea"
         return False
     bare = words[0] not in DETERMINERS and not words[0].isdigit()
+    # without a determiner, an adverb in -ly, a gerund first or a participle last make a clause's piece:
+    # "generally different", "stirring the fire", "two daughters married"
+    if bare and (any(_adverb(w) for w in words) or _gerund(words[0]) or (len(words) > 1 and _participle(words[-1]))):
+        return False
     return not bare or (len(words) <= MAX_BARE_WORDS and not {"and", "or"} & set(words))
+
+
+def _adverb(word: str) -> bool:
+    return len(word) > 4 and word.endswith("ly") and word not in _NOT_ADVERBS_IN_LY
 
 
 def _participle(word: str) -> bool:

@@ -193,6 +193,9 @@ NOT_ENTITIES = [
     "there a tiller", "her quite beautiful", "the most beautiful creature I ever", "Mrs", "the skill of them all",
     "a little by starting the idea", "hopes of being admitted", "her with a smile of such sweet complacency",
     "least to blame",
+    # objects of real fact lines of three excerpts (Pride and Prejudice, Moby-Dick): adverbs, participles, verbs
+    "again immediately", "a chair near", "generally different", "really unwell", "universally liked", "gone",
+    "says", "better", "stirring the fire",
 ]  # fmt: skip
 ENTITIES = [
     "Mr. Darcy", "SmolLM2-135M-Instruct", "Parquet", "J. K. Rowling", "Vitamin C",  # names
@@ -200,6 +203,7 @@ ENTITIES = [
     "summaries", "4k tokens",  # noun phrases
     "his sacrificial fire of shavings", "a blue coat", "the only creature in the room", "barbaric Ethiopian emperor",
     "her house", "the house and the garden", "Jane's pleasure", "trophies", "the garden in spring",
+    "the family", "a lovely garden", "a married woman", "income", "the morning",
 ]  # fmt: skip
 
 
