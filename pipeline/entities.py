@@ -94,13 +94,16 @@ DETERMINERS = frozenset(
     "few one two three four five six seven eight nine ten".split()
 )
 # adverbs a noun phrase neither starts nor ends with ("again immediately", "a chair near", "nobody else")
-ADVERBS = frozenset("again aside near ago else indeed instead together well".split())
+ADVERBS = frozenset("again aside near ago else indeed instead together".split())
 # verb forms and comparatives that are no noun phrase alone ("gone", "made", "says", "better")
 VERB_FORMS = frozenset(
     "gone made done been seen said says speak speaks spoke going doing being having saying better worse".split()
 )
-# words in -ly that are nouns or adjectives, not adverbs: "the family", "a lily"
-_NOT_ADVERBS_IN_LY = frozenset("family lily belly ally folly holly jelly bully rally fly supply reply".split())
+# adverbs by their endings ("generally", "immediately", "perfectly", "uncommonly"), not "family", "assembly",
+# "elderly", "daily", "melancholy"
+_ADVERB_ENDINGS = ("ally", "ately", "ously", "ively", "ently", "antly", "fully", "ctly", "nly", "edly", "ingly")
+# nouns in -ed, not participles: "top speed", "bitter hatred"
+_NOUNS_IN_ED = frozenset("speed steed hatred kindred hundred thread sacred seed need deed creed greed breed".split())
 ENDLESS = EDGE_WORDS | DETERMINERS | ADVERBS | {"own"}
 MAX_BARE_WORDS = 3  # a longer phrase without a determiner first is a clause's piece, not a noun phrase
 # how many times the others' mentions (plus one) the leading candidate needs to take an untitled short name
@@ -153,14 +156,15 @@ def is_entity(surface: str) -> bool:
         return False
     bare = words[0] not in DETERMINERS and not words[0].isdigit()
     # without a determiner, an adverb in -ly, a gerund first or a participle last make a clause's piece:
-    # "generally different", "stirring the fire", "two daughters married"
-    if bare and (any(_adverb(w) for w in words) or _gerund(words[0]) or (len(words) > 1 and _participle(words[-1]))):
+    # "generally different", "stirring the fire", "daughters married"
+    if bare and any(w.endswith(_ADVERB_ENDINGS) and len(w) > 4 for w in words):
+        return False
+    if bare and _gerund(words[0]) and len(words) > 1 and (words[1] in DETERMINERS or words[1] in STOPWORDS):
+        return False  # "stirring the fire", not "sitting room" or "whaling voyage"
+    if bare and len(words) > 1 and _participle(words[-1]) and words[-1] not in _NOUNS_IN_ED:
         return False
     return not bare or (len(words) <= MAX_BARE_WORDS and not {"and", "or"} & set(words))
 
-
-def _adverb(word: str) -> bool:
-    return len(word) > 4 and word.endswith("ly") and word not in _NOT_ADVERBS_IN_LY
 
 
 def _participle(word: str) -> bool:

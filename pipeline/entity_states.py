@@ -36,6 +36,22 @@ RECENT = 12
 _OPENER = re.compile(
     r"\b(?:When|While|As|After|Before|Until|Till|Since|If|Because|Though|Although|Then|But|And|Let)\s+$"
 )
+# someone unnamed who acts: "the whale rose again; he swam away", "the harpooneer ... he is expected to pull his
+# oar". Such a clause's subject is a stand-in of its gender: a "he" or "she" after it goes to no one, not to the
+# last person named before it. Nouns that a pronoun of one gender follows in novels; "it" nouns are left out, and
+# so are "the gentleman" and "the lady", which are as often a named person again ("The gentleman experienced
+# some change of feeling; he drew back his chair" is Mr. Darcy).
+UNNAMED_HE, UNNAMED_SHE = "\x00he", "\x00she"
+_HE_NOUNS = (
+    "man boy fellow husband father son brother uncle nephew king prince lord master mate sailor "
+    "seaman harpooneer harpooner headsman steersman helmsman captain skipper landlord stranger whale"
+)
+_SHE_NOUNS = "woman girl wife mother daughter sister aunt niece queen princess maid housekeeper widow"
+_UNNAMED = re.compile(
+    r"(?:^|[.!?;:\"\u201c\u201d]\s*|\b(?:and|but|then|when|while|as|till|until)\s+)"
+    r"(?:[Tt]he|[Tt]his|[Tt]hat)\s+(?:[a-z]+\s+)?"
+    rf"(?:(?P<he>{'|'.join(_HE_NOUNS.split())})|(?P<she>{'|'.join(_SHE_NOUNS.split())}))(?=\s+[a-z])"
+)
 # a person's own pronouns in its clause: "Mary hid herself" ("his" and "her" are as often someone else's:
 # "Elizabeth looked at his face" made Elizabeth a "he")
 _HE_WORDS, _SHE_WORDS = frozenset(("himself",)), frozenset(("herself",))
@@ -84,6 +100,10 @@ class EntityStates:
         names = list(dict.fromkeys([*names, *(p for p in self.acted if p in passage)]))
         self.name_titles(names)
         subjects = subject_spans(passage, names, _OPENER)
+        subjects += [
+            (m.start("he") if m["he"] else m.start("she"), m.end(), UNNAMED_HE if m["he"] else UNNAMED_SHE)
+            for m in _UNNAMED.finditer(passage)
+        ]
         sentences = [(m.end(), m.group()) for m in _SENTENCE.finditer(passage)]
         counted, resolved, here = 0, {}, []  # here: the people who opened a clause of the current sentence
         for start, end, name in sorted(subjects, key=lambda s: (s[0], -s[1])):
@@ -94,16 +114,21 @@ class EntityStates:
             if not after:  # "fought in Egypt and Siberia." names the last item of a list, no one who acts
                 continue
             pronoun = passage[start:end].casefold() if name is None else None
+            if name in (UNNAMED_HE, UNNAMED_SHE):  # acts, in the scene, and is nobody a line can name
+                self.act(name, [])
+                self.seen[name] = self.sentences
+                here.append(name)
+                continue
             if name is not None:
+                if " " not in name:  # counted first: a name taken for a place can act its way out of it
+                    self.placed.setdefault(name, [0, 0])[0] += 1
                 if self.is_place(name):  # "when her inquiries after Rosings were made": no one who acts
                     continue
-                if " " not in name:
-                    self.placed.setdefault(name, [0, 0])[0] += 1
             if pronoun:
                 name = self.resolve(pronoun, content_words(after), here)
                 if name is None:
                     continue
-                resolved[start] = name
+                resolved[start] = "" if name in (UNNAMED_HE, UNNAMED_SHE) else name
                 if not name:  # no one the states know: no one to act
                     continue
             # a resolution may be wrong: it keeps the person in the scene, but adds no words or votes to it,
@@ -117,7 +142,7 @@ class EntityStates:
             self.count(sentence)
         for name in names:  # "at Rosings", "in Meryton": counted for the chunks after this one
             if " " not in name:
-                at = len(re.findall(rf"(?<!\w)(?:at|in|into|near|within)\s+{re.escape(name)}(?![\w'\u2019])", passage))
+                at = len(re.findall(rf"(?<!\w)(?i:at|in|into|near|within)\s+{re.escape(name)}(?![\w'\u2019])", passage))
                 if at:
                     self.placed.setdefault(name, [0, 0])[1] += at
         return resolved
@@ -157,6 +182,8 @@ class EntityStates:
         titled = _title_gender(person)
         if titled:
             return titled
+        if person in (UNNAMED_HE, UNNAMED_SHE):
+            return person[1:]
         # a surname alone is its titled namesakes' gender, before the given name ("Darcy" is a given name too;
         # "Elizabeth Bennet" has one of her own). English prose names a man by his surname alone and a woman by
         # her title ("Darcy", but "Miss Bingley"), so "Mr." named as often as "Miss" and "Mrs." makes a "he".
@@ -217,4 +244,12 @@ class EntityStates:
         return cls(dict(data["words"]), dict(data["acted"]), dict(data["counts"]), dict(data["last_seen"]),
                    int(data["sentences"]), int(data["clauses"]), genders={p: list(v) for p, v in data["genders"].items()},
                    seen=dict(data.get("seen", {})), titled={w: list(v) for w, v in data.get("titled", {}).items()},
-                   placed={w: list(v) for w, v in data.get("placed", {}).items()})  # fmt: skip
+                   placed=_placed(data))  # fmt: skip
+
+
+def _placed(data: dict) -> dict[str, list[int]]:
+    """The place counts of saved states; states saved before them count everyone who acted as acting often, so
+    that a resumed run does not take a person for a place after two mentions of "at Queequeg"."""
+    if "placed" in data:
+        return {w: list(v) for w, v in data["placed"].items()}
+    return {p: [1 << 20, 0] for p in data["acted"] if " " not in p}

@@ -362,10 +362,16 @@ def _after_title(passage: str, at: int) -> bool:
 
 
 def _after_a_title_alone(passage: str, at: int, name: str) -> bool:
-    """Whether the titled `name` at `at` follows a title of its own joined by "and" ("Mr. and Mrs. Gardiner"): a
-    couple ("the Captain and Mrs. Hussey" are two people, the last of them a subject as in any compound)."""
-    before = re.search(r"\b(?:Mrs?|Ms|Dr)\.?\s+(?:and|&)\s+$", passage[max(0, at - 16) : at])
-    return before is not None and name.split()[0].rstrip(".").casefold() in TITLES
+    """Whether the titled `name` at `at` follows a title of its own joined by "and" ("Mr. and Mrs. Gardiner",
+    "Colonel and Mrs. Forster"): a couple ("the Captain and Mrs. Hussey" are two people, the last of them a
+    subject as in any compound)."""
+    before = re.search(r"(\S*\s+)?\b([A-Za-z]+)\.?\s+(?:and|&)\s+$", passage[max(0, at - 24) : at])
+    return (
+        before is not None
+        and before.group(2).casefold() in TITLES
+        and (before.group(1) or "").strip().casefold() != "the"
+        and name.split()[0].rstrip(".").casefold() in TITLES
+    )
 
 
 def _last_of_a_compound_in_no_clause(passage: str, at: int, longest_first: list[str]) -> bool:

@@ -94,10 +94,24 @@ def test_a_name_the_text_puts_after_at_and_in_is_a_place_that_does_not_act():
     assert not states.is_place("Jane")  # a given name says she is a person
     read(states, ["Ahab stood. Ahab turned. Stubb looked at Ahab, and stared at Ahab."])
     assert not states.is_place("Ahab")  # more often a subject than after "at"
+    read(states, ["Then Stubb looked at Flask, and at Flask again.", "Later, Flask rose. Then Flask sang. Flask ran."])
+    assert not states.is_place("Flask")  # taken for a place, it acts its way out
+    resumed = EntityStates.from_dict({k: v for k, v in states.to_dict().items() if k != "placed"})
+    read(resumed, ["Stubb looked at Ahab, and in Ahab, and at Ahab."])
+    assert not resumed.is_place("Ahab")  # states saved before the counts: everyone who acted acts often
     passage, known = "Rosings was quiet at noon. Mary sang a song.", ["Rosings", "Mary"]
     assert "Rosings |" in fact_grammar("text", 4, passage, known)
     grammar = fact_grammar("text", 4, passage, known, places=states.placed.keys() & {"Rosings"})
     assert "Rosings |" not in grammar and "Mary |" in grammar
+
+
+def test_a_pronoun_after_someone_unnamed_acted_goes_to_no_one():
+    text = "At noon, Stubb counted upon the capture. The whale rose, and he swam away. Later, Stubb laughed. He cheered."
+    (found,) = read(EntityStates(), [text])
+    assert found == {text.index("he swam"): "", text.index("He cheered"): "Stubb"}
+    text = "At noon, Stubb counted upon the capture. The moment was ecstasy, and he swam away."
+    (found,) = read(EntityStates(), [text])
+    assert found == {text.index("he swam"): "Stubb"}  # "the moment" is no one who acts
 
 
 def test_a_wrong_guess_does_not_draw_the_next_pronouns():

@@ -343,6 +343,8 @@ def test_a_couple_under_one_name_is_no_subject():
     assert sorted(subjects) == ["Mr. Collins", "Mrs. Hurst"]  # a compound of two names keeps its last
     passage = "At noon the Captain and Mrs. Hussey went below. The doctor and Jane walked home."
     assert sorted(s[2] for s in subject_spans(passage, ["Mrs. Hussey", "Jane"])) == ["Jane", "Mrs. Hussey"]
+    passage = "At noon Colonel and Mrs. Forster went below."
+    assert subject_spans(passage, ["Mrs. Forster"]) == []
 
 
 def bennet_passages(model, second: int) -> tuple:
