@@ -9,7 +9,9 @@ Tromsø." goes to the one person who kept a ledger, pages later, past the names 
 the last person who did anything (if a clause named it in the last RECENT sentences: else no one), of the
 pronoun's gender where it is known: by the person's title ("Mrs." is not "he"), its titled namesakes ("Darcy" is
 a "he" where the text names "Mr. Darcy" at least as often as "Miss Darcy"), its given name ("Jane", "Charles":
-English given names of one gender, from Faker's census lists) or its reflexives ("Mary hid herself").
+English given names of one gender, from Faker's census lists) or its reflexives ("Mary hid herself"). Someone
+unnamed who acts ("the whale rose") is in the scene too, as a stand-in: a pronoun that goes to it gets no one.
+A one-word name the text puts after "at" or "in" more often than it acts is a place ("Rosings") and never acts.
 
 Measured (docs/knowledge.md): on facts planted in real book text and changed chunks later by a pronoun
 sentence, 51 of 55 follow-ups resolved (the last person who acted: 6); on subject pronouns of the books
