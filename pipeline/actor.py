@@ -341,8 +341,7 @@ class Extractor:
         # names said in the chunks before: a chosen antecedent needs no place here, and one said later in this
         # chunk must not become a choice for an earlier pronoun the states left open
         known = list(dict.fromkeys(reading.names + noted))
-        places = {n for n in [*names_in(passage), *known] if reading.entities.is_place(n)}  # "at Rosings"
-        return fact_grammar(mode, lines, passage, known, relations, antecedents, places)
+        return fact_grammar(mode, lines, passage, known, relations, antecedents, reading.entities.places())
 
     def prose(self, seen: list[list[str]]) -> LogitsProcessorList | None:
         """For summaries and notes under a grammar: capitalised words only from the names each document has

@@ -166,7 +166,6 @@ def is_entity(surface: str) -> bool:
     return not bare or (len(words) <= MAX_BARE_WORDS and not {"and", "or"} & set(words))
 
 
-
 def _participle(word: str) -> bool:
     return len(word) > 4 and word.endswith("ed")  # "seated on an oaken chair", "acquainted with"
 

@@ -44,6 +44,7 @@ _OPENER = re.compile(
 # so are "the gentleman" and "the lady", which are as often a named person again ("The gentleman experienced
 # some change of feeling; he drew back his chair" is Mr. Darcy).
 UNNAMED_HE, UNNAMED_SHE = "\x00he", "\x00she"
+_STAND_INS = frozenset((UNNAMED_HE, UNNAMED_SHE))
 _HE_NOUNS = (
     "man boy fellow husband father son brother uncle nephew king prince lord master mate sailor "
     "seaman harpooneer harpooner headsman steersman helmsman captain skipper landlord stranger whale"
@@ -116,7 +117,7 @@ class EntityStates:
             if not after:  # "fought in Egypt and Siberia." names the last item of a list, no one who acts
                 continue
             pronoun = passage[start:end].casefold() if name is None else None
-            if name in (UNNAMED_HE, UNNAMED_SHE):  # acts, in the scene, and is nobody a line can name
+            if name in _STAND_INS:  # acts, in the scene, and is nobody a line can name
                 self.act(name, [])
                 self.seen[name] = self.sentences
                 here.append(name)
@@ -130,7 +131,7 @@ class EntityStates:
                 name = self.resolve(pronoun, content_words(after), here)
                 if name is None:
                     continue
-                resolved[start] = "" if name in (UNNAMED_HE, UNNAMED_SHE) else name
+                resolved[start] = "" if name in _STAND_INS else name
                 if not name:  # no one the states know: no one to act
                     continue
             # a resolution may be wrong: it keeps the person in the scene, but adds no words or votes to it,
@@ -184,7 +185,7 @@ class EntityStates:
         titled = _title_gender(person)
         if titled:
             return titled
-        if person in (UNNAMED_HE, UNNAMED_SHE):
+        if person in _STAND_INS:
             return person[1:]
         # a surname alone is its titled namesakes' gender, before the given name ("Darcy" is a given name too;
         # "Elizabeth Bennet" has one of her own). English prose names a man by his surname alone and a woman by
@@ -208,6 +209,10 @@ class EntityStates:
             return False
         clauses, located = self.placed[name]
         return located >= 2 and located > clauses and self.gender(name) == ""
+
+    def places(self) -> set[str]:
+        """The names `is_place` says are places."""
+        return {name for name in self.placed if self.is_place(name)}
 
     def name_titles(self, names: list[str]) -> None:
         """Count the passage's titled names ("Mr. Darcy", not "Colonel Forster"), by their last word."""

@@ -56,17 +56,18 @@ def ground(t: Triple, text: str, char_start: int, char_end: int) -> tuple[int, i
     the chunk has its relation and object word for word, from the subject's mention (or the "he"/"she") before
     it in its sentence; else from the first mention of the subject or object to the last one; the whole chunk
     when neither is found."""
+    subject = _mentions(t.subject, text, char_start, char_end)
     clauses = _mentions(f"{t.relation} {t.object}", text, char_start, char_end, _WORD_GAP)
-    found = [m[0] for name in (t.subject, t.object) if (m := _mentions(name, text, char_start, char_end))]
     if not clauses:  # not a copy of the text ("paces the Pequod" of "paces the deck of the Pequod")
+        found = [m[0] for m in (subject, _mentions(t.object, text, char_start, char_end)) if m]
         if not found:
             return char_start, char_end, 0.0
         return min(m.start() for m in found), max(m.end() for m in found), len(found) / 2
-    score = (1 + bool(_mentions(t.subject, text, char_start, char_end))) / 2  # the object is in the clause
+    score = (1 + bool(subject)) / 2  # the object is in the clause
     # "was gone" may be several people's: the clause whose sentence names the subject, else one after a pronoun
     spans = [_subject_first(t.subject, text, char_start, c) for c in clauses]
-    named = [s for s, named in spans if named == "subject"] or [s for s, named in spans if named == "pronoun"]
-    return (*(named or [spans[0][0]])[0], score)
+    best = next((s for s, by in spans if by == "subject"), None) or next((s for s, by in spans if by == "pronoun"), None)
+    return (*(best or spans[0][0]), score)
 
 
 def _subject_first(subject: str, text: str, char_start: int, clause: re.Match) -> tuple[tuple[int, int], str]:

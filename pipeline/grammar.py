@@ -20,10 +20,9 @@ the quality (docs/knowledge.md).
 """
 
 import bisect
-import functools
 import json
 import re
-from functools import cached_property
+from functools import cache, cached_property
 
 import llguidance
 import llguidance.hf
@@ -335,7 +334,7 @@ def _title_gender(name: str) -> str:
     return "he" if title in _HE else "she" if title in _SHE else ""
 
 
-@functools.cache
+@cache
 def _given_names() -> tuple[frozenset[str], frozenset[str]]:
     """English given names of one gender: ("he" names, "she" names). Faker's lists come from census counts; a
     name on both ("Emma", "Darcy", "Sydney") is on neither here."""
