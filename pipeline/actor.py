@@ -245,7 +245,8 @@ class Extractor:
                 )
                 state = self.model.step(state, ids, mask)
             for i, text, n in zip(active, texts, counts, strict=True):
-                readings[i].add_facts(*self.fact_rows(docs[i], chunks[i][t], text), n)
+                said = antecedents[i] if chosen else None  # which "he" a line's subject was resolved from
+                readings[i].add_facts(*self.fact_rows(docs[i], chunks[i][t], text, said), n)
         else:
             state = self.model.step(state, ids, mask)
         for i in active:
@@ -400,11 +401,13 @@ class Extractor:
         )  # fmt: skip
         return _texts_and_counts(self.model.replies(rows))
 
-    def fact_rows(self, doc: dict, chunk: Chunk, generated: str) -> tuple[list[dict], int]:
+    def fact_rows(
+        self, doc: dict, chunk: Chunk, generated: str, antecedents: dict[int, str] | None = None
+    ) -> tuple[list[dict], int]:
         triples, bad = parse_facts(generated)
         rows = []
         for t in triples:
-            start, end, score = ground(t, doc["text"], chunk.char_start, chunk.char_end)
+            start, end, score = ground(t, doc["text"], chunk.char_start, chunk.char_end, antecedents)
             rows.append(
                 {
                     "doc_id": doc["doc_id"],

@@ -50,12 +50,15 @@ def fact_key(t: Triple) -> tuple[str, str, str]:
     return normalize(t.subject), _SPACE.sub(" ", t.relation.casefold()).strip(), normalize(t.object)
 
 
-def ground(t: Triple, text: str, char_start: int, char_end: int) -> tuple[int, int, float]:
+def ground(
+    t: Triple, text: str, char_start: int, char_end: int, antecedents: dict[int, str] | None = None
+) -> tuple[int, int, float]:
     """Evidence span (absolute offsets, inside [char_start, char_end)) and score: the share of subject and
     object found as whole words (case-insensitive) in the chunk. The span is the clause the line copies where
     the chunk has its relation and object word for word, from the subject's mention (or the "he"/"she") before
     it in its sentence; else from the first mention of the subject or object to the last one; the whole chunk
-    when neither is found."""
+    when neither is found. `antecedents` (offsets in the chunk: the name each pronoun was resolved to) tell
+    which "he" of two with the same words after it is the line's."""
     subject = _mentions(t.subject, text, char_start, char_end)
     clauses = _mentions(f"{t.relation} {t.object}", text, char_start, char_end, _WORD_GAP)
     if not clauses:  # not a copy of the text ("paces the Pequod" of "paces the deck of the Pequod")
@@ -66,8 +69,12 @@ def ground(t: Triple, text: str, char_start: int, char_end: int) -> tuple[int, i
     score = (1 + bool(subject)) / 2  # the object is in the clause
     # "was gone" may be several people's: the clause whose sentence names the subject, else one after a pronoun
     spans = [_subject_first(t.subject, text, char_start, c) for c in clauses]
-    best = next((s for s, by in spans if by == "subject"), None) or next((s for s, by in spans if by == "pronoun"), None)
-    return (*(best or spans[0][0]), score)
+    named = next((s for s, by in spans if by == "subject"), None)
+    pronouns = [s for s, by in spans if by == "pronoun"]
+    if antecedents is not None:  # the pronoun resolved to the subject, then one resolved to no one known
+        means = lambda s: antecedents.get(s[0] - char_start)  # noqa: E731
+        pronouns.sort(key=lambda s: 0 if means(s) == t.subject else 1 if means(s) is None else 2)
+    return (*(named or next(iter(pronouns), None) or spans[0][0]), score)
 
 
 def _subject_first(subject: str, text: str, char_start: int, clause: re.Match) -> tuple[tuple[int, int], str]:

@@ -76,6 +76,18 @@ def test_ground_spans_the_clause_a_copied_line_comes_from():
     assert text[s:e] == "Col. Forster was gone"  # the clause whose sentence names the subject, not the first
 
 
+def test_ground_takes_the_pronoun_the_subject_was_resolved_from():
+    text = "Jane sat down. He was gone; then Darcy turned, and she was gone too."
+    start = 5  # the chunk begins after "Jane "
+    he, she = text.index("He") - start, text.index("she") - start
+    s, e, _ = ground(Triple("Jane", "was", "gone"), text, start, len(text), {he: "Darcy", she: "Jane"})
+    assert text[s:e] == "she was gone"
+    s, e, _ = ground(Triple("Jane", "was", "gone"), text, start, len(text), {he: "Darcy"})
+    assert text[s:e] == "she was gone"  # a pronoun no one was chosen for, before one that means someone else
+    s, e, _ = ground(Triple("Jane", "was", "gone"), text, start, len(text))
+    assert text[s:e] == "He was gone"  # without the resolutions: the first clause after a pronoun
+
+
 def test_ground_offsets_survive_case_folding_that_changes_length():
     text = "Straße STRASSE İstanbul whale"
     s, e, _ = ground(Triple("whale", "is", "whale"), text, 0, len(text))
