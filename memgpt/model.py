@@ -41,7 +41,6 @@ class MemGPTOutput:
     logits: torch.Tensor | None  # (B, T, V) over the chunk's tokens
     loss: torch.Tensor | None
     memory: MemoryState  # the state after reading the chunk
-    hidden: torch.Tensor | None = None  # (B, P, D) last hidden states at every position, memory's included
 
 
 @dataclass
@@ -178,24 +177,25 @@ class MemGPT(nn.Module):
         memory: MemoryState | None = None,
         labels: torch.Tensor | None = None,
         return_logits: bool = True,
-        return_hidden: bool = False,
     ) -> MemGPTOutput:
         """Read one chunk per document (B, T), right-padded: logits with the memory so far, and the new memory.
 
-        Rows whose mask is all zero keep their state unchanged (documents that already ended). With
-        `return_hidden`, the backbone's last hidden states over the whole layout come back too (a training loss
-        on what the memory writes reads them).
+        Rows whose mask is all zero keep their state unchanged (documents that already ended).
         """
         input_ids, mask, state = self._chunk_inputs(input_ids, attention_mask, memory)
         active = mask.any(-1)
         if not active.all():
             idx = active.nonzero().squeeze(-1)
-            sub = self.forward(input_ids[idx], mask[idx], state.select(idx), None, return_logits, return_hidden)
-            logits, hidden = (_scatter_rows(t, idx, len(mask)) for t in (sub.logits, sub.hidden))
-            return MemGPTOutput(logits, _lm_loss(logits, labels, mask), state.scatter(idx, sub.memory), hidden)
+            sub = self.forward(input_ids[idx], mask[idx], state.select(idx), None, return_logits)
+            logits = None
+            if sub.logits is not None:
+                logits = sub.logits.new_zeros(input_ids.shape + sub.logits.shape[-1:]).index_copy(
+                    0, idx, sub.logits
+                )
+            return MemGPTOutput(logits, _lm_loss(logits, labels, mask), state.scatter(idx, sub.memory))
         new_state, inputs, hidden = self._write(state, input_ids, mask)
         logits = self.backbone.get_output_embeddings()(hidden[:, inputs.text]) if return_logits else None
-        return MemGPTOutput(logits, _lm_loss(logits, labels, mask), new_state, hidden if return_hidden else None)
+        return MemGPTOutput(logits, _lm_loss(logits, labels, mask), new_state)
 
     def _chunk_inputs(
         self, input_ids, attention_mask, memory
@@ -445,13 +445,6 @@ def _default_tokenizer(config: MemGPTConfig):
     if isinstance(config.backbone, dict):
         return hub.load_tokenizer()
     return None
-
-
-def _scatter_rows(rows: torch.Tensor | None, idx: torch.Tensor, batch_size: int) -> torch.Tensor | None:
-    """The rows of a sub-batch put back at `idx` of a zero batch of `batch_size` rows."""
-    if rows is None:
-        return None
-    return rows.new_zeros((batch_size, *rows.shape[1:])).index_copy(0, idx, rows)
 
 
 def _lm_loss(

@@ -67,13 +67,9 @@ class SlotMemory(nn.Module):
             text=slice(n, n + embeds.shape[1]),
         )
 
-    def written(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The backbone's outputs at the write slots (B, n, D), of its hidden states over a chunk's layout."""
-        return hidden[:, -self.num_slots :]
-
     def update(self, state, inputs, hidden, mask, attentions) -> dict[str, torch.Tensor]:
         prev = state["memory"]  # (B, n, D)
-        candidate = self.proj(self.written(hidden).to(self.proj.weight.dtype))  # (B, n, D)
+        candidate = self.proj(hidden[:, -self.num_slots :].to(self.proj.weight.dtype))  # (B, n, D)
         gate = torch.sigmoid(self.gate(torch.cat([candidate, prev.to(candidate.dtype)], dim=-1)))
         memory = gate * candidate + (1 - gate) * prev.to(candidate.dtype)
         return {"memory": memory, "n_read": state["n_read"] + mask.sum(-1)}

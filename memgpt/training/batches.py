@@ -31,8 +31,6 @@ class Batch:
     context: Seq | None = None  # [last k chunks | prompt | target], read by the backbone alone
     query: Seq | None = None  # [last chunk | question | answer], with the memory of the chunks (task books)
     docs: list[planted.Document] | None = None
-    # task books, (B, N): the answer's first token for each write that comes after the fact's segment, else -100
-    write_targets: torch.Tensor | None = None
 
 
 class TaskPrompts:
@@ -125,10 +123,7 @@ def books_batch(prompts: "TaskPrompts", books: BookSplits, n_chunks: int, chunk_
     chunks = torch.tensor([d.segments[:-1] for d in docs], dtype=torch.long).view(
         len(docs), n_chunks - 1, chunk_size
     )
-    # the last segment is read with the question, not written: a write t in 0..N-2 follows segment t
-    targets = [[d.answer[0] if t >= d.answer_read else -100 for t in range(n_chunks - 1)] for d in docs]
-    query = prompts.seq([(d.segments[-1] + d.question, d.answer) for d in docs])
-    return Batch(chunks, query=query, write_targets=torch.tensor(targets, dtype=torch.long).view(len(docs), -1))
+    return Batch(chunks, query=prompts.seq([(d.segments[-1] + d.question, d.answer) for d in docs]))
 
 
 class TextStream:

@@ -30,7 +30,6 @@ class RecallDoc:
     answer: list[int]  # its answer's tokens, then the end of text
     answer_text: str
     fact_segments: list[int]  # the segments the fact's sentences are in
-    answer_read: int  # the segment in which the sentence giving the answer ends
 
 
 class BookSplits:
@@ -87,15 +86,13 @@ def recall_doc(books: BookSplits, tokenizer, rng: random.Random, split: str, n_s
         kept.append(p)
         total += len(p)
     at = sorted(rng.choices(range(len(kept) + 1), k=len(facts)))  # fact sentence i goes before kept[at[i]]
-    ids, starts, end = list(head), [], 0
+    ids, starts = list(head), []
     for i, p in enumerate([*kept, []]):
         for j in (j for j, a in enumerate(at) if a == i):
             starts.append(len(ids))
             ids += encode(facts[j])
-            end = len(ids)  # the last fact sentence (the answer's) is the last planted
         ids += p
     ids = (ids + [tokenizer.eos_token_id] * width)[:width]  # a short excerpt is padded with end of text
     answer_ids = tokenizer.encode(" " + answer, add_special_tokens=False) + [tokenizer.eos_token_id]
     segments = [ids[k * segment : (k + 1) * segment] for k in range(n_segments)]
-    answer_read = (end - 1) // segment  # the facts fit in the width: `room` left space for them
-    return RecallDoc(segments, q_ids, answer_ids, answer, [s // segment for s in starts], answer_read)
+    return RecallDoc(segments, q_ids, answer_ids, answer, [s // segment for s in starts])

@@ -26,27 +26,11 @@ def _split_labels(seq: Seq, context_len: int) -> tuple[torch.Tensor, torch.Tenso
     return lm, target
 
 
-def write_loss(model: MemGPT, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """-log of the answer's probability averaged over the write slots (some slot is to say it, not every one),
-    summed over the rows whose target is set, and their number."""
-    if model.config.memory != "slots":
-        raise ValueError(f"write_weight needs slot memory, not {model.config.memory!r}")
-    rows = (targets != -100).nonzero().squeeze(-1).to(hidden.device)
-    if not len(rows):
-        return hidden.new_zeros(()), 0
-    written = model.memory.written(hidden[rows])  # (R, n, D)
-    logp = model.backbone.get_output_embeddings()(written).float().log_softmax(-1)  # (R, n, V)
-    said = logp.gather(-1, targets[rows.cpu()].to(hidden.device).view(-1, 1, 1).expand(-1, logp.shape[1], 1))
-    n_slots = torch.tensor(float(written.shape[1]), device=hidden.device)
-    per_row = -(said.squeeze(-1).logsumexp(-1) - n_slots.log())  # (R,)
-    return per_row.sum(), len(rows)
-
-
 def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted loss of one batch: read the chunks in order, with truncated BPTT, scoring each objective."""
     B, N, C = batch.chunks.shape
     dev = model.device
-    sums: dict[str, list] = {k: [0.0, 0] for k in ("lm", "facts", "summary", "context", "answer", "write")}
+    sums: dict[str, list] = {k: [0.0, 0] for k in ("lm", "facts", "summary", "context", "answer")}
 
     def add(name: str, loss_n: tuple[torch.Tensor, int]) -> None:
         sums[name][0] = sums[name][0] + loss_n[0]
@@ -56,12 +40,7 @@ def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Ten
     for t in range(N):
         chunk = batch.chunks[:, t].to(dev)
         if batch.query is not None:  # a fact somewhere in the text, asked after it: only the answer is scored
-            if cfg.write_weight:
-                out = model(chunk, memory=state, return_logits=False, return_hidden=True)
-                add("write", write_loss(model, out.hidden, batch.write_targets[:, t]))
-                state = out.memory
-            else:
-                state = model.step(state, chunk)
+            state = model.step(state, chunk)
         elif batch.facts is None:  # plain text: the chunk's own tokens, with the memory of earlier chunks
             out = model(chunk, memory=state)
             add("lm", _ce(out.logits, chunk))
@@ -92,8 +71,7 @@ def batch_loss(model: MemGPT, batch: Batch, cfg: TrainConfig) -> tuple[torch.Ten
         )
 
     weights = {"lm": cfg.lm_weight if batch.facts is not None else 1.0, "facts": cfg.facts_weight,
-               "summary": cfg.summary_weight, "context": cfg.summary_weight, "answer": 1.0,
-               "write": cfg.write_weight}  # fmt: skip
+               "summary": cfg.summary_weight, "context": cfg.summary_weight, "answer": 1.0}  # fmt: skip
     loss = sum(weights[k] * s / max(n, 1) for k, (s, n) in sums.items() if n)
     stats = {k: float(s.detach()) / n for k, (s, n) in sums.items() if n}
     return loss, stats

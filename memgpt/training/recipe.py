@@ -37,9 +37,6 @@ class TrainConfig:
     docs: dict[str, Any] = field(default_factory=dict)  # PlantedConfig fields for task "planted"
     text_files: tuple[str, ...] = ()  # for tasks "text" and "books"
     question_first: bool = False  # books: the question before the text too, not only after it
-    # books, slot memory: weight of a loss that each write after the fact's segment says the answer (the
-    # backbone's next-token prediction at some write slot); 0: the answer after the last segment teaches alone
-    write_weight: float = 0.0
     random_lengths: bool = False  # each step reads 1..the curriculum's number of chunks, drawn at random
     eval_every: int = 0  # books: held-out accuracy every this many steps (and at the end); 0: never
     eval_segments: tuple[int, ...] = (1, 2, 4)  # books: the lengths, in chunks, that accuracy is measured at
@@ -76,8 +73,6 @@ class TrainConfig:
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.write_weight < 0 or (self.write_weight and self.task != "books"):
-            raise ValueError(f"write_weight must be >= 0 and is for task 'books', got {self.write_weight}")
         if self.task in ("text", "books") and not self.text_files:
             raise ValueError(f"task {self.task!r} needs text_files")
         object.__setattr__(self, "eval_segments", tuple(self.eval_segments))

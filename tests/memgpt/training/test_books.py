@@ -7,7 +7,6 @@ import pytest
 
 from memgpt.hub import load_tokenizer
 from memgpt.training import TrainConfig, train
-from memgpt.training.batches import TaskPrompts, books_batch
 from memgpt.training.books import BookSplits, make_fact, recall_doc
 
 CORPUS = Path(__file__).parents[4] / "shared" / "corpus"
@@ -50,19 +49,3 @@ def test_a_books_recipe_trains_and_measures_held_out_recall(tmp_path):
     train(cfg)
     history = [line for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert len(history) == 2 and all('"memory@2"' in h and '"last@2"' in h for h in history)
-
-
-def test_each_write_after_the_answer_was_read_is_taught_to_say_it(books):
-    tok = load_tokenizer()
-    seeds = list(range(16))
-    batch = books_batch(TaskPrompts(tok), books, 4, 32, seeds, question_first=True)
-    assert batch.write_targets.shape == (16, 3)
-    for seed, row in zip(seeds, batch.write_targets.tolist(), strict=True):
-        facts, _, answer = make_fact(random.Random(seed))
-        doc = recall_doc(books, tok, random.Random(seed), "train", 4, 32, question_first=True)
-        for t, target in enumerate(row):  # write t follows segment t
-            read = tok.decode(sum(doc.segments[: t + 1], []))
-            assert (target != -100) == (facts[-1] in read), (t, facts, read)
-            assert target in (-100, tok.encode(" " + answer, add_special_tokens=False)[0])
-    assert (batch.write_targets == -100).any() and (batch.write_targets != -100).any()
-
