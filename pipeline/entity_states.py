@@ -50,6 +50,10 @@ _HE_NOUNS = (
     "seaman harpooneer harpooner headsman steersman helmsman captain skipper landlord stranger whale"
 )
 _SHE_NOUNS = "woman girl wife mother daughter sister aunt niece queen princess maid housekeeper widow"
+# what puts a name where something is, or where someone goes: "at Rosings", "in Meryton", "came to Longbourn",
+# "her visit to Pemberley" (not "to" alone: "said to Jane")
+_LOCATED = (r"(?<!\w)(?i:at|in|into|near|within|(?:came|come|comes|coming|went|go|goes|going|gone|returned|return"
+            r"|returning|walked|drove|rode|travell?ed|journey|visit|way|back)\s+to)\s+")
 _UNNAMED = re.compile(
     r"(?:^|[.!?;:\"\u201c\u201d]\s*|\b(?:and|but|then|when|while|as|till|until)\s+)"
     r"(?:[Tt]he|[Tt]his|[Tt]hat)\s+(?:[a-z]+\s+)?"
@@ -92,7 +96,7 @@ class EntityStates:
     )  # a titled name's last word -> passages that named it with a "he" title, with a "she" title
     placed: dict[str, list[int]] = field(
         default_factory=dict
-    )  # a one-word name -> clauses it opened, mentions after "at", "in", "into", "near" or "within"
+    )  # a one-word name -> clauses it opened, mentions where something is or someone goes (_LOCATED)
 
     def read(self, passage: str, names: list[str]) -> dict[int, str]:
         """Read `passage` into the states: each clause whose subject is one of `names` or a pronoun, in order,
@@ -143,9 +147,9 @@ class EntityStates:
                 here.append(name)
         for _, sentence in sentences[counted:]:
             self.count(sentence)
-        for name in names:  # "at Rosings", "in Meryton": counted for the chunks after this one
+        for name in names:  # "at Rosings", "came to Meryton": counted for the chunks after this one
             if " " not in name:
-                at = len(re.findall(rf"(?<!\w)(?i:at|in|into|near|within)\s+{re.escape(name)}(?![\w'\u2019])", passage))
+                at = len(re.findall(rf"{_LOCATED}{re.escape(name)}(?![\w'\u2019])", passage))
                 if at:
                     self.placed.setdefault(name, [0, 0])[1] += at
         return resolved

@@ -105,6 +105,14 @@ def test_a_name_the_text_puts_after_at_and_in_is_a_place_that_does_not_act():
     assert "Rosings |" not in grammar and "Mary |" in grammar
 
 
+def test_where_someone_goes_counts_as_a_place_but_whom_someone_speaks_to_does_not():
+    states = EntityStates()
+    read(states, ["She was to come to Rosings every day. Their visit to Rosings was long.", "After Rosings were made, she sat."])
+    assert states.is_place("Rosings") and "Rosings" not in states.acted
+    read(states, ["Tom spoke to Flask, and said to Flask: no.", "Later, Flask rose."])
+    assert not states.is_place("Flask")  # "said to" is whom, not where
+
+
 def test_a_pronoun_after_someone_unnamed_acted_goes_to_no_one():
     text = "At noon, Stubb counted upon the capture. The whale rose, and he swam away. Later, Stubb laughed. He cheered."
     (found,) = read(EntityStates(), [text])
