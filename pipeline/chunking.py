@@ -1,8 +1,11 @@
 """Token-aware chunking with character offsets: chunks of at most `chunk_size` tokens that tile the text."""
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
+
+_ABBREVIATION = re.compile(r"(?<!\w)(?:Mr|Mrs|Ms|Dr|St|Capt|Col)\.$")
 
 
 @dataclass(frozen=True)
@@ -22,11 +25,14 @@ def tokenize_with_offsets(text: str, tokenizer) -> tuple[list[int], np.ndarray]:
     return list(enc["input_ids"]), offsets
 
 
-def cut_points(offsets: np.ndarray, chunk_size: int) -> list[int]:
-    """Token indices where chunks start, never cutting inside a character (its bytes may span tokens)."""
+def cut_points(offsets: np.ndarray, chunk_size: int, text: str | None = None) -> list[int]:
+    """Token indices where chunks start, never cutting inside a character (its bytes may span tokens). With
+    `text`, a chunk ends where a sentence does within its last eighth, else between words there: a cut inside a
+    sentence leaves neither half a clause to copy, and one inside a word ("The heads|man") a name or a subject."""
     n = len(offsets)
     # token k may start a chunk only if it shares no character with token k-1
     ok = np.flatnonzero(offsets[1:, 0] >= offsets[:-1, 1]) + 1
+    reach = chunk_size // 8
     starts, pos = [], 0
     while pos < n:
         starts.append(pos)
@@ -34,8 +40,44 @@ def cut_points(offsets: np.ndarray, chunk_size: int) -> list[int]:
         if limit >= n:
             break
         i = np.searchsorted(ok, limit, side="right") - 1
-        pos = int(ok[i]) if i >= 0 and ok[i] > pos else limit  # no clean cut within reach: cut at the limit
+        if i < 0 or ok[i] <= pos:  # no clean cut within reach: cut at the limit
+            pos = limit
+            continue
+        pos = int(ok[i])
+        if text is not None:
+            lo = np.searchsorted(ok, max(pos - reach, starts[-1]), side="right")
+            pos = _best_cut(text, offsets, ok[lo : i + 1][::-1], pos)
     return starts
+
+
+def _best_cut(text: str, offsets: np.ndarray, clean: np.ndarray, default: int) -> int:
+    """Of the clean cuts (last first), the last that starts a sentence, else a word, else `default`."""
+    for starts in (_starts_sentence, _starts_word):
+        for k in clean:
+            if starts(text, int(offsets[k, 0])):
+                return int(k)
+    return default
+
+
+def _starts_word(text: str, at: int) -> bool:
+    """Whether a token starting at `at` starts a word (byte-level tokens carry the space before it)."""
+    return at == 0 or at >= len(text) or text[at - 1].isspace() or text[at].isspace()
+
+
+def _starts_sentence(text: str, at: int) -> bool:
+    """Whether a token starting at `at` starts a sentence or a paragraph: the whitespace around `at` follows
+    ".", "!" or "?" (and a closing quote), not the dot of "Mr.", or holds a blank line."""
+    start, end = at, at
+    while start > 0 and text[start - 1].isspace():
+        start -= 1
+    while end < len(text) and text[end].isspace():
+        end += 1
+    if start == end:  # inside a word
+        return False
+    if text.count("\n", start, end) >= 2:
+        return True
+    before = text[max(0, start - 12) : start].rstrip("\"'\u201d\u2019)]")
+    return before.endswith((".", "!", "?")) and not _ABBREVIATION.search(before)
 
 
 def chunk_text(text: str, tokenizer, chunk_size: int) -> list[Chunk]:
@@ -43,7 +85,7 @@ def chunk_text(text: str, tokenizer, chunk_size: int) -> list[Chunk]:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     ids, offsets = tokenize_with_offsets(text, tokenizer)
-    starts = cut_points(offsets, chunk_size)
+    starts = cut_points(offsets, chunk_size, text)
     # a chunk's span runs from its first token's start to the next chunk's first token's start, so the
     # spans tile the text (whitespace a tokenizer skips belongs to the chunk before it)
     char_starts = [0] + [int(offsets[s, 0]) for s in starts[1:]]

@@ -206,9 +206,10 @@ class EntityStates:
         return "he" if he >= 2 * she + 1 else "she" if she >= 2 * he + 1 else ""
 
     def is_place(self, name: str) -> bool:
-        """Whether a one-word name of no known gender is a place: the text has put it after "at", "in", "into",
-        "near" or "within" at least twice, and more often than it has made it a clause's subject ("Rosings",
-        "Meryton", "Nantucket"; not "Queequeg", nor "Jane" with her given name)."""
+        """Whether a one-word name of no known gender is a place: the text has put it where something is or
+        where someone goes ("at", "in", "came to": `_LOCATED`) at least twice, and more often than it has made
+        it a clause's subject ("Rosings", "Meryton", "Nantucket"; not "Queequeg", nor "Jane" with her given
+        name)."""
         if " " in name or name not in self.placed:
             return False
         clauses, located = self.placed[name]

@@ -56,3 +56,18 @@ def test_a_book_is_chunked_exactly(tokenizer, book):
     assert "".join(book[c.char_start : c.char_end] for c in chunks) == book
     for c in chunks[:20] + chunks[-20:]:
         assert tokenizer.decode(c.token_ids) == book[c.char_start : c.char_end]
+
+
+def test_a_chunk_ends_where_a_sentence_does_else_between_words(tokenizer, book):
+    chunks = chunk_text(book, tokenizer, 512)
+    sentences = [book[c.char_end - 3 : c.char_end].rstrip().rstrip("\"'\u201d\u2019)]")[-1:] in ".!?"
+                 or "\n\n" in book[c.char_end - 2 : c.char_end + 1] for c in chunks[:-1]]  # fmt: skip
+    assert sum(sentences) >= 0.8 * len(sentences)  # Moby Dick's long sentences: else between words
+    for c in chunks[:-1]:  # never inside a word
+        assert book[c.char_end - 1].isspace() or book[c.char_end].isspace() or not book[c.char_end].isalnum()
+    assert all(len(c.token_ids) >= 512 - 512 // 8 for c in chunks[:-1])  # at most an eighth given up
+    first = "The whale rose high, and the boats went after it, " * 5 + "and the sea was calm."
+    text = first + " The headsman should stay in the bows; he should dart the lance."
+    size = len(tokenizer(first, add_special_tokens=False)["input_ids"]) + 5  # the limit: inside "The headsman ..."
+    second = chunk_text(text, tokenizer, size)[1]
+    assert size // 8 >= 5 and text[second.char_start :].lstrip().startswith("The headsman")
