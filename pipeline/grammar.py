@@ -46,8 +46,15 @@ _NEVER_NAMES = frozenset(
     # a sentence's first word before a name, never part of it: "Let Wickham be your man", "Poor Jane"
     "let pray tell why what how where who do did does is was are were have had shall could would should must "
     "if unless though although whether because till until perhaps indeed surely even only dear poor "
-    "whole all every each both such many several some any neither either".split()  # "Whole Atlantics and Pacifics"
+    "whole all every each both such many several some any neither either "  # "Whole Atlantics and Pacifics"
+    # prepositions, adverbs and heading words that a capital after a dash or an italic's "_" made look like one:
+    # taken for people, they drew the "he" of whole chapters of Moby Dick ("In", "As", "There", "CHAPTER")
+    "in on at as to of for from with by into upon onto there here when while after before since not soon once "
+    "again besides meanwhile chapter book "
+    # what starts a line of verse, capitalised mid-sentence: "I have letters sent me, / That set him high"
+    "my our your mine one give go come can stand make take see look hear speak say know think unto lest".split()
 )
+_NOT_NAMES = STOPWORDS | _NEVER_NAMES
 _HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
 _SHE = frozenset(
     "mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split()
@@ -72,6 +79,7 @@ _CLAUSE_START = re.compile(
 _NARRATOR = re.compile(r"I['\u2019]")  # "I've", "I'm" name no one
 _LONGER_NAME = re.compile(r" (?:de |van |von )?[A-Z][a-z]")  # a name's next word that makes it a longer one
 _CAPITALS = re.compile(r"[A-Z]{2,}")
+_ROMAN = re.compile(r"[IVXLC]{2,}")
 # "a wit.' But", "didst thou?—Dost not think"
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"\u201c\u201d(][\'\u2019\"\u201d\u2014]?\s*|\n\s*)$")
 # a clause: to its punctuation, "--", a table cell's "|" or a code span's "`", or a line break that ends a
@@ -144,13 +152,14 @@ def names_in(text: str) -> list[str]:
         )
         opened = False  # after "Till", "Let", "If": the name does not start the sentence ("Till Elizabeth")
         while words and (
-            words[0].casefold() in STOPWORDS
-            or words[0].casefold() in _NEVER_NAMES
+            _POSSESSIVE.sub("", words[0]).casefold() in _NOT_NAMES  # "That's", "What's"
             or (at_start and (words[0].casefold() in lowercase or words[0] in OPENERS))
         ):  # a sentence's opener is no part of a name ("When Mrs. Bennet")
             opened = opened or words[0].casefold() in _NEVER_NAMES
             words.pop(0)
         if not words or words[-1].rstrip(".").casefold() in TITLES or _NARRATOR.match(words[0]):
+            continue
+        if len(words) == 1 and _ROMAN.fullmatch(words[0].rstrip(".")):  # "IV" of "CHAPTER IV"
             continue
         if any(_CAPITALS.fullmatch(w.rstrip(".")) and w.rstrip(".").casefold() in lowercase for w in words):
             continue  # a word the text also writes in lower case, in capitals: a heading ("CHAPTER IV"), not "NASA"

@@ -440,3 +440,12 @@ def test_a_clause_after_if_states_no_fact():
     lines = [line for anchor in copied_anchors(passage, ["Mr. Bennet", "Mr. Collins"]) for line in anchor]
     assert lines and not any(line.startswith("Mr. Bennet") for line in lines)
     assert "Mr. Collins | returned | on Monday\n" in lines
+
+
+def test_a_capital_after_a_dash_an_italic_or_at_a_verse_line_makes_no_name_of_a_common_word():
+    # taken for people, "In", "As", "There", "That" and "CHAPTER" drew the "he" of whole chapters
+    assert names_in("Which way?_ In one of the triumphs, Ahab rose.") == ["Ahab"]
+    assert names_in("Then Flask danced—As the type, Stubb spoke.—“What's that Yarman about?”") == ["Flask", "Stubb", "Yarman"]
+    verse = "I have letters sent me ,\nThat set him high ; and Jane , My horse is tied ,\nGive answer ; Stand , Jane"
+    assert names_in(verse) == ["Jane"]
+    assert names_in("He rode on, CHAPTER 2, and Ahab followed. There's Ahab.") == ["Ahab"]
