@@ -1,11 +1,10 @@
 """Token-aware chunking with character offsets: chunks of at most `chunk_size` tokens that tile the text."""
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-_ABBREVIATION = re.compile(r"(?<!\w)(?:Mr|Mrs|Ms|Dr|St|Capt|Col)\.$")
+from memgpt.archival import SENTENCE_END
 
 
 @dataclass(frozen=True)
@@ -65,19 +64,15 @@ def _starts_word(text: str, at: int) -> bool:
 
 
 def _starts_sentence(text: str, at: int) -> bool:
-    """Whether a token starting at `at` starts a sentence or a paragraph: the whitespace around `at` follows
-    ".", "!" or "?" (and a closing quote), not the dot of "Mr.", or holds a blank line."""
+    """Whether a token starting at `at` starts a sentence or a paragraph: the whitespace around `at` is where
+    one ends (`SENTENCE_END`: after ".", "!" or "?" and a closing quote, not after "Mr.", or a blank line)."""
     start, end = at, at
     while start > 0 and text[start - 1].isspace():
         start -= 1
     while end < len(text) and text[end].isspace():
         end += 1
-    if start == end:  # inside a word
-        return False
-    if text.count("\n", start, end) >= 2:
-        return True
-    before = text[max(0, start - 12) : start].rstrip("\"'\u201d\u2019)]")
-    return before.endswith((".", "!", "?")) and not _ABBREVIATION.search(before)
+    # a match overlapping the whitespace: its punctuation just before it, or a blank line inside it
+    return start < end and any(m.end() > start for m in SENTENCE_END.finditer(text, max(0, start - 4), end))
 
 
 def chunk_text(text: str, tokenizer, chunk_size: int) -> list[Chunk]:
