@@ -11,7 +11,8 @@ pronoun's gender where it is known: by the person's title ("Mrs." is not "he"), 
 a "he" where the text names "Mr. Darcy" at least as often as "Miss Darcy"), its given name ("Jane", "Charles":
 English given names of one gender, from Faker's census lists) or its reflexives ("Mary hid herself"). Someone
 unnamed who acts ("the whale rose") is in the scene too, as a stand-in: a pronoun that goes to it gets no one.
-A one-word name the text puts after "at" or "in" more often than it acts is a place ("Rosings") and never acts.
+A one-word name the text puts where something is or someone goes ("at Rosings", "came to Rosings") more often
+than it acts is a place and never acts.
 
 Measured (docs/knowledge.md): on facts planted in real book text and changed chunks later by a pronoun
 sentence, 51 of 55 follow-ups resolved (the last person who acted: 6); on subject pronouns of the books
@@ -165,7 +166,7 @@ class EntityStates:
         the same sentence (`here`: "When Mrs. Bennet was told of this, she ..."), else the one with most rare
         words in common, then the latest; "" (no one) where none shares a rare word and the latest was last
         named more than RECENT sentences before; None where no one of its gender is known."""
-        same = [p for p in here if self.gender(p) in ("", pronoun) and not is_place(p) and not self.is_place(p)]
+        same = [p for p in here if self._may_be(p, pronoun)]
         # no vote for its gender: "Colonel Fitzwilliam reminded Elizabeth of having promised to play to him; and
         # she sat down" would make him a "she"
         if same:
@@ -176,12 +177,16 @@ class EntityStates:
             for w in words
             if 0 < self.counts.get(w, 0) <= self.rare and self.last_seen[w] < self.sentences - SCENE
         }
-        fits = [p for p in self.acted if self.gender(p) in ("", pronoun) and not is_place(p) and not self.is_place(p)]
+        fits = [p for p in self.acted if self._may_be(p, pronoun)]
         if not fits:
             return None
         best = max(fits, key=lambda p: (len(rare.intersection(self.words[p])), self.acted[p]))
         stale = self.sentences - self.seen.get(best, self.sentences) > RECENT
         return "" if self.rare and stale and not rare.intersection(self.words[best]) else best
+
+    def _may_be(self, person: str, pronoun: str) -> bool:
+        """Whether `pronoun` may mean `person`: not of the other gender, and no place ("Rosings Park", "Meryton")."""
+        return self.gender(person) in ("", pronoun) and not is_place(person) and not self.is_place(person)
 
     def gender(self, person: str) -> str:
         """ "he" or "she" by the person's title, else by its titled namesakes, else by its given name, else by
