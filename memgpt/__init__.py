@@ -1,7 +1,7 @@
 """memgpt: Hugging Face causal LMs with a fixed-size memory for documents of any length."""
 
 # the built-in memories register themselves on import (memgpt/memory.py), in this order
-from . import slots, kv, retrieval, archival  # noqa: F401  # isort: skip
+from . import slots, gist, kv, retrieval, archival  # noqa: F401  # isort: skip
 from .archival import ArchivalMemory
 from .config import MemGPTConfig
 from .hub import DEFAULT_MODEL, load_tokenizer
