@@ -10,7 +10,9 @@ it, asked after the last segment in other words. Two scores per document:
 - choice: of 10 candidate answers of the fact's kind (the ten places; or the number and nine others with as many
   digits), the answer is the most likely after the question. Chance is 1 in 10. A frozen base never learned to
   answer in one word, so only `choice` compares it fairly with the trained model.
-Rows: `slots` (the trained memory), `last segment` (the same model with its memory not written: what it answers
+A third score, `exact, fact earlier`: exact on the documents whose fact is stated before the last segment, the
+ones only a memory can answer (the last segment alone can only guess).
+Rows: the trained memory (by its name: `slots`, `gist`), `last segment` (the same model with its memory not written: what it answers
 from the last segment alone), `kv (full text)` (the run's backbone, untrained, with a kv memory that drops
 nothing: every segment in its context, what a memory could at best hand on; the retrieval memory keeps all of
 these few hundred tokens too, so it is the same row).
@@ -71,7 +73,7 @@ def choice_accuracy(model: MemGPT, docs: list[RecallDoc], only_last: bool = Fals
     return right / len(docs)
 
 
-def final_table(run: Path, segments: list[int], n_docs: int) -> list[dict]:
+def final_table(run: Path, segments: list[int], n_docs: int, exact_only: bool = False) -> list[dict]:
     trained = MemGPT.from_pretrained(run / FINAL, device="cpu", dtype=torch.float32).eval()
     cfg = json.loads((run / FINAL / TRAIN_CONFIG).read_text())
     books = BookSplits(list(cfg["text_files"]))
@@ -80,15 +82,21 @@ def final_table(run: Path, segments: list[int], n_docs: int) -> list[dict]:
     # keep all of these few hundred tokens, so it would be the same row)
     kv = MemGPT.from_backbone(trained.backbone, tokenizer=trained.tokenizer, memory="kv", chunk_size=chunk,
                               kv_budget=None)  # fmt: skip
-    methods = {"slots": (trained, False), "last segment": (trained, True)}
-    methods["kv (full text)"] = (kv.eval(), False)
+    methods = {trained.config.memory: (trained, False), "last segment": (trained, True)}
+    if not exact_only:
+        methods["kv (full text)"] = (kv.eval(), False)
     rows = []
     for n in segments:
         docs = held_out_docs(trained, books, n, n_docs, question_first=cfg["question_first"])
+        earlier = [d for d in docs if max(d.fact_segments) < n - 1]
         for name, (model, only_last) in methods.items():
-            exact = recall_accuracy(model, docs, only_last)
-            rows.append({"segments": n, "method": name, "exact": exact,
-                         "choice": choice_accuracy(model, docs, only_last)})  # fmt: skip
+            row = {"segments": n, "method": name, "exact": recall_accuracy(model, docs, only_last)}
+            if earlier:
+                row["exact, fact earlier"] = recall_accuracy(model, earlier, only_last)
+                row["documents, fact earlier"] = len(earlier)
+            if not exact_only:
+                row["choice"] = choice_accuracy(model, docs, only_last)
+            rows.append(row)
             print(rows[-1], flush=True)
     return rows
 
@@ -136,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--segments", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--docs", type=int, default=64, help="held-out documents per length")
     p.add_argument("--curve-only", action="store_true")
+    p.add_argument(
+        "--exact-only", action="store_true", help="no choice score and no kv row (minutes, not tens)"
+    )
     p.add_argument("--out", type=Path, default=Path("docs/benchmark"))
     p.add_argument("--name", default="books", help="the files written: <name>.json and <name>-curve.png")
     args = p.parse_args(argv)
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     plot(curve, args.out / f"{args.name}-curve.png")
     results = {"curve": curve}
     if not args.curve_only:
-        results["final"] = final_table(args.run, args.segments, args.docs)
+        results["final"] = final_table(args.run, args.segments, args.docs, args.exact_only)
         print_table(results["final"], f"the final model on {args.docs} held-out documents per length")
     (args.out / f"{args.name}.json").write_text(json.dumps(record(**results), indent=1))
 
