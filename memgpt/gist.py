@@ -22,6 +22,7 @@ from torch import nn
 from .cache import reserved_cache
 from .memory import BackboneInputs, MemoryKind, positions_from_mask, register_memory
 from .rope import KeyRotation, find_rotary
+from .slots import check  # n slots, as the slot memory's
 
 # how many positions at the end of the backbone call are write slots (None: not a write)
 _WRITING: ContextVar = ContextVar("memgpt_gist_writing", default=None)
@@ -29,9 +30,8 @@ _WRITING: ContextVar = ContextVar("memgpt_gist_writing", default=None)
 
 @dataclass(frozen=True)
 class GistOptions:
-    write_rank: int = (
-        8  # rank of the low-rank update the backbone's linear layers get at the write slots (0: none)
-    )
+    # rank of the low-rank update the backbone's linear layers get at the write slots (0: none)
+    write_rank: int = 8
 
 
 @contextmanager
@@ -158,11 +158,6 @@ def build(config, backbone, tokenizer=None) -> GistMemory:
     linears = {n: m for n, m in layers.named_modules() if isinstance(m, nn.Linear)}
     rotation = KeyRotation(rotary) if rotary is not None else None
     return GistMemory(config.num_slots, words, prefix, rotation, linears, config.options().write_rank)
-
-
-def check(config) -> None:
-    if config.num_slots < 1:
-        raise ValueError(f"num_slots must be >= 1, got {config.num_slots}")
 
 
 register_memory(
