@@ -199,6 +199,17 @@ def test_books_recall_benchmark_reads_a_training_run(tmp_path):
     assert final[(1, "slots")] == final[(1, "last segment")] | {"method": "slots"}
     assert (tmp_path / "out" / "books-curve.png").stat().st_size > 0
 
+    # the final table's documents are none of those the run's evaluations showed during training
+    from benchmarks.books_recall import FINAL_SEED
+    from memgpt import MemGPT
+    from memgpt.training.books import BookSplits
+    from memgpt.training.evaluate import held_out_docs
+
+    model, splits = MemGPT.from_pretrained(tmp_path / "run" / "model"), BookSplits(cfg.text_files)
+    shown = {str(d.segments) for d in held_out_docs(model, splits, 2, 8)}
+    judged = {str(d.segments) for d in held_out_docs(model, splits, 2, 8, seed=FINAL_SEED)}
+    assert len(judged) == 8 and not shown & judged
+
     number = RecallDoc([[0]], [0], [0], "417", [0])
     for doc in (number, RecallDoc([[0]], [0], [0], "chapel", [0])):
         names = candidates(doc, seed=1)
