@@ -204,8 +204,9 @@ def test_books_recall_benchmark_reads_a_training_run(tmp_path):
     from memgpt import MemGPT
     from memgpt.training.books import BookSplits
     from memgpt.training.evaluate import held_out_docs
+    from memgpt.training.recipe import FINAL
 
-    model, splits = MemGPT.from_pretrained(tmp_path / "run" / "model"), BookSplits(cfg.text_files)
+    model, splits = MemGPT.from_pretrained(tmp_path / "run" / FINAL), BookSplits(cfg.text_files)
     shown = {str(d.segments) for d in held_out_docs(model, splits, 2, 8)}
     judged = {str(d.segments) for d in held_out_docs(model, splits, 2, 8, seed=FINAL_SEED)}
     assert len(judged) == 8 and not shown & judged
