@@ -214,10 +214,12 @@ def report(runs: list[Run], n_tokens: int) -> None:
     bare = sorted(r.bare for r in runs)[len(runs) // 2]
     summaries = [r["summaries"][0] for r in results]
     generated, facts = sum(s["tokens_generated"] for s in summaries), sum(s["n_facts"] for s in summaries)
+    # per document: a chunk ends at a sentence, so 1,024 tokens read as 3 chunks of 512 at most
+    chunks = "/".join(str(s["n_chunks"]) for s in summaries)
     rest = total - sum(seconds.values())  # chunking, batching, building the results' rows
     rows = [{"phase": k, "seconds": v, "share": v / total} for k, v in [*seconds.items(), ("the rest", rest)]]
-    title = (f"{len(results)} document(s) in lockstep, {n_tokens:,} tokens, {generated:,} generated, {facts} facts; "
-             f"{common.machine()}")  # fmt: skip
+    title = (f"{len(results)} document(s) in lockstep, {n_tokens:,} tokens, chunks {chunks}, {generated:,} generated, "
+             f"{facts} facts; {common.machine()}")  # fmt: skip
     common.print_table(rows, title)
     if len(runs) > 1:
         each = " / ".join(f"{n_tokens / r.seconds['total']:,.0f} vs {n_tokens / r.bare:,.0f} "
