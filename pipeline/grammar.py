@@ -108,11 +108,13 @@ _SUBORDINATORS = frozenset(
     "until till".split()
 )
 _COMPARATIVES = frozenset("more less rather other sooner fewer".split())  # what "than" completes
+_PREPOSITIONS = frozenset(
+    "of in on at to for from with by into upon during about over under through within without between among "
+    "against toward towards".split()
+)
 # words an object does not end with ("in the", "of", "than if"): a phrase cut there says nothing
-_OPEN_WORDS = _SUBORDINATORS | frozenset(
-    "the a an of in on at to for from with by and or but nor his her their its my your our during about after "
-    "before over under through into upon like within without between among against toward towards this these "
-    "those".split()
+_OPEN_WORDS = _SUBORDINATORS | _PREPOSITIONS | frozenset(
+    "the a an and or but nor his her their its my your our after before like this these those".split()
 )
 # a fenced code block of Markdown runs from a line that opens with ``` to the next (or the passage's end: it
 # may close in the next chunk)
@@ -124,10 +126,7 @@ _SPLIT_WORDS = MAX_RELATION_WORDS + MAX_OBJECT_WORDS + 1  # one word past the lo
 # a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
 # Pequod", "Jane, his sister", "Mr. Darcy, in the garden"; a subject pronoun: the name is put first as the
 # object ("Mr. Darcy they had seen only at church")
-_NO_PREDICATE = _DETERMINERS | frozenset(
-    "to of in on at for from with by into upon during about over under through within without between among "
-    "against toward towards i we you he she they".split()
-)
+_NO_PREDICATE = _DETERMINERS | _PREPOSITIONS | frozenset("i we you he she they".split())
 # titles that are abbreviations: an object ending on one ("kind to Mr.") is a name cut off ("her father" is not)
 _ABBREVIATIONS = frozenset("mr mrs ms messrs dr st mme mlle".split())
 _POSSESSIVE = re.compile(r"['\u2019]s$")
@@ -436,6 +435,9 @@ def _splits(subject: str, words: list[str]) -> list[str]:
         j = min(i + MAX_OBJECT_WORDS, len(words))
         if j < len(words):  # the clause goes on past the cap: end before the last clause it opened (2+ words on)
             j = next((k for k in range(j - 1, i + 1, -1) if words[k].casefold() in _SUBORDINATORS), j)
+            if j == i + MAX_OBJECT_WORDS and _goes_on(words[j]):
+                # the cap cut a phrase ("into the blessed | light"): end before its preposition
+                j = next((k for k in range(j - 1, i + 1, -1) if words[k].casefold() in _PREPOSITIONS), j)
         # nor does it end on "in the", on a title ("kind to Mr."), or on a comparison cut from its "than"
         while j > i and (words[j - 1].casefold() in _OPEN_WORDS or words[j - 1].casefold() in _ABBREVIATIONS
                          or _cut_name(words, j) or _cut_comparison(words, j)):  # fmt: skip
@@ -449,6 +451,12 @@ def _before_a_verb(word: str) -> bool:
     """Whether `word` needs a verb after it in a relation: a modal, a negation, an adverb."""
     word = word.casefold()
     return word in _BEFORE_A_VERB or (len(word) > 4 and word.endswith("ly") and word not in _VERBS_IN_LY)
+
+
+def _goes_on(word: str) -> bool:
+    """Whether the phrase before `word` goes on in it: a lower-case word that neither opens a phrase or clause
+    nor is an adverb ("the blessed | light", not "the drawing-room | again")."""
+    return word[:1].islower() and word.casefold() not in _OPEN_WORDS and not _before_a_verb(word)
 
 
 def _cut_name(words: list[str], j: int) -> bool:

@@ -98,6 +98,20 @@ def test_an_object_cut_at_its_length_ends_before_the_clause_it_opened():
     assert "Mr. Wickham | is blessed with such | happy manners as may ensure his making friends\n" in lines
 
 
+def test_an_object_cut_at_its_length_inside_a_phrase_ends_before_the_phrase():
+    passage = "Ahab came forth from his dark den into the blessed light and air."
+    lines = [line for anchor in copied_anchors(passage, ["Ahab"]) for line in anchor]
+    assert "Ahab | came | forth from his dark den\n" in lines  # not "... into the blessed", cut from "light"
+    assert not any(line.rstrip("\n").endswith(" blessed") for line in lines)
+    # the cap falls where a phrase ends: before a conjunction, an adverb
+    passage = "Ahab kept the ivory leg in his cabin below deck and slept."
+    lines = [line for anchor in copied_anchors(passage, ["Ahab"]) for line in anchor]
+    assert "Ahab | kept | the ivory leg in his cabin below deck\n" in lines
+    passage = "Mr. Bennet was glad to take his guest into the drawing-room again, and he went."
+    lines = [line for anchor in copied_anchors(passage, ["Mr. Bennet"]) for line in anchor]
+    assert "Mr. Bennet | was | glad to take his guest into the drawing-room\n" in lines
+
+
 def test_a_place_is_never_the_he_or_she_of_a_clause():
     passage = "My abode is separated only by a lane from Rosings Park. Lady Catherine smiled. She has only one daughter."
     lines = [
