@@ -56,6 +56,8 @@ _NEVER_NAMES = frozenset(
 )
 _NOT_NAMES = STOPWORDS | _NEVER_NAMES
 _HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
+# names the books give "he" with no title nor census name: "God bless you" made God the "she" of the next lines
+_GODS = frozenset("God Jove Jupiter Christ Jesus Satan Lucifer".split())
 _SHE = frozenset(
     "mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split()
 )
@@ -349,7 +351,7 @@ def _given_names() -> tuple[frozenset[str], frozenset[str]]:
     from faker.providers.person.en import Provider
 
     he, she = frozenset(Provider.first_names_male), frozenset(Provider.first_names_female)
-    return he - she, she - he
+    return (he - she) | _GODS, she - he
 
 
 def given_name_gender(person: str) -> str:

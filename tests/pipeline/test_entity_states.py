@@ -59,6 +59,14 @@ def test_a_given_name_of_one_gender_says_whom_a_pronoun_can_mean():
     assert states.gender("Rose") == "he"  # the titled namesake before the given name
 
 
+def test_god_is_no_she():
+    letter = ("At noon, Elizabeth took the letter from Mr. Darcy, who trusted in God. God bless you. She read it "
+              "with an eagerness.")  # fmt: skip
+    (found,) = read(EntityStates(), [letter])
+    assert list(found.values()) == ["Elizabeth"]  # not God, who acted last
+    assert EntityStates().gender("God") == "he"
+
+
 def test_the_one_a_sentence_lets_do_something_is_in_the_scene():
     text = (
         "At tea, Mr. Bennet spoke to Lizzy at length. “Let Mr. Wickham be your man. He is a pleasant fellow.”"
