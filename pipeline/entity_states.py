@@ -120,6 +120,8 @@ class EntityStates:
                 counted, here = counted + 1, []
             after = _words_after(passage, end)
             if not after:  # "fought in Egypt and Siberia." names the last item of a list, no one who acts
+                if name and name not in _STAND_INS and self._opens_a_parenthesis(passage, start, end):
+                    here.append(name)  # "If Elizabeth, when he gave her the letter, ..., she": in the sentence
                 continue
             pronoun = passage[start:end].casefold() if name is None else None
             if name in _STAND_INS:  # acts, in the scene, and is nobody a line can name
@@ -154,6 +156,14 @@ class EntityStates:
                 if at:
                     self.placed.setdefault(name, [0, 0])[1] += at
         return resolved
+
+    def _opens_a_parenthesis(self, passage: str, start: int, end: int) -> bool:
+        """Whether the name at `start:end` is the subject of a clause that a comma interrupts: after an opener
+        ("If Elizabeth, when ..."), not one addressed or put beside another ("Captain Mayhew, stand by";
+        "his friend, Mr. Wickham, who ...")."""
+        name = passage[start:end]
+        opened = _OPENER.search(passage[max(0, start - 12) : start]) is not None
+        return opened and passage[end : end + 1] == "," and not self.is_place(name) and not is_place(name)
 
     def count(self, sentence: str) -> None:
         self.sentences += 1

@@ -67,6 +67,17 @@ def test_god_is_no_she():
     assert EntityStates().gender("God") == "he"
 
 
+def test_a_name_before_a_comma_is_in_its_sentence():
+    text = ("At noon, Mrs. Younge left the house. If Elizabeth, when Mr. Darcy gave her the letter, did not "
+            "expect it, she had formed no expectation at all.")  # fmt: skip
+    (found,) = read(EntityStates(), [text])
+    assert list(found.values()) == ["Elizabeth"]  # not Mrs. Younge, who acted last
+    text = ("Mr. Denny acted at once. Mr. Denny entreated permission to introduce his friend, Mr. Wickham, who had "
+            "returned, and he was happy to say so.")  # fmt: skip
+    (found,) = read(EntityStates(), [text])
+    assert list(found.values()) == ["Mr. Denny"]  # the one put beside "his friend" is not in the scene
+
+
 def test_the_one_a_sentence_lets_do_something_is_in_the_scene():
     text = (
         "At tea, Mr. Bennet spoke to Lizzy at length. “Let Mr. Wickham be your man. He is a pleasant fellow.”"
