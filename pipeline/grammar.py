@@ -346,8 +346,8 @@ def _title_gender(name: str) -> str:
 
 @cache
 def _given_names() -> tuple[frozenset[str], frozenset[str]]:
-    """English given names of one gender: ("he" names, "she" names). Faker's lists come from census counts; a
-    name on both ("Emma", "Darcy", "Sydney") is on neither here."""
+    """English given names of one gender: ("he" names, "she" names), the "he" names with `_GODS`. Faker's lists
+    come from census counts; a name on both ("Emma", "Darcy", "Sydney") is on neither here."""
     from faker.providers.person.en import Provider
 
     he, she = frozenset(Provider.first_names_male), frozenset(Provider.first_names_female)
