@@ -73,6 +73,13 @@ _FUNCTION_WORDS = frozenset(
 )
 
 
+def _interrupted_after_opener(passage: str, start: int, end: int) -> bool:
+    """Whether the name at `start:end` follows an opener and a comma interrupts its clause ("If Elizabeth, when
+    ..."): not a name addressed or put beside another ("Captain Mayhew, stand by"; "his friend, Mr. Wickham, who
+    ..."). The opener is found as `subject_spans` finds it; a place in `here` is left out by `_may_be`."""
+    return passage[end : end + 1] == "," and _OPENER.search(passage, max(0, start - 10), start) is not None
+
+
 def content_words(words: list[str]) -> list[str]:
     return [w.casefold() for w in words if w.casefold() not in _FUNCTION_WORDS and not w.isdigit()]
 
@@ -120,7 +127,7 @@ class EntityStates:
                 counted, here = counted + 1, []
             after = _words_after(passage, end)
             if not after:  # "fought in Egypt and Siberia." names the last item of a list, no one who acts
-                if name and name not in _STAND_INS and self._opens_a_parenthesis(passage, start, end):
+                if name and _interrupted_after_opener(passage, start, end):
                     here.append(name)  # "If Elizabeth, when he gave her the letter, ..., she": in the sentence
                 continue
             pronoun = passage[start:end].casefold() if name is None else None
@@ -156,14 +163,6 @@ class EntityStates:
                 if at:
                     self.placed.setdefault(name, [0, 0])[1] += at
         return resolved
-
-    def _opens_a_parenthesis(self, passage: str, start: int, end: int) -> bool:
-        """Whether the name at `start:end` is the subject of a clause that a comma interrupts: after an opener
-        ("If Elizabeth, when ..."), not one addressed or put beside another ("Captain Mayhew, stand by";
-        "his friend, Mr. Wickham, who ...")."""
-        name = passage[start:end]
-        opened = _OPENER.search(passage[max(0, start - 12) : start]) is not None
-        return opened and passage[end : end + 1] == "," and not self.is_place(name) and not is_place(name)
 
     def count(self, sentence: str) -> None:
         self.sentences += 1
