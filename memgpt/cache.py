@@ -54,6 +54,13 @@ class ReservedLayer(DynamicLayer):
         self._expose(S + T)
         return self.keys, self.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if not self.is_initialized or self.keys is not self._exposed:
+            return super().batch_select_indices(indices)
+        length = self.keys.shape[-2]  # the rows kept, with the room behind them: one copy, no re-reserving
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self._expose(length)
+
     def crop(self, tokens_to_remove: int) -> None:
         super().crop(tokens_to_remove)
         if self.is_initialized:  # a fresh buffer: later writes must not overwrite what was returned before

@@ -99,8 +99,10 @@ def lookup_generate(
         if prefix:
             model._read_prefix(inputs, prefix, tail_ids.shape[1], cache)
         # (B, S + T): grows by each step's tokens, holes set to 0
+        # a hook's own batch state (retrieval) keeps every row in the batch
         return _decode(model, cache, inputs.attention_mask, inputs.position_ids[:, inputs.text], tail_ids,
-                       [Lookup(p) for p in prompts], max_new_tokens, constraint, draft_tokens, eos)  # fmt: skip
+                       [Lookup(p) for p in prompts], max_new_tokens, constraint, draft_tokens, eos,
+                       shrink=inputs.attending is None)  # fmt: skip
 
 
 @torch.no_grad()
@@ -129,8 +131,9 @@ def continue_generate(
 
 
 def _decode(model, cache, attention, positions, prompt_ids, lookups, max_new_tokens, constraint, draft_tokens,
-            eos) -> tuple[list[list[int]], int]:  # fmt: skip
-    """Read the prompts' last tokens (B, T) after `cache`, then draft, verify and accept until every row ends."""
+            eos, shrink: bool = True) -> tuple[list[list[int]], int]:  # fmt: skip
+    """Read the prompts' last tokens (B, T) after `cache`, then draft, verify and accept until every row ends;
+    with `shrink`, a row that ends leaves the batch (and the cache)."""
     backbone, pad = model.backbone, model._pad_for_generate(None)
     eos = eos if eos is not None else model.end_of_turn
     B = prompt_ids.shape[0]
@@ -144,36 +147,44 @@ def _decode(model, cache, attention, positions, prompt_ids, lookups, max_new_tok
     done = [False] * B
     for r in range(B):
         done[r] = _take(r, last[r], generated, lookups, constraint, eos, max_new_tokens)
+    live = list(range(B))  # the rows still writing, in the order the batch holds them now
     while not all(done):
+        if shrink and any(done[r] for r in live):  # a row that ended leaves: no more passes over its padding
+            kept_rows = [j for j, r in enumerate(live) if not done[r]]
+            index = torch.tensor(kept_rows, device=attention.device)
+            cache.batch_select_indices(index.to(next_pos.device))
+            attention, next_pos = attention[index], next_pos[index.to(next_pos.device)]
+            live = [live[j] for j in kept_rows]
         drafts = [[] if done[r] else _draft(r, lookups[r], constraint, draft_tokens,
-                                            max_new_tokens - len(generated[r]) - 1) for r in range(B)]  # fmt: skip
-        K = 1 + max(len(d) for d in drafts)
-        step = torch.full((B, K), pad, dtype=torch.long)
-        step_mask = torch.zeros(B, K, dtype=attention.dtype)
-        for r in range(B):
-            if not done[r]:
-                step[r, : 1 + len(drafts[r])] = torch.tensor([last[r], *drafts[r]])
-                step_mask[r, : 1 + len(drafts[r])] = 1
+                                            max_new_tokens - len(generated[r]) - 1) for r in live]  # fmt: skip
+        A, K = len(live), 1 + max(len(d) for d in drafts)
+        step = torch.full((A, K), pad, dtype=torch.long)
+        step_mask = torch.zeros(A, K, dtype=attention.dtype)
+        for j, r in enumerate(live):
+            if done[r]:
+                continue
+            step[j, : 1 + len(drafts[j])] = torch.tensor([last[r], *drafts[j]])
+            step_mask[j, : 1 + len(drafts[j])] = 1
         step, step_mask = step.to(model.device), step_mask.to(attention.device)
         attention = torch.cat([attention, step_mask], dim=1)
         step_positions = next_pos[:, None] + torch.arange(K, device=next_pos.device)
         choices = _Choices(backbone, constraint, input_ids=step, attention_mask=attention,
                            position_ids=step_positions, cache=cache, use_cache=True)  # fmt: skip
         passes += 1
-        for r in range(B):
+        for j, r in enumerate(live):
             if done[r]:
                 continue
             kept = 0
-            for i in range(len(drafts[r]) + 1):
-                token = choices.choose(r, i)
+            for i in range(len(drafts[j]) + 1):
+                token = choices.choose(j, i, r)
                 done[r] = _take(r, token, generated, lookups, constraint, eos, max_new_tokens)
-                if done[r] or i == len(drafts[r]) or token != drafts[r][i]:
+                if done[r] or i == len(drafts[j]) or token != drafts[j][i]:
                     break
                 kept += 1
             last[r] = generated[r][-1]
             # the draft's rejected tokens stay in the cache: masked out from now on
-            attention[r, attention.shape[1] - K + 1 + kept :] = 0
-            next_pos[r] += 1 + kept
+            attention[j, attention.shape[1] - K + 1 + kept :] = 0
+            next_pos[j] += 1 + kept
     return generated, passes
 
 
@@ -209,19 +220,20 @@ class _Choices:
             self.hidden = backbone.base_model(**inputs).last_hidden_state  # (B, K, D)
             self.logits = None
 
-    def choose(self, row: int, i: int) -> int:
+    def choose(self, j: int, i: int, row: int) -> int:
+        """The greedy token at position i of the batch's j-th row, which is the constraint's `row`."""
         if self.head is None:
-            return _choose(self.logits[row, i], self.constraint, row, self.likeliest[row][i])
+            return _choose(self.logits[j, i], self.constraint, row, self.likeliest[j][i])
         allowed = self.constraint.allowed(row).to(self.hidden.device)
         ids = allowed[: self.head.weight.shape[0]].nonzero().squeeze(-1)  # (n,)
         if len(ids) > FEW_ALLOWED:
             if self.logits is None:
                 self.logits = self.backbone.get_output_embeddings()(self.hidden).float()
             return int(
-                self.logits[row, i].masked_fill(~allowed[: self.logits.shape[-1]], float("-inf")).argmax()
+                self.logits[j, i].masked_fill(~allowed[: self.logits.shape[-1]], float("-inf")).argmax()
             )
         weight, bias = self.head.weight[ids], self.head.bias[ids] if self.head.bias is not None else None
-        return int(ids[torch.nn.functional.linear(self.hidden[row, i], weight, bias).argmax()])
+        return int(ids[torch.nn.functional.linear(self.hidden[j, i], weight, bias).argmax()])
 
 
 def _output_layer(backbone) -> torch.nn.Linear | None:

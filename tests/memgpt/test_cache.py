@@ -35,10 +35,11 @@ def test_generating_token_by_token_reallocates_a_logarithmic_number_of_times():
 def test_dynamic_layer_methods_that_replace_the_tensors_keep_working():
     layer = ReservedLayer(room=8, keys=torch.randn(3, 2, 4, 8), values=torch.randn(3, 2, 4, 8))
     layer.batch_select_indices(torch.tensor([2, 0]))
-    kept = layer.keys.clone()
+    kept, buffer = layer.keys.clone(), layer._keys
     k = torch.randn(2, 2, 1, 8)
     got, _ = layer.update(k, k)
     assert torch.equal(got, torch.cat([kept, k], -2))
+    assert layer._keys is buffer  # the rows were selected with their room: the update did not reallocate
     layer.crop(-2)
     got, _ = layer.update(k, k)
     assert got.shape[-2] == 4 and torch.equal(got[:, :, -1:], k)

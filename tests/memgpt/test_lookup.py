@@ -145,6 +145,63 @@ def test_a_row_stops_at_its_end_token_and_the_others_go_on():
     assert len(rows[1]) <= 4
 
 
+class CopyPerRow:
+    """Each row allows one sequence of its own: every token is forced."""
+
+    def __init__(self, texts: list[list[int]]):
+        self.rows = [Copy(t) for t in texts]
+
+    def allowed(self, row: int) -> torch.Tensor:
+        return self.rows[row].allowed(0)
+
+    def allows(self, row: int, token: int) -> bool:
+        return self.rows[row].allows(0, token)
+
+    def accept(self, row: int, token: int) -> None:
+        self.rows[row].accept(0, token)
+
+    def valid_prefix(self, row: int, draft: list[int]) -> int:
+        return self.rows[row].valid_prefix(0, draft)
+
+    def forced(self, row: int) -> list[int]:
+        return self.rows[row].forced(0)
+
+
+def test_a_row_that_ends_leaves_the_batch_and_the_others_keep_their_own_rows():
+    """Rows end at different passes and leave the batch; the ones left are still told apart (their own
+    constraint, cache and positions), and write what greedy decoding writes."""
+    model = tiny("llama", memory="kv", chunk_size=32)
+    prompts, state = prompts_and_state(model)
+    end = 4095
+    texts = [random_doc(30, seed=10 + r).tolist() for r in range(3)]
+    texts = [t[:n] + [end] + t[n:] for t, n in zip(texts, (25, 3, 12), strict=True)]  # they end at 26, 4, 13
+    widths = []  # the rows of each pass over the backbone
+
+    def count(module, args, kwargs):
+        widths.append(len(kwargs["input_ids"] if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]))
+
+    hook = model.backbone.base_model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        rows, _ = lookup_generate(model, prompts, state, 30, CopyPerRow(texts), draft_tokens=4, eos={end})
+    finally:
+        hook.remove()
+    assert rows == [t[: t.index(end) + 1] for t in texts]
+    decoding = widths[widths.index(3) :]  # after the prompt's own read (a long prompt's prefix: fewer rows)
+    assert decoding[-1] == 1 and sorted(decoding, reverse=True) == decoding  # the batch shrank
+
+
+def test_rows_that_leave_the_batch_change_no_one_elses_tokens():
+    model = tiny("llama", memory="kv", chunk_size=32)
+    prompts, state = prompts_and_state(model)
+    full = greedy(model, prompts, state, 16)
+    ends = {full[1][2], full[2][6]} - set(full[0])  # rows 1 and 2 end early, row 0 writes on
+    rows, _ = lookup_generate(model, prompts, state, 16, draft_tokens=4, eos=ends)
+    for got, whole in zip(rows, full, strict=True):
+        cut = next((i + 1 for i, t in enumerate(whole) if t in ends), len(whole))
+        assert got == whole[:cut]
+    assert len(rows[0]) == 16
+
+
 def test_drafts_follow_the_longest_run_of_last_tokens_found_latest_first():
     lookup = Lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 5])
     assert lookup.drafts([1, 2, 3], 2) == [[7, 8], [9, 1]]  # "1 2 3" twice: the latest first
