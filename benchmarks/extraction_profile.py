@@ -7,6 +7,7 @@ python -m benchmarks.extraction_profile --draft-tokens 0           # facts one t
 python -m benchmarks.extraction_profile --facts-pass separate      # the facts prompt read apart from the chunk
 python -m benchmarks.extraction_profile --notes-every 2            # running notes every 2 chunks (the summary)
 python -m benchmarks.extraction_profile --docs 4 --tokens 1024 --repeat 3   # 3 runs, each beside its bare read
+python -m benchmarks.extraction_profile --docs 4 --tokens 960 --keep-ended-rows  # rows that ended stay in the batch
 (on a machine with a GPU it runs there, in bf16, as the job's actors do)
 
 The actor (`pipeline.actor.Extractor`, default settings) reads one document in this process; its phases are
@@ -15,7 +16,8 @@ masks and the facts prompt's first pass timed apart), running notes, the summary
 lines, and writing the tables. Beside it, in the same run, the bare backbone's chunked forward over the same
 tokens: the job's tokens of text per second over that one's is the ratio that says what extraction costs
 over reading. Forward passes per generated token: the backbone's calls while generating, over the tokens
-generated (1.0 is one pass a token; less is what copying spans would buy). With --repeat N the job and the
+generated (1.0 is one pass a token; less is what copying spans would buy); and the positions the facts'
+verification passes carried (rows times drafted width), of which how many were a row's own tokens. With --repeat N the job and the
 bare read run N times, one after the other in turn (a shared machine's speed drifts from minute to minute); the
 table is the run of median length and the ratio is the medians'.
 """
@@ -24,6 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,7 +70,8 @@ class Timers:
 
 
 def instrument(ex, timers: Timers, calls: list[int]) -> None:
-    """The actor's phases timed on this instance; the backbone's forward calls counted."""
+    """The actor's phases timed on this instance; the backbone's forward calls counted, and the positions of
+    the facts' verification passes (calls[2]: carried, calls[3]: a row's own tokens, not padding)."""
     ex.fact_grammar = timers.wrap("grammar built per chunk", ex.fact_grammar)
     ex.fact_rows = timers.wrap("parsing and grounding", ex.fact_rows)
     if ex.notes is not None:
@@ -114,7 +118,14 @@ def instrument(ex, timers: Timers, calls: list[int]) -> None:
 
     ex.model.step = timers.wrap("reading", counted(ex.model.step))
     ex.model.step_keeping_cache = timers.wrap("reading", counted(ex.model.step_keeping_cache))
-    ex.model.backbone.base_model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    def count_pass(module, args, kwargs):
+        calls[0] += 1
+        if timers.phase == "facts":  # a verification pass: (A, K) tokens, the mask's last K columns theirs
+            ids = kwargs["input_ids"]
+            calls[2] += ids.numel()
+            calls[3] += int(kwargs["attention_mask"][:, -ids.shape[1] :].sum())
+
+    ex.model.backbone.base_model.register_forward_pre_hook(count_pass, with_kwargs=True)
 
 
 class _Timed:
@@ -134,6 +145,7 @@ class Run(NamedTuple):
     results: list[dict]
     seconds: dict[str, float]  # per phase, and "total"
     passes: int  # the backbone's passes while generating
+    positions: tuple[int, int]  # the facts' verification passes: positions carried, a row's own tokens
     bare: float  # seconds of the bare chunked read after it
 
 
@@ -171,10 +183,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-lines", type=int, default=None, help="facts_max_lines; none: the default")
     p.add_argument("--kv-budget", type=int, default=None, help="kv_budget; none: the job's default")
     p.add_argument("--repeat", type=int, default=1, help="runs of the job and of the bare read, in turn")
+    p.add_argument("--keep-ended-rows", action="store_true", help="lookup decoding keeps a row that has "
+                   "ended in the batch until every row ends, as before rows left it")  # fmt: skip
     p.add_argument("--notes-every", type=int, default=None,
                    help="running notes every K chunks (they are then the summary); none: the default (off)")  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.keep_ended_rows:
+        from memgpt import lookup
+
+        lookup._decode = partial(lookup._decode, shrink=False)
     text = args.input.read_text(encoding="utf-8") if args.input else book_text("pride_and_prejudice.txt")
     with tempfile.TemporaryDirectory() as tmp:
         given = {"facts_draft_tokens": args.draft_tokens, "facts_pass": args.facts_pass,
@@ -191,24 +209,24 @@ def main(argv: list[str] | None = None) -> None:
         # consecutive excerpts of the text, one per document
         excerpts = [ids[i * args.tokens : (i + 1) * args.tokens] for i in range(args.docs)]
         texts = [ex.tokenizer.decode(e) for e in excerpts]
-        timers, calls = Timers(), [0, 0]  # backbone passes, chunk reads
+        timers, calls = Timers(), [0, 0, 0, 0]  # backbone passes, chunk reads, verification positions (2)
         instrument(ex, timers, calls)
         runs = []
         for i in range(args.repeat):
             timers.seconds.clear()
-            calls[:] = [0, 0]
+            calls[:] = [0, 0, 0, 0]
             results = profile(ex, texts, Path(tmp) / f"run{i}", timers)
             passes = calls[0] - calls[1]  # the bare read's passes below are not the job's
             start = time.perf_counter()
             for e in excerpts:
                 common.bare_forward(ex.model, torch.tensor(e), ex.model.config.chunk_size)
-            runs.append(Run(results, dict(timers.seconds), passes, time.perf_counter() - start))
+            runs.append(Run(results, dict(timers.seconds), passes, (calls[2], calls[3]), time.perf_counter() - start))
     report(runs, len(ids))
 
 
 def report(runs: list[Run], n_tokens: int) -> None:
     """The phases of the run of median length; the ratio of the medians (of each, when several runs)."""
-    results, seconds, calls, _ = sorted(runs, key=lambda r: r.seconds["total"])[len(runs) // 2]
+    results, seconds, calls, positions, _ = sorted(runs, key=lambda r: r.seconds["total"])[len(runs) // 2]
     seconds = dict(seconds)
     total = seconds.pop("total")
     bare = sorted(r.bare for r in runs)[len(runs) // 2]
@@ -230,7 +248,9 @@ def report(runs: list[Run], n_tokens: int) -> None:
         f"{n_tokens / bare:,.0f} tokens/s; ratio {bare / total:.2f}" + (" (medians)" if len(runs) > 1 else "")
     )
     print(f"forward passes per generated token: {calls / max(generated, 1):.2f} ({calls:,} passes while generating, "
-          f"{generated:,} tokens generated)\ncommand: {common.command()}")  # fmt: skip
+          f"{generated:,} tokens generated)")  # fmt: skip
+    print(f"the facts' verification passes: {positions[0]:,} positions carried, {positions[1]:,} of them a row's own "
+          f"tokens ({positions[1] / max(positions[0], 1):.0%})\ncommand: {common.command()}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ output is the one step-by-step greedy decoding writes (up to the rounding of a w
 
 Rows of a batch keep different numbers of draft tokens: a rejected token's cache entry stays where it was
 written and is masked out of every later step (a hole), so no row waits for another and nothing is copied.
+A row that has ended leaves the batch, with its rows of the cache: later passes carry only the rows writing.
 transformers' own assisted decoding runs one row at a time, and calls a stateful processor on prefixes
 that a rejection then takes back.
 """

@@ -152,6 +152,9 @@ def test_extraction_profile_accounts_for_the_job_and_compares_it_with_a_bare_rea
     assert 0 < ratio < 1  # extraction costs more than reading the same tokens
     passes = float(re.search(r"forward passes per generated token: ([\d.]+)", out).group(1))
     assert passes <= 0.3  # lookup decoding: fact lines are copies, several tokens a pass
+    found = re.search(r"passes: ([\d,]+) positions carried, ([\d,]+) of", out).groups()
+    carried, own = (int(n.replace(",", "")) for n in found)
+    assert 0 < own <= carried  # a row's own tokens, of the positions its passes carried
 
 
 def test_linear_layout_benchmark_times_both_layouts_of_each_weight_shape():
