@@ -6,7 +6,8 @@ acted; and for every word, in how many sentences of the document it has occurred
 "she" goes to the person whose clauses share the most *rare* words with it (words seen in at most RARE
 sentences of the document before it), and among equals, to the one who acted last: "Years later, he moved the ledger to
 Tromsø." goes to the one person who kept a ledger, pages later, past the names in between; "He smiled." goes to
-the last person who did anything (if a clause named it in the last RECENT sentences: else no one), of the
+the last person who did anything (if a clause named it in the last RECENT sentences: else the person just
+named, "they now saw Mr. Darcy. They stood aloof while he was talking", or no one), of the
 pronoun's gender where it is known: by the person's title ("Mrs." is not "he"), its titled namesakes ("Darcy" is
 a "he" where the text names "Mr. Darcy" at least as often as "Miss Darcy"), its given name ("Jane", "Charles":
 English given names of one gender, from Faker's census lists) or its reflexives ("Mary hid herself"). Someone
@@ -25,7 +26,15 @@ import re
 from dataclasses import dataclass, field
 
 from memgpt.archival import SENTENCE_END
-from pipeline.grammar import _WORD, _title_gender, _words_after, given_name_gender, is_place, subject_spans
+from pipeline.grammar import (
+    _WORD,
+    _after_title,
+    _title_gender,
+    _words_after,
+    given_name_gender,
+    is_place,
+    subject_spans,
+)
 
 WORDS = 64  # content words kept per person, the latest
 PEOPLE = 512  # people kept, those who acted last
@@ -60,6 +69,9 @@ _UNNAMED = re.compile(
     r"(?:[Tt]he|[Tt]his|[Tt]hat)\s+(?:[a-z]+\s+)?"
     rf"(?:(?P<he>{'|'.join(_HE_NOUNS.split())})|(?P<she>{'|'.join(_SHE_NOUNS.split())}))(?=\s+[a-z])"
 )
+# the speaker after a quote: "said Elizabeth", "cried Mr. Bennet"
+_SAID = re.compile(r"\b(?:said|cried|replied|answered|asked|continued|added|returned|exclaimed|thought|observed)\s+$")
+_QUOTE = re.compile("[\"\u201c\u201d]")
 # a person's own pronouns in its clause: "Mary hid herself" ("his" and "her" are as often someone else's:
 # "Elizabeth looked at his face" made Elizabeth a "he")
 _HE_WORDS, _SHE_WORDS = frozenset(("himself",)), frozenset(("herself",))
@@ -78,6 +90,26 @@ def _interrupted_after_opener(passage: str, start: int, end: int) -> bool:
     ..."): not a name addressed or put beside another ("Captain Mayhew, stand by"; "his friend, Mr. Wickham, who
     ..."). The opener is found as `subject_spans` finds it; a place in `here` is left out by `_may_be`."""
     return passage[end : end + 1] == "," and _OPENER.search(passage, max(0, start - 10), start) is not None
+
+
+def _mentions(passage: str, names: list[str], subjects: set[int]) -> list[tuple[int, str, bool]]:
+    """(offset, name, spoke) of each mention of a name that opens no clause ("saw Mr. Darcy", "Bingley's
+    sisters"), leaving out where it is put as a place ("at Rosings", "came to Longbourn"); `spoke`: it is the
+    speaker after a quote ("cried Elizabeth, when she had finished"), the subject of its sentence."""
+    found = []
+    for name in names:
+        for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w]|-\w)", passage):
+            before = passage[max(0, m.start() - 20) : m.start()]
+            if m.start() not in subjects and not _after_title(passage, m.start()) and not re.search(rf"{_LOCATED}$", before):
+                found.append((m.start(), name, _SAID.search(before) is not None))
+    return found
+
+
+def _joined(between: str) -> bool:
+    """Whether the text between a name and a pronoun later in its sentence joins a clause of its own: "Clap eye
+    on Captain Ahab, young man, and thou wilt find that he"; not a phrase put before the pronoun's clause, whose
+    name is someone else ("Then turning to Mr. Bennet, he offered himself")."""
+    return re.search(r"[;:]|\b(?:and|but|that|so|for)\b", between) is not None
 
 
 def content_words(words: list[str]) -> list[str]:
@@ -120,6 +152,9 @@ class EntityStates:
             for m in _UNNAMED.finditer(passage)
         ]
         sentences = [(m.end(), m.group()) for m in _SENTENCE.finditer(passage)]
+        mentions = _mentions(passage, names, {s[0] for s in subjects})
+        # who opened each clause: a name, a stand-in, or the pronoun itself
+        openers = [(s, n if n is not None else passage[s:e].casefold()) for s, e, n in subjects]
         counted, resolved, here = 0, {}, []  # here: the people who opened a clause of the current sentence
         for start, end, name in sorted(subjects, key=lambda s: (s[0], -s[1])):
             while counted < len(sentences) and sentences[counted][0] <= start:  # the text before the clause
@@ -142,12 +177,28 @@ class EntityStates:
                 if self.is_place(name):  # "when her inquiries after Rosings were made": no one who acts
                     continue
             if pronoun:
-                name = self.resolve(pronoun, content_words(after), here)
+                named = None  # the baseline (rare 0) is the last person who acted and nothing else
+                if self.rare and not here:
+                    since = sentences[counted - 2][0] if counted >= 2 else 0  # the sentence before this one
+                    this = sentences[counted - 1][0] if counted >= 1 else 0
+                    # not a speaker whose quote the pronoun is in: "said Fitzwilliam, “It is because he" is
+                    # someone he speaks of
+                    window = [(at, n, spoke) for at, n, spoke in mentions if since <= at < start
+                              and not (spoke and len(_QUOTE.findall(passage, at, start)) % 2)]  # fmt: skip
+                    named = self.named_before(
+                        pronoun,
+                        [n for at, n, spoke in window if spoke and at >= this],
+                        [who for at, who in openers if since <= at < start],
+                        [n for at, n, spoke in window if at < this or _joined(passage[at + len(n) : start])],
+                    )
+                name = self.resolve(pronoun, content_words(after), here, named)
                 if name is None:
                     continue
                 resolved[start] = "" if name in _STAND_INS else name
                 if not name:  # no one the states know: no one to act
                     continue
+                if name == named:  # named just before, never as a subject: stale RECENT sentences from here
+                    self.seen.setdefault(name, self.sentences)
             # a resolution may be wrong: it keeps the person in the scene, but adds no words or votes to it,
             # which would draw the next pronouns to the same wrong person
             self.act(name, [] if pronoun else content_words(after))
@@ -170,11 +221,14 @@ class EntityStates:
             self.counts[w] = self.counts.get(w, 0) + 1
             self.last_seen[w] = self.sentences
 
-    def resolve(self, pronoun: str, words: list[str], here: list[str] = ()) -> str | None:
+    def resolve(
+        self, pronoun: str, words: list[str], here: list[str] = (), named: str | None = None
+    ) -> str | None:
         """The person a subject pronoun followed by `words` means: the last of its gender to open a clause of
         the same sentence (`here`: "When Mrs. Bennet was told of this, she ..."), else the one with most rare
-        words in common, then the latest; "" (no one) where none shares a rare word and the latest was last
-        named more than RECENT sentences before; None where no one of its gender is known."""
+        words in common, then the latest; where none shares a rare word and the latest was last named more than
+        RECENT sentences before, or no one of its gender has acted, the one just `named` (`named_before`: "they
+        now saw Mr. Darcy. They stood aloof while he was talking"), else "" (no one) and None."""
         same = [p for p in here if self._may_be(p, pronoun)]
         # no vote for its gender: "Colonel Fitzwilliam reminded Elizabeth of having promised to play to him; and
         # she sat down" would make him a "she"
@@ -188,10 +242,33 @@ class EntityStates:
         }
         fits = [p for p in self.acted if self._may_be(p, pronoun)]
         if not fits:
-            return None
+            return named
         best = max(fits, key=lambda p: (len(rare.intersection(self.words[p])), self.acted[p]))
         stale = self.sentences - self.seen.get(best, self.sentences) > RECENT
-        return "" if self.rare and stale and not rare.intersection(self.words[best]) else best
+        return (named or "") if self.rare and stale and not rare.intersection(self.words[best]) else best
+
+    def named_before(
+        self, pronoun: str, speakers: list[str], openers: list[str], mentions: list[str]
+    ) -> str | None:
+        """The person a pronoun means from the names just before it: the last speaker of its own sentence of the
+        pronoun's gender ("cried Elizabeth, when she had finished"); else, where none of `openers` (the
+        subjects of that sentence and the one before, pronouns too) may be it, the one person of its gender
+        among `mentions` (names there that open no clause): "... that they now saw Mr. Darcy. They stood aloof
+        while he was talking" is Mr. Darcy. A name of no known gender counts only if it has acted before (a
+        person, not a place or a ship). Else None."""
+        speaking = [n for n in speakers if self._may_be(n, pronoun)]
+        if speaking:
+            return speaking[-1]
+        for who in openers:
+            if who == pronoun if who in ("he", "she") else self._may_be(who, pronoun):
+                return None
+        named = {
+            n
+            for n in mentions
+            if self._may_be(n, pronoun)
+            and (self.gender(n) == pronoun or n in self.acted)
+        }
+        return named.pop() if len(named) == 1 else None
 
     def _may_be(self, person: str, pronoun: str) -> bool:
         """Whether `pronoun` may mean `person`: not of the other gender, and no place ("Rosings Park", "Meryton")."""

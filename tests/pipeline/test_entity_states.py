@@ -237,3 +237,36 @@ def test_pronoun_chains_do_not_keep_a_person_in_the_scene():
     (found,) = read(EntityStates(), [f"Amara Osei hid the key. {she}"])
     values = list(found.values())
     assert values[0] == "Amara Osei" and values[-1] == ""  # named once: the chain ends RECENT sentences on
+
+
+STALE = "Mr. Wickham rode out. " + "The rain fell on the roofs of the town. " * 13  # a man, named too long ago
+
+
+def test_a_pronoun_with_no_one_in_the_scene_means_the_person_just_named():
+    darcy = (
+        "Nothing could assure the other two that they now saw Mr. Darcy, the gardener's expression of surprise "
+        "must have told it. They stood a little aloof while he was talking to their niece."
+    )
+    (found,) = read(EntityStates(), [STALE + darcy])
+    assert list(found.values()) == ["Mr. Darcy"]  # not "no one", nor the man named long before
+    ahab = "Clap eye on Captain Ahab, young man, and thou wilt find that he has only one leg."
+    (found,) = read(EntityStates(), [STALE + "Captain Ahab stood on the deck. " + STALE + ahab])
+    assert list(found.values()) == ["Captain Ahab"]  # no known gender: it acted before
+
+
+def test_a_name_just_before_gives_way_to_a_subject_and_to_a_phrase_put_before_the_clause():
+    (found,) = read(EntityStates(), ["Mr. Collins bowed to Mr. Bennet. He laughed."])
+    assert list(found.values()) == ["Mr. Collins"]  # the subject before, as before: not the one named after it
+    (found,) = read(EntityStates(), [STALE + "Then turning to Mr. Bennet, he offered himself at backgammon."])
+    assert list(found.values()) == [""]  # Mr. Collins turned: the name opens a phrase before the clause
+    (found,) = read(EntityStates(), [STALE + "The letter was from Mr. Bennet to Mr. Collins. He laughed."])
+    assert list(found.values()) == [""]  # two men named: no guess
+
+
+def test_a_speaker_after_a_quote_is_the_subject_of_its_sentence_not_of_the_quote():
+    text = "“Is it possible?” cried Elizabeth, when she had finished."
+    (found,) = read(EntityStates(), [STALE.replace("Mr. Wickham", "Jane Bennet") + text])
+    assert list(found.values()) == ["Elizabeth"]
+    text = "“I can answer your question,” said Fitzwilliam, “without applying to him. It is because he will not.”"
+    (found,) = read(EntityStates(), [STALE + text])
+    assert list(found.values()) == [""]  # "he" is someone Fitzwilliam speaks of
