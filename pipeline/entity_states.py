@@ -69,6 +69,8 @@ _UNNAMED = re.compile(
     r"(?:[Tt]he|[Tt]his|[Tt]hat)\s+(?:[a-z]+\s+)?"
     rf"(?:(?P<he>{'|'.join(_HE_NOUNS.split())})|(?P<she>{'|'.join(_SHE_NOUNS.split())}))(?=\s+[a-z])"
 )
+# a name that something is likened to, not someone in the scene: "Like Mark Antony, ... he floats", "a Perseus"
+_LIKENED = r"\b(?:[Ll]ike|an?)\s+"
 # the speaker after a quote: "said Elizabeth", "cried Mr. Bennet"
 _SAID = re.compile(r"\b(?:said|cried|replied|answered|asked|continued|added|returned|exclaimed|thought|observed)\s+$")
 _QUOTE = re.compile("[\"\u201c\u201d]")
@@ -100,7 +102,11 @@ def _mentions(passage: str, names: list[str], subjects: set[int]) -> list[tuple[
     for name in names:
         for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w]|-\w)", passage):
             before = passage[max(0, m.start() - 20) : m.start()]
-            if m.start() not in subjects and not _after_title(passage, m.start()) and not re.search(rf"{_LOCATED}$", before):
+            if (
+                m.start() not in subjects
+                and not _after_title(passage, m.start())
+                and not re.search(rf"(?:{_LOCATED}|{_LIKENED})$", before)
+            ):
                 found.append((m.start(), name, _SAID.search(before) is not None))
     return found
 
