@@ -17,9 +17,9 @@ lines, and writing the tables. Beside it, in the same run, the bare backbone's c
 tokens: the job's tokens of text per second over that one's is the ratio that says what extraction costs
 over reading. Forward passes per generated token: the backbone's calls while generating, over the tokens
 generated (1.0 is one pass a token; less is what copying spans would buy); and the positions the facts'
-verification passes carried (rows times drafted width), of which how many were a row's own tokens. With --repeat N the job and the
-bare read run N times, one after the other in turn (a shared machine's speed drifts from minute to minute); the
-table is the run of median length and the ratio is the medians'.
+verification passes carried (rows times drafted width), of which how many were a row's own tokens. With
+--repeat N the job and the bare read run N times, one after the other in turn (a shared machine's speed drifts
+from minute to minute); the table is the run of median length and the ratio is the medians'.
 """
 
 import tempfile

@@ -261,7 +261,8 @@ def test_a_name_just_before_gives_way_to_a_subject_and_to_a_phrase_put_before_th
     assert list(found.values()) == [""]  # Mr. Collins turned: the name opens a phrase before the clause
     (found,) = read(EntityStates(), [STALE + "The letter was from Mr. Bennet to Mr. Collins. He laughed."])
     assert list(found.values()) == [""]  # two men named: no guess
-    simile = "Mark Antony sailed the Nile. " + STALE + "The Canaller is wicked. So, like Mark Antony, for days and days, he floats."
+    likened = "The Canaller is wicked. So, like Mark Antony, for days and days, he floats."
+    simile = "Mark Antony sailed the Nile. " + STALE + likened
     (found,) = read(EntityStates(), [STALE + simile])
     assert list(found.values())[-1] == ""  # a name something is likened to is no one in the scene
 
