@@ -74,6 +74,11 @@ _LIKENED = r"\b(?:[Ll]ike|an?)\s+"
 # the speaker after a quote: "said Elizabeth", "cried Mr. Bennet"
 _SAID = re.compile(r"\b(?:said|cried|replied|answered|asked|continued|added|returned|exclaimed|thought|observed)\s+$")
 _QUOTE = re.compile("[\"\u201c\u201d]")
+# a pronoun's own clause ends at the latest here; a quote closing just before the pronoun is the one it tags; and
+# its tag may go on to a quote: "he cried, “which does one good"
+_CLAUSE_END = re.compile("[,;:.!?\"\u201c\u201d\u2014()]|\n\n")
+_TAGGED_QUOTE = re.compile("(?:\u201d|(?<=[,.!?\u2014])\")\\s*$")
+_QUOTE_OPENED = re.compile("[^.!?\"\u201c\u201d\n]*?[,:\u2014]\\s*[\"\u201c]")
 # a person's own pronouns in its clause: "Mary hid herself" ("his" and "her" are as often someone else's:
 # "Elizabeth looked at his face" made Elizabeth a "he")
 _HE_WORDS, _SHE_WORDS = frozenset(("himself",)), frozenset(("herself",))
@@ -109,6 +114,26 @@ def _mentions(passage: str, names: list[str], subjects: set[int]) -> list[tuple[
             ):
                 found.append((m.start(), name, _SAID.search(before) is not None))
     return found
+
+
+def _not_it(passage: str, start: int, end: int, names: list[str]) -> set[str]:
+    """The names a subject pronoun at `start:end` cannot mean: one later in its own clause ("she said very stiffly
+    to Elizabeth"), and one in the quote its clause tags, just before it or opened in its sentence ("“... Moby
+    Dick that brought me to this dead stump,” he shouted": a speaker names whom he speaks to or of, not
+    himself)."""
+    clause = _CLAUSE_END.search(passage, end)
+    spans = [(end, clause.start() if clause else len(passage))]
+    before = _TAGGED_QUOTE.search(passage, max(0, start - 4), start)
+    if before:  # the quote that closes just before the pronoun
+        opened = max(passage.rfind("\u201c", 0, before.start()), passage.rfind('"', 0, before.start()))
+        if opened >= 0 and "\n\n" not in passage[opened : before.start()]:
+            spans.append((opened, before.start()))
+    after = _QUOTE_OPENED.match(passage, end)
+    if after:  # "he cried, “which does one good"
+        closed = _QUOTE.search(passage, after.end())
+        spans.append((after.end(), closed.start() if closed else len(passage)))
+    return {n for n in names for a, b in spans
+            if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", passage[a:b])}  # fmt: skip
 
 
 def _joined(between: str) -> bool:
@@ -184,6 +209,7 @@ class EntityStates:
                     continue
             if pronoun:
                 named = None  # the baseline (rare 0) is the last person who acted and nothing else
+                not_it = _not_it(passage, start, end, names) if self.rare else set()
                 if self.rare and not here:
                     since = sentences[counted - 2][0] if counted >= 2 else 0  # the sentence before this one
                     this = sentences[counted - 1][0] if counted >= 1 else 0
@@ -193,11 +219,12 @@ class EntityStates:
                               and not (spoke and len(_QUOTE.findall(passage, at, start)) % 2)]  # fmt: skip
                     named = self.named_before(
                         pronoun,
-                        [n for at, n, spoke in window if spoke and at >= this],
+                        [n for at, n, spoke in window if spoke and at >= this and n not in not_it],
                         [who for at, who in openers if since <= at < start],
-                        [n for at, n, spoke in window if at < this or _joined(passage[at + len(n) : start])],
-                    )
-                name = self.resolve(pronoun, content_words(after), here, named)
+                        [n for at, n, spoke in window
+                         if n not in not_it and (at < this or _joined(passage[at + len(n) : start]))],
+                    )  # fmt: skip
+                name = self.resolve(pronoun, content_words(after), here, named, not_it)
                 if name is None:
                     continue
                 resolved[start] = "" if name in _STAND_INS else name
@@ -228,14 +255,20 @@ class EntityStates:
             self.last_seen[w] = self.sentences
 
     def resolve(
-        self, pronoun: str, words: list[str], here: list[str] = (), named: str | None = None
+        self,
+        pronoun: str,
+        words: list[str],
+        here: list[str] = (),
+        named: str | None = None,
+        not_it: set[str] = frozenset(),
     ) -> str | None:
         """The person a subject pronoun followed by `words` means: the last of its gender to open a clause of
         the same sentence (`here`: "When Mrs. Bennet was told of this, she ..."), else the one with most rare
         words in common, then the latest; where none shares a rare word and the latest was last named more than
         RECENT sentences before, or no one of its gender has acted, the one just `named` (`named_before`: "they
-        now saw Mr. Darcy. They stood aloof while he was talking"), else "" (no one) and None."""
-        same = [p for p in here if self._may_be(p, pronoun)]
+        now saw Mr. Darcy. They stood aloof while he was talking"), else "" (no one) and None. Never one of
+        `not_it` (`_not_it`: named in its own clause, or in the quote it tags)."""
+        same = [p for p in here if self._may_be(p, pronoun) and p not in not_it]
         # no vote for its gender: "Colonel Fitzwilliam reminded Elizabeth of having promised to play to him; and
         # she sat down" would make him a "she"
         if same:
@@ -246,7 +279,7 @@ class EntityStates:
             for w in words
             if 0 < self.counts.get(w, 0) <= self.rare and self.last_seen[w] < self.sentences - SCENE
         }
-        fits = [p for p in self.acted if self._may_be(p, pronoun)]
+        fits = [p for p in self.acted if self._may_be(p, pronoun) and p not in not_it]
         if not fits:
             return named
         best = max(fits, key=lambda p: (len(rare.intersection(self.words[p])), self.acted[p]))

@@ -274,3 +274,14 @@ def test_a_speaker_after_a_quote_is_the_subject_of_its_sentence_not_of_the_quote
     text = "“I can answer your question,” said Fitzwilliam, “without applying to him. It is because he will not.”"
     (found,) = read(EntityStates(), [STALE + text])
     assert list(found.values()) == [""]  # "he" is someone Fitzwilliam speaks of
+
+
+def test_a_pronoun_is_no_one_named_in_its_own_clause_nor_in_the_quote_it_tags():
+    (found,) = read(EntityStates(), ["Lady Catherine rose. Elizabeth smiled. She said very stiffly to Elizabeth that"
+                                     " the park was small."])  # fmt: skip
+    assert list(found.values()) == ["Lady Catherine"]  # not the last to act: she is named after the pronoun
+    ahab = "Captain Ahab stood on the deck. “Moby Dick took off my leg. Moby Dick maimed me,” he shouted."
+    (found,) = read(EntityStates(), [ahab])
+    assert list(found.values()) == ["Captain Ahab"]  # the one named in the quote is whom the speaker speaks of
+    (found,) = read(EntityStates(), ["Mrs. Bennet walked in, and Jane smiled. She cried, “Jane, how could you?”"])
+    assert list(found.values()) == ["Mrs. Bennet"]  # and so is the one the quote after the tag speaks to
