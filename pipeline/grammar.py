@@ -127,8 +127,9 @@ _CLAUSE_OPENERS = _SUBORDINATORS - {"than", "as"}  # "is as tall as", "is more t
 _SPLIT_WORDS = MAX_RELATION_WORDS + MAX_OBJECT_WORDS + 1  # one word past the longest line: was the object cut?
 # a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
 # Pequod", "Jane, his sister", "Mr. Darcy, in the garden"; a subject pronoun: the name is put first as the
-# object ("Mr. Darcy they had seen only at church")
-_NO_PREDICATE = _DETERMINERS | _PREPOSITIONS | frozenset("i we you he she they".split())
+# object ("Mr. Darcy they had seen only at church"); "there": the name ends a phrase before the clause
+# ("Between him and Darcy there was a very steady friendship")
+_NO_PREDICATE = _DETERMINERS | _PREPOSITIONS | frozenset("i we you he she they there".split())
 # titles that are abbreviations: an object ending on one ("kind to Mr.") is a name cut off ("her father" is not)
 _ABBREVIATIONS = frozenset("mr mrs ms messrs dr st mme mlle".split())
 _POSSESSIVE = re.compile(r"['\u2019]s$")

@@ -159,6 +159,9 @@ def test_a_name_put_first_as_the_object_is_no_subject():
     lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
     assert not any(line.startswith("Mr. Darcy") for line in lines)  # no "Mr. Darcy | they | had seen ..."
     assert "Colonel Fitzwilliam | had called | more than once\n" in lines
+    passage = "Between him and Darcy there was a very steady friendship. Darcy was clever."
+    lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
+    assert not any(line.startswith("Darcy | there") for line in lines) and "Darcy | was | clever\n" in lines
 
 
 def test_a_pronoun_means_someone_said_before_it():
