@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from memgpt.archival import SENTENCE_END
 from pipeline.grammar import (
+    _GODS,
     _WORD,
     _after_title,
     _title_gender,
@@ -340,8 +341,14 @@ class EntityStates:
         return named.pop() if len(named) == 1 else None
 
     def _may_be(self, person: str, pronoun: str) -> bool:
-        """Whether `pronoun` may mean `person`: not of the other gender, and no place ("Rosings Park", "Meryton")."""
-        return self.gender(person) in ("", pronoun) and not is_place(person) and not self.is_place(person)
+        """Whether `pronoun` may mean `person`: not of the other gender, no place ("Rosings Park", "Meryton"), and
+        no god, whom novels name in exclamations ("God keep us!"), not as someone in the scene."""
+        return (
+            self.gender(person) in ("", pronoun)
+            and not is_place(person)
+            and not self.is_place(person)
+            and person not in _GODS
+        )
 
     def gender(self, person: str) -> str:
         """ "he" or "she" by the person's title, else by its titled namesakes, else by its given name, else by

@@ -294,3 +294,5 @@ def test_a_pronoun_in_a_quote_is_not_its_speaker_nor_whom_it_is_said_to():
     (found,) = read(EntityStates(), ["Then Jane Bennet smiled, and Mrs. Bennet rose. “She is my youngest girl,” said"
                                      " Mrs. Bennet."])  # fmt: skip
     assert list(found.values()) == ["Jane Bennet"]  # not the speaker, who says "I"
+    text = "Starbuck stood, and Moby Dick rose. “God keep us all! He turns to meet us!” cried Starbuck."
+    assert EntityStates().read(text, ["Moby Dick", "Starbuck", "God"]) == {54: "Moby Dick"}  # a god is no one here
