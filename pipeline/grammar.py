@@ -78,6 +78,17 @@ _NAME = re.compile(r"[A-Z][\w'\u2019-]*\.?(?: (?:de |van |von )?[A-Z][\w'\u2019-
 _CLAUSE_START = re.compile(
     r"(?:^|[.!?;,:\"\u201c\u201d(\u2018\u2019]|\b(?:and|but|then|when|while|as|that|because|since|after|before|until))\s*$"
 )
+# a sentence's opening phrase, one to four lowercase words after a preposition, whose end is its subject's start:
+# "In a few days Mr. Bingley returned", "At length Darcy spoke"; not the phrase's own noun ("of Mr. Darcy")
+_INTRODUCED = re.compile(
+    r"(?:^|[.!?;:\"\u201c\u201d]\s*)(?:In|At|On|After|Before|During|For|Within|By|To|With|From|Upon)"
+    r"(?:\s+[a-z]+){1,4}(?<!\bof)(?<!\bthe)(?<!\ba)(?<!\ban)(?<!\band)(?<!\bto)(?<!\bwith)(?<!\bby)\s+$"
+)
+_PAST_VERBS = frozenset(
+    "was had did could would should might must may will shall spoke began took made said saw came went felt thought "
+    "knew found gave told sat stood rose ran left kept heard meant became bore drew fell got grew held lay led put "
+    "read rode sang shook slept struck swam threw wept won wrote".split()
+)
 _NARRATOR = re.compile(r"I['\u2019]")  # "I've", "I'm" name no one
 _LONGER_NAME = re.compile(r" (?:de |van |von )?[A-Z][a-z]")  # a name's next word that makes it a longer one
 _CAPITALS = re.compile(r"[A-Z]{2,}")
@@ -274,8 +285,10 @@ def subject_spans(
                 continue
             if _after_a_title_alone(passage, m.start(), name):  # "Mr. and Mrs. Collins have": two people, not one
                 continue
-            if _opens_clause(passage, m.start()) or (
-                opener is not None and opener.search(passage, max(0, m.start() - 10), m.start())
+            if (
+                _opens_clause(passage, m.start())
+                or (opener is not None and opener.search(passage, max(0, m.start() - 10), m.start()))
+                or _after_an_opening_phrase(passage, m.start(), m.end())
             ):
                 found.append((m.start(), m.end(), name))
     # "he's left his tambourine" is no clause of "he": its words would start with "s"
@@ -403,6 +416,16 @@ def _last_of_a_compound_in_no_clause(passage: str, at: int, longest_first: list[
 def _opens_clause(passage: str, at: int) -> bool:
     """Whether position `at` starts a sentence or clause, where a name or pronoun is its subject."""
     return _CLAUSE_START.search(passage, max(0, at - 10), at) is not None
+
+
+def _after_an_opening_phrase(passage: str, at: int, end: int) -> bool:
+    """Whether the name at `at:end` is the subject after a sentence's opening phrase ("In a few days Mr. Bingley
+    returned"): only before a verb of one person in the past ("In old England the greatest lords", "For some of
+    these same Quakers are" are no such clause)."""
+    if _INTRODUCED.search(passage, max(0, at - 60), at) is None:
+        return False
+    verb = re.match(r" ([a-z]+)\b", passage[end : end + 20])
+    return verb is not None and (verb[1] in _PAST_VERBS or verb[1].endswith("ed"))
 
 
 def _words_after(passage: str, at: int, limit: int = MAX_RELATION_WORDS + MAX_OBJECT_WORDS) -> list[str]:

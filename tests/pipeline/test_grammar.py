@@ -466,3 +466,12 @@ def test_a_capital_after_a_dash_an_italic_or_at_a_verse_line_makes_no_name_of_a_
     verse = "I have letters sent me ,\nThat set him high ; and Jane , My horse is tied ,\nGive answer ; Stand , Jane"
     assert names_in(verse) == ["Jane"]
     assert names_in("He rode on, CHAPTER 2, and Ahab followed. There's Ahab.") == ["Ahab"]
+
+
+def test_a_name_after_a_sentences_opening_phrase_is_its_subject_before_a_verb():
+    passage = "Nothing was said. In a few days Mr. Bingley returned the visit. In old England the lords ruled."
+    lines = [line for anchor in copied_anchors(passage, ["Mr. Bingley", "England"]) for line in anchor]
+    assert "Mr. Bingley | returned | the visit\n" in lines
+    assert not any(line.startswith("England") for line in lines)  # a name inside the phrase, not after it
+    passage = "They laughed. For some of these same Quakers are the most sanguinary of all sailors."
+    assert not [s for s in subject_spans(passage, ["Quakers"]) if s[2] == "Quakers"]  # no verb of one person
