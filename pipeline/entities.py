@@ -32,7 +32,9 @@ Rules (every surface form stays listed in its entity's `aliases`, so a merge can
      no other title comes with the same tokens: with "Mr. Bingley" and "Miss Bingley" about, "Caroline
      Bingley" could be either, so neither joins her. Otherwise it stays alone. An untitled entity that a
      titled name joins takes its title;
-   - an untitled name joins its only candidate ("Elizabeth" -> "Elizabeth Bennet"); among several it joins one
+   - an untitled name joins its only candidate ("Elizabeth" -> "Elizabeth Bennet"), unless that one has a
+     woman's title and the name is no woman's given name: "Bingley" is not "Miss Bingley" (a surname alone
+     names a man, a woman keeps her title), "Eliza" is "Miss Eliza"; among several it joins one
      only when that one clearly dominates: at least DOMINANCE times the mentions of all the others (plus one,
      so that a handful of mentions never decides), counting only names that contain the short name's tokens.
      So "Darcy" joins Mr. (Fitzwilliam) Darcy (~270 mentions) despite Georgiana Darcy, Miss Darcy and Lady
@@ -51,6 +53,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 
 import pyarrow as pa
 
@@ -68,6 +71,9 @@ TITLES = frozenset(
     "commodore rev reverend father king queen prince princess duke duchess earl count countess baron "
     "baroness".split()
 )
+# the titles of one gender ("Mrs." is no "he"; "Captain" says nothing)
+HE_TITLES = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
+SHE_TITLES = frozenset("mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split())
 PARTICLES = frozenset("de del della der di du da la le van von ten ter bin ibn al st".split())
 # capitalised at a sentence's start, but a name does not start with them ("He", "His Majesty")
 STOPWORDS = frozenset(
@@ -204,6 +210,30 @@ class _Cluster:
     members: list[NameKey] = field(default_factory=list)
 
 
+# names the books give "he" with no title nor census name: "God bless you" made God the "she" of the next lines
+GODS = frozenset("God Jove Jupiter Christ Jesus Satan Lucifer".split())
+
+
+@cache
+def _given_names() -> tuple[frozenset[str], frozenset[str]]:
+    """English given names of one gender: ("he" names, "she" names), the "he" names with `GODS`. Faker's lists
+    come from census counts; a name on both ("Emma", "Darcy", "Sydney") is on neither here."""
+    from faker.providers.person.en import Provider
+
+    he, she = frozenset(Provider.first_names_male), frozenset(Provider.first_names_female)
+    return (he - she) | GODS, she - he
+
+
+def given_name_gender(person: str) -> str:
+    """ "he" or "she" where the person's given name has one gender in English ("Jane", "Colonel Charles
+    Brandon"), else ""; the given name is the first word after any title."""
+    words = [w for w in person.split() if w.rstrip(".").casefold() not in TITLES]
+    if not words:
+        return ""
+    he, she = _given_names()
+    return "he" if words[0] in he else "she" if words[0] in she else ""
+
+
 class EntityIndex:
     """Surface names merged into entities (module docstring); `entity_of` maps a surface name to one."""
 
@@ -331,6 +361,9 @@ class _Clusters:
             alone = (self.titles.get(frozenset(name[1]), set()) | {title}) - {""} == {title}
             only = candidates[0] if len(candidates) == 1 else None
             return only if only and not only.title and alone else None
+        if len(candidates) == 1 and candidates[0].title in SHE_TITLES and given_name_gender(name[1][0].title()) != "she":
+            # a surname alone names a man, a woman keeps her title: "Bingley" is not "Miss Bingley" ("Eliza" is)
+            return None
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
         return _dominant(set(name[1]), candidates, self.mentions)

@@ -28,13 +28,12 @@ import re
 from dataclasses import dataclass, field
 
 from memgpt.archival import SENTENCE_END
+from pipeline.entities import GODS, given_name_gender
 from pipeline.grammar import (
-    _GODS,
     _WORD,
     _after_title,
     _title_gender,
     _words_after,
-    given_name_gender,
     is_place,
     subject_spans,
 )
@@ -347,7 +346,7 @@ class EntityStates:
             self.gender(person) in ("", pronoun)
             and not is_place(person)
             and not self.is_place(person)
-            and person not in _GODS
+            and person not in GODS
         )
 
     def gender(self, person: str) -> str:

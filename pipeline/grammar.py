@@ -22,7 +22,7 @@ the quality (docs/knowledge.md).
 import bisect
 import json
 import re
-from functools import cache, cached_property
+from functools import cached_property
 
 import llguidance
 import llguidance.hf
@@ -30,7 +30,7 @@ import llguidance.torch
 import torch
 from transformers import LogitsProcessor
 
-from pipeline.entities import STOPWORDS, TITLES
+from pipeline.entities import HE_TITLES, SHE_TITLES, STOPWORDS, TITLES, given_name_gender
 
 GRAMMARS = ("text", "lines", "none")
 NO_LINES = '""'  # the grammar of a passage without a line to copy: only the end of the output
@@ -55,12 +55,6 @@ _NEVER_NAMES = frozenset(
     "my our your mine one give go come can stand make take see look hear speak say know think unto lest".split()
 )
 _NOT_NAMES = STOPWORDS | _NEVER_NAMES
-_HE = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
-# names the books give "he" with no title nor census name: "God bless you" made God the "she" of the next lines
-_GODS = frozenset("God Jove Jupiter Christ Jesus Satan Lucifer".split())
-_SHE = frozenset(
-    "mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split()
-)
 PRONOUNS = ("he", "she", "He", "She")
 _PLACE_WORDS = frozenset(
     "park hall house street square lodge castle abbey church chapel road lane island river bay harbour harbor "
@@ -355,27 +349,7 @@ def is_place(name: str) -> bool:
 def _title_gender(name: str) -> str:
     """ "he" or "she" when the name's title says so ("Mrs. Bennet", "Captain" says nothing), else ""."""
     title = name.split()[0].rstrip(".").casefold() if " " in name else ""
-    return "he" if title in _HE else "she" if title in _SHE else ""
-
-
-@cache
-def _given_names() -> tuple[frozenset[str], frozenset[str]]:
-    """English given names of one gender: ("he" names, "she" names), the "he" names with `_GODS`. Faker's lists
-    come from census counts; a name on both ("Emma", "Darcy", "Sydney") is on neither here."""
-    from faker.providers.person.en import Provider
-
-    he, she = frozenset(Provider.first_names_male), frozenset(Provider.first_names_female)
-    return (he - she) | _GODS, she - he
-
-
-def given_name_gender(person: str) -> str:
-    """ "he" or "she" where the person's given name has one gender in English ("Jane", "Colonel Charles
-    Brandon"), else ""; the given name is the first word after any title."""
-    words = [w for w in person.split() if w.rstrip(".").casefold() not in TITLES]
-    if not words:
-        return ""
-    he, she = _given_names()
-    return "he" if words[0] in he else "she" if words[0] in she else ""
+    return "he" if title in HE_TITLES else "she" if title in SHE_TITLES else ""
 
 
 def _after_title(passage: str, at: int) -> bool:

@@ -53,6 +53,12 @@ def test_different_titles_and_given_names_stay_apart():
     assert merged["Bennet"] == "bennet" and list(merged.values()).count("bennet") == 1
 
 
+def test_a_surname_alone_is_no_woman_of_that_name():
+    merged = merge_aliases(["Bingley", "Miss Bingley", "Darcy", "Mr. Darcy", "Eliza", "Miss Eliza"])
+    assert merged["Bingley"] != merged["Miss Bingley"]  # a surname alone names a man, a woman keeps her title
+    assert merged["Darcy"] == merged["Mr. Darcy"] and merged["Eliza"] == merged["Miss Eliza"]  # a given name
+
+
 def test_a_titled_short_name_joins_only_a_compatible_entity():
     merged = merge_aliases(["Georgiana Darcy", "Miss Darcy", "Miss Eliza", "Eliza Bennet"])
     assert merged["Miss Darcy"] == merged["Georgiana Darcy"] == "georgiana darcy"  # the only Darcy
