@@ -30,7 +30,7 @@ import llguidance.torch
 import torch
 from transformers import LogitsProcessor
 
-from pipeline.entities import HE_TITLES, SHE_TITLES, STOPWORDS, TITLES, given_name_gender
+from pipeline.entities import GODS, HE_TITLES, SHE_TITLES, STOPWORDS, TITLES, given_name_gender
 
 GRAMMARS = ("text", "lines", "none")
 NO_LINES = '""'  # the grammar of a passage without a line to copy: only the end of the output
@@ -83,6 +83,9 @@ _PAST_VERBS = frozenset(
     "knew found gave told sat stood rose ran left kept heard meant became bore drew fell got grew held lay led put "
     "read rode sang shook slept struck swam threw wept won wrote".split()
 )
+_BE = frozenset("is are was were".split())
+# a god's wish, not a fact: "God bless you", "God keep us", "God knows"
+_WISH = re.compile(r" (?:bless|keep|help|save|forbid|forgive|grant|send|defend|preserve|knows|be)\b")
 _NARRATOR = re.compile(r"I['\u2019]")  # "I've", "I'm" name no one
 _LONGER_NAME = re.compile(r" (?:de |van |von )?[A-Z][a-z]")  # a name's next word that makes it a longer one
 _CAPITALS = re.compile(r"[A-Z]{2,}")
@@ -273,6 +276,8 @@ def subject_spans(
         for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?![\w'\u2019]|-\w)", passage):
             if _after_title(passage, m.start()):  # "Darcy" of "Mr. Darcy": the title's dot ends no sentence
                 continue
+            if name in GODS and _WISH.match(passage, m.end()):
+                continue
             if _LONGER_NAME.match(passage, m.end()):  # "Ray" of "Ray Train": the longer name is the subject
                 continue
             if _last_of_a_compound_in_no_clause(passage, m.start(), longest_first):  # "Atlantics and Pacifics"
@@ -416,6 +421,10 @@ def _splits(subject: str, words: list[str]) -> list[str]:
     out = []
     # "Mrs. Hurst and Miss Bingley", "JSONL or Parquet": the first of a compound or a list says nothing alone
     if words and (words[0].casefold() in _NO_PREDICATE or words[0].casefold() in _CONJUNCTIONS):
+        return out
+    # "Her feelings as she read were scarcely to be defined": the subject's clause ended at its verb, and the
+    # sentence's own verb follows it; no line ("she | read | were scarcely to be defined")
+    if len(words) > 1 and words[1].casefold() in _BE and not (words[0].casefold() in _BE or _before_a_verb(words[0])):
         return out
     for i in range(1, min(MAX_RELATION_WORDS, len(words) - 1) + 1):
         if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase

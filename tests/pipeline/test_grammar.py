@@ -475,3 +475,12 @@ def test_a_name_after_a_sentences_opening_phrase_is_its_subject_before_a_verb():
     assert not any(line.startswith("England") for line in lines)  # a name inside the phrase, not after it
     passage = "They laughed. For some of these same Quakers are the most sanguinary of all sailors."
     assert not [s for s in subject_spans(passage, ["Quakers"]) if s[2] == "Quakers"]  # no verb of one person
+
+
+def test_no_line_for_a_gods_wish_nor_for_a_clause_cut_before_the_sentences_verb():
+    passage = "I will only add, God bless you. Her feelings as Elizabeth read were scarcely to be defined."
+    lines = [line for anchor in copied_anchors(passage, ["God", "Elizabeth"]) for line in anchor]
+    assert not any(line.startswith(("God | bless", "Elizabeth | read")) for line in lines)
+    passage = "Elizabeth certainly is very agreeable. God made the whale."
+    lines = [line for anchor in copied_anchors(passage, ["God", "Elizabeth"]) for line in anchor]
+    assert "Elizabeth | certainly is | very agreeable\n" in lines and "God | made | the whale\n" in lines
