@@ -167,6 +167,9 @@ def names_in(text: str) -> list[str]:
         ):  # a sentence's opener is no part of a name ("When Mrs. Bennet")
             opened = opened or words[0].casefold() in _NEVER_NAMES
             words.pop(0)
+        # "Dame Isabella's Inquisition" is Dame Isabella's: a possessive ends the name
+        ends = next((i + 1 for i, w in enumerate(words[:-1]) if _POSSESSIVE.search(w)), len(words))
+        words = words[:ends]
         if not words or words[-1].rstrip(".").casefold() in TITLES or _NARRATOR.match(words[0]):
             continue
         if len(words) == 1 and _ROMAN.fullmatch(words[0].rstrip(".")):  # "IV" of "CHAPTER IV"
