@@ -85,7 +85,7 @@ _PAST_VERBS = frozenset(
 )
 _BE = frozenset("is are was were".split())
 # a god's wish, not a fact: "God bless you", "God keep us", "God knows"
-_WISH = re.compile(r" (?:bless|keep|help|save|forbid|forgive|grant|send|defend|preserve|knows|be)\b")
+_WISH = re.compile(r"\s+(?:bless|keep|help|save|forbid|forgive|grant|send|defend|preserve|knows|be)\b")
 _NARRATOR = re.compile(r"I['\u2019]")  # "I've", "I'm" name no one
 _LONGER_NAME = re.compile(r" (?:de |van |von )?[A-Z][a-z]")  # a name's next word that makes it a longer one
 _CAPITALS = re.compile(r"[A-Z]{2,}")
