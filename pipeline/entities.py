@@ -215,13 +215,25 @@ GODS = frozenset("God Jove Jupiter Christ Jesus Satan Lucifer".split())
 
 
 @cache
+def _census_names() -> tuple[frozenset[str], frozenset[str]]:
+    """English given names, (male, female), from Faker's census lists; a name may be on both."""
+    from faker.providers.person.en import Provider
+
+    return frozenset(Provider.first_names_male), frozenset(Provider.first_names_female)
+
+
+@cache
 def _given_names() -> tuple[frozenset[str], frozenset[str]]:
     """English given names of one gender: ("he" names, "she" names), the "he" names with `GODS`. Faker's lists
     come from census counts; a name on both ("Emma", "Darcy", "Sydney") is on neither here."""
-    from faker.providers.person.en import Provider
-
-    he, she = frozenset(Provider.first_names_male), frozenset(Provider.first_names_female)
+    he, she = _census_names()
     return (he - she) | GODS, she - he
+
+
+def is_given_name(word: str) -> bool:
+    """Whether `word` is an English given name, of either gender ("Emma", "Jane"; not "Bingley", "Ahab")."""
+    he, she = _census_names()
+    return word in he or word in she
 
 
 def given_name_gender(person: str) -> str:

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from memgpt.archival import SENTENCE_END
-from pipeline.entities import GODS, given_name_gender
+from pipeline.entities import GODS, given_name_gender, is_given_name
 from pipeline.grammar import (
     _WORD,
     _after_title,
@@ -340,8 +340,13 @@ class EntityStates:
         return named.pop() if len(named) == 1 else None
 
     def _may_be(self, person: str, pronoun: str) -> bool:
-        """Whether `pronoun` may mean `person`: not of the other gender, no place ("Rosings Park", "Meryton"), and
-        no god, whom novels name in exclamations ("God keep us!"), not as someone in the scene."""
+        """Whether `pronoun` may mean `person`: not of the other gender, no place ("Rosings Park", "Meryton"), no
+        god, whom novels name in exclamations ("God keep us!"), not as someone in the scene, and for "she" no
+        surname alone."""
+        # a surname alone names a man, a woman keeps her title: "she" is not "Bingley", "Ahab" or "Queequeg" (a
+        # ship, the whale-ship, the sun), where nothing says whose gender they have; "Emma" may be a "she"
+        if pronoun == "she" and " " not in person and self.gender(person) == "" and not is_given_name(person):
+            return False
         return (
             self.gender(person) in ("", pronoun)
             and not is_place(person)

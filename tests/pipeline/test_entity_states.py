@@ -296,3 +296,10 @@ def test_a_pronoun_in_a_quote_is_not_its_speaker_nor_whom_it_is_said_to():
     assert list(found.values()) == ["Jane Bennet"]  # not the speaker, who says "I"
     text = "Starbuck stood, and Moby Dick rose. “God keep us all! He turns to meet us!” cried Starbuck."
     assert EntityStates().read(text, ["Moby Dick", "Starbuck", "God"]) == {54: "Moby Dick"}  # a god is no one here
+
+
+def test_she_is_no_surname_alone_but_may_be_a_given_name():
+    (found,) = read(EntityStates(), ["Then Bingley smiled. She entered the room with an air."])
+    assert list(found.values()) in ([], [""])  # a surname alone names a man: not Bingley
+    (found,) = read(EntityStates(), ["Then Emma smiled. She entered the room with an air."])
+    assert list(found.values()) == ["Emma"]  # a given name of both genders may be a "she"
