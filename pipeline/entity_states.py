@@ -343,16 +343,12 @@ class EntityStates:
         """Whether `pronoun` may mean `person`: not of the other gender, no place ("Rosings Park", "Meryton"), no
         god, whom novels name in exclamations ("God keep us!"), not as someone in the scene, and for "she" no
         surname alone."""
+        gender = self.gender(person)
+        if gender not in ("", pronoun) or person in GODS or is_place(person) or self.is_place(person):
+            return False
         # a surname alone names a man, a woman keeps her title: "she" is not "Bingley", "Ahab" or "Queequeg" (a
         # ship, the whale-ship, the sun), where nothing says whose gender they have; "Emma" may be a "she"
-        if pronoun == "she" and " " not in person and self.gender(person) == "" and not is_given_name(person):
-            return False
-        return (
-            self.gender(person) in ("", pronoun)
-            and not is_place(person)
-            and not self.is_place(person)
-            and person not in GODS
-        )
+        return not (pronoun == "she" and not gender and " " not in person and not is_given_name(person))
 
     def gender(self, person: str) -> str:
         """ "he" or "she" by the person's title, else by its titled namesakes, else by its given name, else by
