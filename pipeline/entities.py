@@ -73,7 +73,9 @@ TITLES = frozenset(
 )
 # the titles of one gender ("Mrs." is no "he"; "Captain" says nothing)
 HE_TITLES = frozenset("mr sir lord king prince duke earl count baron master monsieur father brother".split())
-SHE_TITLES = frozenset("mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split())
+SHE_TITLES = frozenset(
+    "mrs miss ms lady madam madame mme mlle queen princess duchess countess baroness dame".split()
+)
 PARTICLES = frozenset("de del della der di du da la le van von ten ter bin ibn al st".split())
 # capitalised at a sentence's start, but a name does not start with them ("He", "His Majesty")
 STOPWORDS = frozenset(
@@ -373,8 +375,9 @@ class _Clusters:
             alone = (self.titles.get(frozenset(name[1]), set()) | {title}) - {""} == {title}
             only = candidates[0] if len(candidates) == 1 else None
             return only if only and not only.title and alone else None
-        if len(candidates) == 1 and candidates[0].title in SHE_TITLES and given_name_gender(name[1][0].title()) != "she":
-            # a surname alone names a man, a woman keeps her title: "Bingley" is not "Miss Bingley" ("Eliza" is)
+        # a surname alone names a man, a woman keeps her title: "Bingley" is not "Miss Bingley" ("Eliza" is)
+        woman = len(candidates) == 1 and candidates[0].title in SHE_TITLES
+        if woman and given_name_gender(name[1][0].title()) != "she":
             return None
         if len(candidates) <= 1:
             return candidates[0] if candidates else None

@@ -79,9 +79,9 @@ _INTRODUCED = re.compile(
     r"(?:\s+[a-z]+){1,4}(?<!\bof)(?<!\bthe)(?<!\ba)(?<!\ban)(?<!\band)(?<!\bto)(?<!\bwith)(?<!\bby)\s+$"
 )
 _PAST_VERBS = frozenset(
-    "was had did could would should might must may will shall spoke began took made said saw came went felt thought "
-    "knew found gave told sat stood rose ran left kept heard meant became bore drew fell got grew held lay led put "
-    "read rode sang shook slept struck swam threw wept won wrote".split()
+    "was had did could would should might must may will shall spoke began took made said saw came went felt "
+    "thought knew found gave told sat stood rose ran left kept heard meant became bore drew fell got grew held "
+    "lay led put read rode sang shook slept struck swam threw wept won wrote".split()
 )
 _BE = frozenset("is are was were".split())
 # a god's wish, not a fact: "God bless you", "God keep us", "God knows"
@@ -427,8 +427,9 @@ def _splits(subject: str, words: list[str]) -> list[str]:
         return out
     # "Her feelings as she read were scarcely to be defined": the subject's clause ended at its verb, and the
     # sentence's own verb follows it; no line ("she | read | were scarcely to be defined")
-    if len(words) > 1 and words[1].casefold() in _BE and not (words[0].casefold() in _BE or _before_a_verb(words[0])):
-        return out
+    if len(words) > 1 and words[1].casefold() in _BE:
+        if not (words[0].casefold() in _BE or _before_a_verb(words[0])):
+            return out
     for i in range(1, min(MAX_RELATION_WORDS, len(words) - 1) + 1):
         if words[i - 1].casefold() in _DETERMINERS:  # "keeps the | green journal" splits a noun phrase
             continue

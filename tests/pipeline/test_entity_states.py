@@ -288,7 +288,10 @@ def test_a_pronoun_is_no_one_named_in_its_own_clause_nor_in_the_quote_it_tags():
 
 
 def test_a_pronoun_in_a_quote_is_not_its_speaker_nor_whom_it_is_said_to():
-    text = "Moby Dick rose, and Captain Ahab turned. “Oh, Captain Ahab, lo, thy work. He turns to meet us!” cried Starbuck."
+    text = (
+        "Moby Dick rose, and Captain Ahab turned. “Oh, Captain Ahab, lo, thy work. He turns to meet us!” cried"
+        " Starbuck."
+    )
     (found,) = read(EntityStates(), [text])
     assert list(found.values()) == ["Moby Dick"]  # not Captain Ahab, whom the quote is said to
     (found,) = read(EntityStates(), ["Then Jane Bennet smiled, and Mrs. Bennet rose. “She is my youngest girl,” said"

@@ -481,7 +481,10 @@ def test_a_name_after_a_sentences_opening_phrase_is_its_subject_before_a_verb():
 
 
 def test_no_line_for_a_gods_wish_nor_for_a_clause_cut_before_the_sentences_verb():
-    passage = "I will only add, God bless you. “God\nkeep us.” Her feelings as Elizabeth read were scarcely to be defined."
+    passage = (
+        "I will only add, God bless you. “God\nkeep us.” Her feelings as Elizabeth read were scarcely to be"
+        " defined."
+    )
     lines = [line for anchor in copied_anchors(passage, ["God", "Elizabeth"]) for line in anchor]
     assert not any(line.startswith(("God | bless", "God | keep", "Elizabeth | read")) for line in lines)
     passage = "Elizabeth certainly is very agreeable. God made the whale."
