@@ -15,7 +15,15 @@ Rules (every surface form stays listed in its entity's `aliases`, so a merge can
    form alone ("gone", "says", "better"); when, without a determiner first, it holds an adverb in -ly
    ("generally different"), starts with a gerund ("stirring the fire") or ends with a participle; or when,
    longer than three words or with "and"/"or", it does not start with a determiner ("the house and the
-   garden" is one, "brown and brawny" is not).
+   garden" is one, "brown and brawny" is not). Nor is it one when it runs on into a second phrase: a
+   determiner after a word that is no preposition, conjunction or predeterminer ("her the letter", "his chair
+   a little", "every sentence conveying the idea"; "half a song" is one), an infinitive ("a story to hear";
+   "the road to London" is one), a possessive before a gerund with an object ("her marrying Colonel
+   Fitzwilliam"; "his whaling voyage" is one); nor when it holds "it", a possessive or indefinite pronoun
+   ("mine", "nothing") or "than"; nor when it ends with an adverb in -ly, a word of degree ("a little", "no
+   more", "this last") or, past two words, a participle ("that moment arrived"); nor when it is a number word
+   ("fifteen"), ends without a determiner in an adjective in -ous ("ubiquitous"), or is one of a short list
+   of adverbs, adjectives and verbs alone ("alone", "well", "say").
 1. Surface forms are grouped by `normalize` (case, whitespace, edge punctuation, leading article), as before.
 2. A group is a *name* when one of its forms, after the honorifics are stripped, is made of capitalised words
    (lowercase particles such as "de", "van" allowed inside) and does not start with a pronoun or article:
@@ -89,13 +97,17 @@ CLAUSE_WORDS = frozenset(
 )
 # personal pronouns and degree adverbs: a phrase with one is a piece of a clause ("for her to hear")
 PRONOUNS_AND_DEGREES = frozenset(
-    "i me he him she we us they them myself himself herself ourselves themselves itself quite rather somewhat "
-    "almost enough twice once least".split()
+    "i me he him she we us they them it myself himself herself ourselves themselves itself mine yours hers ours "
+    "theirs nothing something anything everything nobody somebody anybody everybody someone anyone everyone "
+    "he's she's it's that's there's what's who's i'm you're we're they're "  # a pronoun and its verb: a clause
+    "quite rather somewhat almost enough twice once least than".split()
 )
 # words a noun phrase neither starts nor ends with: "of the house", "the house in", "there a tiller"
 EDGE_WORDS = frozenset(
     "of in on at to for from with by into onto upon about over under than as and or but nor then so only also "
-    "very too just not there here off up down out away back".split()
+    "very too just not there here off up down out away back within without through throughout across along "
+    "among amongst against toward towards beneath beside besides between beyond during till until unto amid "
+    "concerning regarding despite except".split()
 )
 DETERMINERS = frozenset(
     "the a an his her their its my your our this that these those some any many several each every no all both "
@@ -105,14 +117,37 @@ DETERMINERS = frozenset(
 ADVERBS = frozenset("again aside near ago else indeed instead together".split())
 # verb forms and comparatives that are no noun phrase alone ("gone", "made", "says", "better")
 VERB_FORMS = frozenset(
-    "gone made done been seen said says speak speaks spoke going doing being having saying better worse".split()
+    "gone made done been seen said says speak speaks spoke going doing being having saying better worse "
+    "say think know see tell swear go come look alone well fast little much more less ill yesterday today "
+    "tomorrow tonight now soon ever never always often still yet already afterwards".split()
+)
+# number words: "fifteen" names nothing, as "15" does not
+NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million".split()
+)
+# determiners that open a noun phrase of their own: after a noun with no preposition between, a second phrase
+# starts ("her the letter", "his chair a little", "conveying the idea"); numbers are left out ("chapter one")
+_OPENERS = frozenset(
+    "the a an this that these those his her their its my your our any some every each no".split()
+)
+# words a determiner may follow inside one noun phrase: "half a song", "all the day", "such a man"
+_PREDETERMINERS = frozenset("all both half such many what double".split())
+_POSSESSIVES = frozenset("his her their its my your our".split())
+# past participles not in -ed that are seldom a noun ("left", "set", "found" and "thought" often are)
+_IRREGULAR_PARTICIPLES = frozenset(
+    "taken given written known seen done gone born brought sent kept held told become grown shown drawn driven "
+    "spoken broken chosen forgotten forgiven hidden stolen sworn thrown beaten fallen".split()
 )
 # adverbs by their endings ("generally", "immediately", "perfectly", "uncommonly"), not "family", "assembly",
 # "elderly", "daily", "melancholy"
-_ADVERB_ENDINGS = ("ally", "ately", "ously", "ively", "ently", "antly", "fully", "ctly", "nly", "edly", "ingly")
+_ADVERB_ENDINGS = tuple(
+    "ally ately ously ively ently antly fully ctly nly edly ingly rely ibly ably ssly tly".split()
+)
 # nouns in -ed, not participles: "top speed", "bitter hatred"
 _NOUNS_IN_ED = frozenset("speed steed hatred kindred hundred thread sacred seed need deed creed greed breed".split())
-ENDLESS = EDGE_WORDS | DETERMINERS | ADVERBS | {"own"}
+# nor ends with a word of degree or order alone: "his chair a little", "no more", "this last", "half so much"
+ENDLESS = EDGE_WORDS | DETERMINERS | ADVERBS | {"own", "little", "much", "more", "less", "last"}
 MAX_BARE_WORDS = 3  # a longer phrase without a determiner first is a clause's piece, not a noun phrase
 # how many times the others' mentions (plus one) the leading candidate needs to take an untitled short name
 DOMINANCE = 3
@@ -145,16 +180,19 @@ def is_entity(surface: str) -> bool:
     piece of a clause."""
     if parse_name(surface) is not None:
         return True
-    words = [w.casefold() for w in _WORD.findall(surface)]
+    written = _WORD.findall(surface)
+    words = [w.casefold() for w in written]
     if not any(sum(c.isalpha() for c in w) >= 2 for w in words):  # "200", "13", "4k", "x"
         return False
     if all(w in STOPWORDS for w in words) or (len(words) == 1 and words[0] in TITLES):  # "he", "Mrs"
         return False
     if words[0] in EDGE_WORDS or words[0] in ADVERBS or _participle(words[0]) or words[-1] in ENDLESS:
         return False
-    if words == [words[0]] and words[0] in VERB_FORMS:  # "gone", "says"
+    if words == [words[0]] and (words[0] in VERB_FORMS or words[0] in NUMBER_WORDS):  # "gone", "fifteen"
         return False
     if words[0] == "her" and len(words) > 1 and words[1] in EDGE_WORDS:  # "her with a smile": not "her house"
+        return False
+    if _two_phrases(written):  # "her the letter", "his chair a little", "a story to hear"
         return False
     inner = words[1:] if words[0] == "her" else words  # "her house": a possessive
     if any(w in CLAUSE_WORDS or w in PRONOUNS_AND_DEGREES or _one_letter(w) for w in inner):
@@ -162,20 +200,52 @@ def is_entity(surface: str) -> bool:
     after_preposition = [w for p, w in zip(words, words[1:], strict=False) if p in EDGE_WORDS]
     if any(_gerund(w) for w in after_preposition):  # "a little by starting the idea"
         return False
+    if _adverb(words[-1]):  # "the place entirely"
+        return False
+    if len(words) > 2 and _participle(words[-1]) and words[-1] not in _NOUNS_IN_ED:
+        return False  # "that moment arrived", "two daughters married"; not "the wounded"
+    if words[0] in _POSSESSIVES and len(words) > 2 and _gerund(words[1]) and _opens_object(written[2]):
+        return False  # "her marrying Colonel Fitzwilliam", not "his whaling voyage"
     bare = words[0] not in DETERMINERS and not words[0].isdigit()
     # without a determiner, an adverb in -ly, a gerund first or a participle last make a clause's piece:
-    # "generally different", "stirring the fire", "daughters married"
-    if bare and any(w.endswith(_ADVERB_ENDINGS) and len(w) > 4 for w in words):
+    # "generally different", "stirring the fire", "daughters married"; an adjective in -ous ends no noun phrase
+    if bare and any(_adverb(w) for w in words):
         return False
     if bare and _gerund(words[0]) and len(words) > 1 and (words[1] in DETERMINERS or words[1] in STOPWORDS):
         return False  # "stirring the fire", not "sitting room" or "whaling voyage"
     if bare and len(words) > 1 and _participle(words[-1]) and words[-1] not in _NOUNS_IN_ED:
         return False
+    if bare and words[-1].endswith("ous"):  # "ubiquitous", "quite anxious"
+        return False
     return not bare or (len(words) <= MAX_BARE_WORDS and not {"and", "or"} & set(words))
 
 
+def _opens_object(word: str) -> bool:
+    """Whether `word` (as written) can open a gerund's object: a determiner, a pronoun or a name."""
+    return word.casefold() in DETERMINERS or word.casefold() in STOPWORDS or word[:1].isupper()
+
+
+def _adverb(word: str) -> bool:
+    return word.endswith(_ADVERB_ENDINGS) and len(word) > 4
+
+
+def _two_phrases(words: list[str]) -> bool:
+    """Whether `words` (as written) run on past one noun phrase: a determiner after a word that is no
+    preposition, conjunction or predeterminer starts a second one ("her the letter", "every sentence conveying
+    the idea"), and "to" before a lowercase word that is no determiner is an infinitive ("a story to hear";
+    not "the road to London")."""
+    folded = [w.casefold() for w in words]
+    for (before, word), written in zip(zip(folded, folded[1:], strict=False), words[1:], strict=True):
+        if word in _OPENERS and before not in EDGE_WORDS and before not in _PREDETERMINERS:
+            return True
+        if before == "to" and written[:1].islower() and word not in DETERMINERS and word not in STOPWORDS:
+            return True
+    return False
+
+
 def _participle(word: str) -> bool:
-    return len(word) > 4 and word.endswith("ed")  # "seated on an oaken chair", "acquainted with"
+    # "seated on an oaken chair", "acquainted with", "taken from school", "wild-ocean born"
+    return (len(word) > 4 and word.endswith("ed")) or word in _IRREGULAR_PARTICIPLES
 
 
 def _gerund(word: str) -> bool:

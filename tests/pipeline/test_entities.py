@@ -202,6 +202,15 @@ NOT_ENTITIES = [
     # objects of real fact lines of three excerpts (Pride and Prejudice, Moby-Dick): adverbs, participles, verbs
     "again immediately", "a chair near", "generally different", "really unwell", "universally liked", "gone",
     "says", "better", "stirring the fire",
+    # objects of real fact lines of six chapter excerpts: pronouns, a second phrase run on, infinitives,
+    # prepositions, number words, adverbs and adjectives alone, participles last
+    "it likewise", "look at it", "mine", "nothing", "he's our man", "her hold than common", "her the letter",
+    "his chair a little", "that any objections", "every sentence conveying the idea of uneasiness",
+    "a different story to hear", "the steersman to take new turns", "no explanation to give", "within his cabin",
+    "concerning Moby Dick", "the captain against attacking the White Whale", "fifteen", "alone", "fast", "well",
+    "yesterday", "say", "no more", "this last", "half so much", "ubiquitous", "the place entirely",
+    "that moment arrived", "two daughters married", "taken from school", "wild-ocean born",
+    "her marrying Colonel Fitzwilliam",
 ]  # fmt: skip
 ENTITIES = [
     "Mr. Darcy", "SmolLM2-135M-Instruct", "Parquet", "J. K. Rowling", "Vitamin C",  # names
@@ -210,6 +219,8 @@ ENTITIES = [
     "his sacrificial fire of shavings", "a blue coat", "the only creature in the room", "barbaric Ethiopian emperor",
     "her house", "the house and the garden", "Jane's pleasure", "trophies", "the garden in spring",
     "the family", "a lovely garden", "a married woman", "income", "the morning",
+    "half a song", "all the day", "the road to London", "his whaling voyage", "the wounded", "the brass key",
+    "the dead ashes over the water", "a nameless terror to the ship", "his place in the van", "the last boat",
 ]  # fmt: skip
 
 
