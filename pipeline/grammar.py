@@ -129,6 +129,12 @@ _OPEN_WORDS = _SUBORDINATORS | _PREPOSITIONS | frozenset(
 # a fenced code block of Markdown runs from a line that opens with ``` to the next (or the passage's end: it
 # may close in the next chunk)
 _FENCE_LINE = re.compile(r"[ \t]*```")
+_LINE_START = re.compile(r"[\"'\u201c\u2018(]*(\w)")  # a line's first letter
+_ENDS_SENTENCE = re.compile(r"[.!?:][\"'\u201d\u2019)]*$")
+VERSE_LINES = 8
+_MARKDOWN_HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]")
+_TITLE_SMALL_WORDS = frozenset("a an the and or nor but of to in on at by for with from as into upon".split())
+_QUOTE_MARK = re.compile("[\"\u201c\u201d\u2018]|(?<!\\w)'|'(?!\\w)")
 _LINE = re.compile(r"[^\n]*\n|[^\n]+$")
 _CONJUNCTIONS = frozenset("and or nor but".split())
 _CLAUSE_OPENERS = _SUBORDINATORS - {"than", "as"}  # "is as tall as", "is more than" stay relations
@@ -136,8 +142,9 @@ _SPLIT_WORDS = MAX_RELATION_WORDS + MAX_OBJECT_WORDS + 1  # one word past the lo
 # a clause's first word after its subject that says the name is no subject: "with Captain Bildad, to see the
 # Pequod", "Jane, his sister", "Mr. Darcy, in the garden"; a subject pronoun: the name is put first as the
 # object ("Mr. Darcy they had seen only at church"); "there": the name ends a phrase before the clause
-# ("Between him and Darcy there was a very steady friendship")
-_NO_PREDICATE = _DETERMINERS | _PREPOSITIONS | frozenset("i we you he she they there".split())
+# ("Between him and Darcy there was a very steady friendship"); "being", "having": a phrase of its own, no
+# clause ("Were the world mine, Demetrius being bated, ...", "Mr. Darcy having left the room, they ...")
+_NO_PREDICATE = _DETERMINERS | _PREPOSITIONS | frozenset("i we you he she they there being having".split())
 # titles that are abbreviations: an object ending on one ("kind to Mr.") is a name cut off ("her father" is not)
 _ABBREVIATIONS = frozenset("mr mrs ms messrs dr st mme mlle".split())
 _POSSESSIVE = re.compile(r"['\u2019]s$")
@@ -149,8 +156,11 @@ def names_in(text: str) -> list[str]:
     """Capitalised names in `text` ("Mr. Darcy", "Elizabeth Bennet").
 
     A capital tells a name only inside a sentence: at a sentence's start, a first word the text also writes in
-    lower case ("To", "My") is dropped, and a single word seen only there ("Since") is no name."""
+    lower case ("To", "My") is dropped, and a single word seen only there ("Since") is no name. In verse, where
+    every line starts with a capital, so is a first word at a line's start that the text never capitalises
+    inside a line ("Seem'd Athens as a paradise to me" names Athens)."""
     lowercase = {w.casefold() for w in _WORD.findall(text) if w[0].islower()}
+    midline = _capitalised_inside_lines(text) if _is_verse(text) else None
     found, inside = set(), set()
     for m in _NAME.finditer(text):
         # _italics_; "--" is a dash, not part of the name ("London--his")
@@ -164,6 +174,7 @@ def names_in(text: str) -> list[str]:
         while words and (
             _POSSESSIVE.sub("", words[0]).casefold() in _NOT_NAMES  # "That's", "What's"
             or (at_start and (words[0].casefold() in lowercase or words[0] in OPENERS))
+            or (midline is not None and _at_line_start(text, m.start()) and words[0] not in midline)
         ):  # a sentence's opener is no part of a name ("When Mrs. Bennet")
             opened = opened or words[0].casefold() in _NEVER_NAMES
             words.pop(0)
@@ -181,6 +192,28 @@ def names_in(text: str) -> list[str]:
         if not at_start or len(words) > 1 or opened:
             inside.add(name)
     return sorted(n for n in found if n in inside)
+
+
+def _is_verse(text: str) -> bool:
+    """Whether `text` is verse: of its lines that go on from a line ending no sentence, at least VERSE_LINES,
+    nearly all start with a capital. Such a line of prose starts in lower case, whether wrapped at a fixed width
+    or at each clause ("we read the file,\nthen write it")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    starts = [
+        m.group(1)
+        for before, line in zip(lines, lines[1:], strict=False)
+        if not _ENDS_SENTENCE.search(before) and (m := _LINE_START.match(line))
+    ]
+    return len(starts) >= VERSE_LINES and sum(c.isupper() for c in starts) >= 0.8 * len(starts)
+
+
+def _capitalised_inside_lines(text: str) -> set[str]:
+    """The capitalised words of `text` that some line has after its start ("Stand forth , Demetrius")."""
+    return {m.group(1) for m in re.finditer(r"\S[ \t]+([A-Z][\w'\u2019-]*)", text)}
+
+
+def _at_line_start(text: str, at: int) -> bool:
+    return not text[text.rfind("\n", 0, at) + 1 : at].strip(" \t\"'\u201c\u2018(")
 
 
 def _split_at_sentence_end(words: list[str]) -> list[str]:
@@ -255,12 +288,30 @@ def prose_of(passage: str, in_code: bool = False) -> tuple[str, bool]:
     ends inside one. `in_code`: it starts inside one, opened in an earlier chunk; a chunk cut inside a code
     block would otherwise read the rest of it as prose ("# local Ray, CPU" then a command: "CPU | python | m jobs")."""
     out = []
-    for m in _LINE.finditer(passage):
-        line = m.group()
+    lines = [m.group() for m in _LINE.finditer(passage)]
+    for i, line in enumerate(lines):
         fence = _FENCE_LINE.match(line) is not None
-        out.append(re.sub(r"[^\n]", " ", line) if in_code or fence else line)
+        alone = (i == 0 or not lines[i - 1].strip()) and (i + 1 == len(lines) or not lines[i + 1].strip())
+        heading = not in_code and alone and _is_heading(line)
+        out.append(re.sub(r"[^\n]", " ", line) if in_code or fence or heading else line)
         in_code ^= fence
     return "".join(out), in_code
+
+
+def _is_heading(line: str) -> bool:
+    """Whether a line that stands alone is a heading, no prose: a Markdown heading, or up to 16 words, no quote,
+    every word capitalised but numbers and the small words of a title ("CHAPTER 100. Leg and Arm."; "The Pequod,
+    of Nantucket, Meets the Samuel Enderby, of London.": "Meets" is no one who acts)."""
+    if _MARKDOWN_HEADING.match(line):
+        return True
+    words = _WORD.findall(line)
+    capitalised = [w for w in words if not w[0].isdigit() and w.casefold() not in _TITLE_SMALL_WORDS]
+    return (
+        len(capitalised) >= 2
+        and len(words) <= 16
+        and not _QUOTE_MARK.search(line)
+        and all(w[0].isupper() for w in capitalised)
+    )
 
 
 def subject_spans(

@@ -164,6 +164,9 @@ def test_a_name_put_first_as_the_object_is_no_subject():
     passage = "Between him and Darcy there was a very steady friendship. Darcy was clever."
     lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
     assert not any(line.startswith("Darcy | there") for line in lines) and "Darcy | was | clever\n" in lines
+    passage = "Were the world mine, Demetrius being bated, the rest I'd give. Mr. Darcy having left, Jane sang."
+    lines = [line for anchor in copied_anchors(passage, names_in(passage)) for line in anchor]
+    assert not any(line.startswith(("Demetrius", "Mr. Darcy")) for line in lines)  # an absolute phrase
 
 
 def test_a_pronoun_means_someone_said_before_it():
@@ -314,6 +317,49 @@ def test_a_code_block_cut_by_a_chunk_boundary_stays_code_in_the_next_chunk():
         n for _, _, n in subject_spans(text[cut:], ["CPU"])
     ]  # the chunk alone: a subject in code
     assert prose_of("no code here.\n") == ("no code here.\n", False)
+
+
+def test_a_heading_is_no_prose_and_names_no_one():
+    """Moby Dick's chapter 100 opens with a heading and a subtitle in title case: "Meets" was a name, then the
+    "he" of the stranger captain, two sentences on."""
+    text = (
+        "CHAPTER 100. Leg and Arm.\n\nThe Pequod, of Nantucket, Meets the Samuel Enderby, of London.\n\n"
+        "“Ship, ahoy! Hast seen the White Whale?”\n\n“Who is Captain Ahab, sir?”\n\nSo cried Ahab, hailing a "
+        "ship.\nHe was a darkly-tanned man.\n\n## Leg and Arm\n\nThe Two Sisters\nwalked home.\n"
+    )
+    prose, _ = prose_of(text)
+    assert len(prose) == len(text) and prose.count("\n") == text.count("\n")
+    assert "Meets" not in prose and "Arm." not in prose and "## Leg" not in prose
+    assert "Meets" not in names_in(prose) and "Arm" not in names_in(prose)
+    # quotes, prose and a title-case line inside a paragraph stay
+    for kept in ("“Ship, ahoy!", "“Who is Captain Ahab, sir?”", "So cried Ahab", "The Two Sisters\nwalked"):
+        assert kept in prose
+
+
+def test_in_verse_a_line_starts_with_a_capital_and_no_name():
+    """A Midsummer-Night's Dream (as the corpus has it, spaced punctuation): every line starts with a capital,
+    so "Seem'd Athens" was a name and the subject of "as a paradise to me"."""
+    verse = (
+        "Take comfort : he no more shall see my face ;\nLysander and myself will fly this place .\n"
+        "Before the time I did Lysander see ,\nSeem'd Athens as a paradise to me :\n"
+        "O , then , what graces in my love do dwell ,\nThat he hath turn'd a heaven unto a hell .\n"
+        "Helen , to you our minds we will unfold .\nTo-morrow night , when Phoebe doth behold\n"
+        "Her silver visage in the wat'ry glass ,\nDecking with liquid pearl the bladed grass ,\n"
+        "A time that lovers' flights doth still conceal ,\nThrough Athens' gates have we devis'd to steal .\n"
+        "And in the wood , where often you and I\nUpon faint primrose-beds were wont to lie ,\n"
+        "Emptying our bosoms of their counsel sweet ,\nThere my Lysander and myself shall meet ;\n"
+        "And thence from Athens turn away our eyes ,\nTo seek new friends and stranger companies .\n"
+        "Stand forth , Demetrius . Demetrius loves your fair .\nLysander Grey is here .\n"
+    )
+    names = names_in(verse)
+    assert "Seem'd Athens" not in names and "Through Athens" not in names and "Athens" in names
+    assert {"Lysander", "Demetrius", "Phoebe", "Lysander Grey"} <= set(names)  # also capitalised inside a line
+    # prose wrapped at a width: a name at a line's start stays one
+    prose = (
+        "In vain the English Captain hailed him. With back to the stranger ship,\nand face set like a flint "
+        "to his own,\nSamuel Enderby stood upright till alongside of the Pequod.\n" * 3
+    )
+    assert "Samuel Enderby" in names_in(prose)
 
 
 def test_no_subject_in_a_fenced_code_block():
