@@ -3,10 +3,11 @@
 `nn.Linear` computes x @ W.T with W stored (out, in), row after row, as loaded. For a product of a few rows (a
 step of generation: one row per document; a verification pass of drafted tokens: a few dozen), MKL is 1.5-3x
 slower with that operand than with W.T stored contiguously (SmolLM2's 576 x 1,536 weight, 36 rows, 2 threads:
-0.8 ms against 0.4 ms); for a chunk's read (hundreds of rows) the two cost the same. So in eval mode on a CPU
-the weights are stored as W.T's contiguous copy and kept as its transposed view: the same shape, the same
-values, and no module changed. Products of few rows may round differently in the last bits; the chunk read's
-are bit for bit the same. Training keeps the layout it was loaded with.
+0.8 ms against 0.4 ms, on an Intel Xeon; an AMD EPYC showed no gain, docs/performance.md); for a chunk's read
+(hundreds of rows) the two cost the same. So in eval mode on a CPU the weights are stored as W.T's contiguous
+copy and kept as its transposed view: the same shape, the same values, and no module changed. Products of few
+rows may round differently in the last bits; the chunk read's are bit for bit the same. Training keeps the
+layout it was loaded with.
 """
 
 import torch

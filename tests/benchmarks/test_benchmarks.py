@@ -169,6 +169,29 @@ def test_linear_layout_benchmark_times_both_layouts_of_each_weight_shape():
         assert speed_up == pytest.approx(row_ms / column_ms, rel=0.2)  # of the printed times, rounded
 
 
+def test_linear_layout_int4_weights_multiply_as_their_grid_does():
+    """The 4-bit weights --int4 times are the Q4_1 grid (d * q + m per group of 32), packed as torch's CPU
+    kernel reads them: its products are the grid's, to fp32 rounding."""
+    import torch
+
+    from benchmarks.linear_layout import int4_weights
+
+    torch.manual_seed(0)
+    w = torch.randn(192, 576)
+    packed, scales = int4_weights(w)
+    groups = w.view(192, -1, 32)
+    low = groups.amin(-1)
+    d = ((groups.amax(-1) - low) / 15).clamp(min=1e-8)
+    q = ((groups - low[..., None]) / d[..., None]).round().clamp(0, 15)
+    grid = (q * d[..., None] + low[..., None]).view_as(w)
+    x = torch.randn(4, 576)
+    out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, 32, scales)
+    assert torch.allclose(out, x @ grid.t(), atol=1e-4) and not torch.allclose(out, x @ w.t(), atol=1e-2)
+    rows = run_benchmark("benchmarks.linear_layout", "--rows", "4", "--megabytes", "4", "--int4")
+    times = [line.split("|") for line in rows.splitlines() if re.match(r"\d+ x \d+ ", line)]
+    assert len(times) == 4 and all(float(t[-1]) > 0 for t in times)  # the int4 column
+
+
 def test_recall_benchmark_options_are_read_as_values():
     from benchmarks.recall import parse_overrides  # the same --set as jobs.train's
 
