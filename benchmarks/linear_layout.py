@@ -24,13 +24,14 @@ from . import common
 SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536)]
 
 
-def milliseconds(weights: list[torch.Tensor], rows: int, repeats: int = 3) -> float:
-    x = torch.randn(rows, weights[0].shape[1])
+def milliseconds(weights: list, rows: int, in_features: int, multiply=F.linear, repeats: int = 3) -> float:
+    """The best of `repeats` rounds of `multiply(x, w)` over every one of `weights`, per product."""
+    x = torch.randn(rows, in_features)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         for w in weights:
-            F.linear(x, w)
+            multiply(x, w)
         best = min(best, (time.perf_counter() - start) / len(weights))
     return best * 1e3
 
@@ -46,15 +47,9 @@ def int4_weights(w: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, torch.
     return packed, torch.stack([d, low + 8 * d], dim=-1).transpose(0, 1).contiguous()
 
 
-def int4_milliseconds(weights: list[tuple[torch.Tensor, torch.Tensor]], rows: int, repeats: int = 3) -> float:
-    x = torch.randn(rows, weights[0][1].shape[0] * 32)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for packed, scales in weights:
-            torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, 32, scales)
-        best = min(best, (time.perf_counter() - start) / len(weights))
-    return best * 1e3
+def int4_product(x: torch.Tensor, weight: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    packed, scales = weight
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, 32, scales)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,12 +68,13 @@ def main(argv: list[str] | None = None) -> None:
         column_major = [w.t().contiguous().t() for w in row_major]  # what memgpt.layout stores
         int4 = [int4_weights(w) for w in row_major] if args.int4 else []
         for rows in args.rows:
-            row_ms, column_ms = milliseconds(row_major, rows), milliseconds(column_major, rows)
+            row_ms = milliseconds(row_major, rows, in_features)
+            column_ms = milliseconds(column_major, rows, in_features)
             results.append({"weight (out x in)": f"{out_features} x {in_features}", "rows": rows,
                             "row-major ms": row_ms, "column-major ms": column_ms,
                             "speed-up": row_ms / column_ms})  # fmt: skip
             if int4:
-                results[-1]["int4 ms"] = int4_milliseconds(int4, rows)
+                results[-1]["int4 ms"] = milliseconds(int4, rows, in_features, int4_product)
         del row_major, column_major, int4
     common.print_table(results, f"F.linear, one weight at a time from memory; {common.machine()}")
     print(f"command: {common.command()}")

@@ -223,8 +223,9 @@ class Extractor:
         for i in active:
             text = docs[i]["text"][chunks[i][t].char_start : chunks[i][t].char_end]
             passages[i], readings[i].in_code = prose_of(text, readings[i].in_code)
+        chunk_names = {i: names_in(passages[i]) for i in active}
         # who each subject pronoun of the chunk means, from the people the document has shown so far
-        antecedents = {i: readings[i].entities.read(passages[i], names_in(passages[i])) for i in active}
+        antecedents = {i: readings[i].entities.read(passages[i], chunk_names[i]) for i in active}
         ids, mask = right_pad([c[t].token_ids if t < len(c) else [] for c in chunks], self.pad_id)
         if self.config.facts:
             chosen = self.config.facts_antecedents == "entities"
@@ -250,7 +251,7 @@ class Extractor:
         else:
             state = self.model.step(state, ids, mask)
         for i in active:
-            readings[i].meet(names_in(passages[i]))
+            readings[i].meet(chunk_names[i])
         if self.notes:  # every K chunks, and at a document's end: M_t = f(M_{t-1}, x_t) in text
             due = [i for i in active if (t + 1) % self.notes_every == 0 or t + 1 == len(chunks[i])]
             if due:

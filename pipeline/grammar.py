@@ -129,7 +129,8 @@ _OPEN_WORDS = _SUBORDINATORS | _PREPOSITIONS | frozenset(
 # a fenced code block of Markdown runs from a line that opens with ``` to the next (or the passage's end: it
 # may close in the next chunk)
 _FENCE_LINE = re.compile(r"[ \t]*```")
-_LINE_START = re.compile(r"[\"'\u201c\u2018(]*(\w)")  # a line's first letter
+_LINE_LEAD = "\"'\u201c\u2018("  # what may come before a line's first word: an opening quote or bracket
+_LINE_START = re.compile(rf"[{_LINE_LEAD}]*(\w)")  # a line's first letter
 _ENDS_SENTENCE = re.compile(r"[.!?:][\"'\u201d\u2019)]*$")
 VERSE_LINES = 8
 _MARKDOWN_HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]")
@@ -213,7 +214,7 @@ def _capitalised_inside_lines(text: str) -> set[str]:
 
 
 def _at_line_start(text: str, at: int) -> bool:
-    return not text[text.rfind("\n", 0, at) + 1 : at].strip(" \t\"'\u201c\u2018(")
+    return not text[text.rfind("\n", 0, at) + 1 : at].strip(" \t" + _LINE_LEAD)
 
 
 def _split_at_sentence_end(words: list[str]) -> list[str]:
